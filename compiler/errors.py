@@ -1,0 +1,72 @@
+"""Errors users can act on, each mapped to a stable process exit code.
+
+The CLI prints ``str(error)`` as one line (plus the hint) and exits with ``error.exit_code``;
+anything that is not an ``InferCompileError`` is a bug and gets a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in the README, never renumbered."""
+
+    OK = 0
+    USER_ERROR = 1  # bad input file, bad option, missing data
+    USAGE = 2  # command line could not be parsed (typer/click's own code)
+    ACCURACY = 3  # a numeric check or accuracy budget failed
+    UNAVAILABLE = 4  # the target's library or hardware is not present on this machine
+    INTERNAL = 70  # a bug in infer-compile
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class InferCompileError(Exception):
+    """Base class: a one-line message and an optional hint saying what to do."""
+
+    exit_code: ExitCode = ExitCode.USER_ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class UserInputError(InferCompileError):
+    """The model file, data or options given are wrong."""
+
+
+class UnsupportedError(InferCompileError):
+    """The model uses something a frontend, pass or target cannot handle."""
+
+
+class TargetUnavailableError(InferCompileError):
+    """The requested target's library or hardware is missing here."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class AccuracyError(InferCompileError):
+    """Outputs differ from the reference beyond the requested tolerance or budget."""
+
+    exit_code = ExitCode.ACCURACY
+
+
+class PassError(InferCompileError):
+    """A pass failed; names the pass and the passes that ran before it."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, pass_name: str, ran_before: list[str], cause: BaseException) -> None:
+        before = ", ".join(ran_before) if ran_before else "none"
+        super().__init__(
+            f"pass '{pass_name}' failed: {cause} (passes run before it: {before})",
+            hint=f"rerun with --skip-pass {pass_name} to build without it, and --debug for the traceback",
+        )
+        self.pass_name = pass_name
+        self.ran_before = ran_before
+        if isinstance(cause, InferCompileError):
+            self.exit_code = cause.exit_code

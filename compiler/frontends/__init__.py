@@ -1,0 +1,26 @@
+"""Frontend registry: pick the frontend by file contents and lower the model to the IR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from infer_compile.errors import UserInputError
+from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions
+from infer_compile.frontends.onnx import OnnxFrontend
+
+# Most specific first: the ONNX frontend's content check is the loosest.
+FRONTENDS: list[Frontend] = [OnnxFrontend()]
+
+
+def load_source(path: Path, options: SourceOptions | None = None) -> LoweredModel:
+    options = options or SourceOptions()
+    if not path.exists():
+        raise UserInputError(f"{path}: no such file or folder", hint="check the model path")
+    for frontend in FRONTENDS:
+        if frontend.accepts(path):
+            return frontend.load(path, options)
+    kinds = "; ".join(f.description for f in FRONTENDS)
+    raise UserInputError(f"{path}: not a model format infer-compile recognises", hint=f"supported: {kinds}")
+
+
+__all__ = ["FRONTENDS", "Frontend", "LoweredModel", "SourceOptions", "load_source"]

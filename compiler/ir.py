@@ -1,0 +1,190 @@
+"""The one IR: an onnx-graphsurgeon graph plus the model-level metadata ONNX keeps beside it.
+
+Passes edit ``Model.graph`` in place; anything that needs a protobuf (onnxruntime, the checker,
+shape inference, targets) calls ``Model.to_proto()``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from infer_compile.errors import UserInputError
+
+# Above this, protobuf cannot serialize a model in one message: weights must go to external data.
+PROTOBUF_LIMIT = 2**31 - 1
+# Below this many bytes, a model is saved as one self-contained file.
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, shape (ints, symbolic names or None) and numpy dtype."""
+
+    name: str
+    shape: tuple[Dim, ...] | None
+    dtype: np.dtype
+
+    @property
+    def is_static(self) -> bool:
+        return self.shape is not None and all(isinstance(d, int) and d >= 0 for d in self.shape)
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype.name}[{dims}]"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": None if self.shape is None else list(self.shape),
+                "dtype": self.dtype.name}
+
+
+def _spec(tensor: gs.Variable) -> TensorSpec:
+    dtype = np.dtype(tensor.dtype) if tensor.dtype is not None else np.dtype("float32")
+    shape = None if tensor.shape is None else tuple(tensor.shape)
+    return TensorSpec(tensor.name, shape, dtype)
+
+
+class Model:
+    """An ONNX model held as an onnx-graphsurgeon graph."""
+
+    def __init__(self, graph: gs.Graph, *, ir_version: int, metadata: dict[str, str] | None = None) -> None:
+        self.graph = graph
+        self.ir_version = ir_version
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    @classmethod
+    def from_proto(cls, proto: onnx.ModelProto) -> Model:
+        metadata = {p.key: p.value for p in proto.metadata_props}
+        return cls(gs.import_onnx(proto), ir_version=proto.ir_version, metadata=metadata)
+
+    def to_proto(self) -> onnx.ModelProto:
+        proto = gs.export_onnx(self.graph, ir_version=self.ir_version)
+        onnx.helper.set_model_props(proto, self.metadata)
+        return proto
+
+    def copy(self) -> Model:
+        return Model.from_proto(self.to_proto())
+
+    def replace_graph(self, proto: onnx.ModelProto) -> None:
+        """Adopt the graph of ``proto`` (for passes that work on protobufs)."""
+        self.graph = gs.import_onnx(proto)
+
+    @property
+    def opset(self) -> int:
+        return int(self.graph.opset)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(t) for t in self.graph.inputs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(t) for t in self.graph.outputs]
+
+    @property
+    def node_count(self) -> int:
+        return len(self.graph.nodes)
+
+    def op_histogram(self) -> collections.Counter[str]:
+        return collections.Counter(node.op for node in self.graph.nodes)
+
+    def constants(self) -> Iterator[gs.Constant]:
+        return (t for t in self.graph.tensors().values() if isinstance(t, gs.Constant))
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(c.values.nbytes for c in self.constants())
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(c.shape)) for c in self.constants())
+
+
+def load_onnx(path: str | os.PathLike[str]) -> Model:
+    """Load an ONNX file (with its external data) into the IR, or say clearly why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file", hint="check the model path")
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
+        raise UserInputError(
+            f"{path}: not a valid ONNX model ({type(exc).__name__})",
+            hint="the file may be truncated or not an ONNX file; re-export it",
+        ) from exc
+    if not proto.graph.node and not proto.graph.output:
+        raise UserInputError(f"{path}: not a valid ONNX model (empty graph)",
+                             hint="the file may be truncated or not an ONNX file; re-export it")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    except (OSError, ValueError) as exc:
+        raise UserInputError(
+            f"{path}: cannot read its external weight data ({exc})",
+            hint="keep the .onnx file and its .data file(s) together in one folder",
+        ) from exc
+    try:
+        return Model.from_proto(proto)
+    except Exception as exc:
+        raise UserInputError(f"{path}: cannot import the ONNX graph ({exc})",
+                             hint="run onnx.checker.check_model on it to see what is wrong") from exc
+
+
+def save_onnx(model: Model | onnx.ModelProto, path: str | os.PathLike[str],
+              external_data: bool | None = None) -> list[Path]:
+    """Write ``model`` to ``path``; weights go to ``<name>.data`` when large (or when asked).
+
+    Returns the files written. Callers that need atomicity write into a staging folder
+    (see ``infer_compile.artifacts``).
+    """
+    path = Path(path)
+    proto = model.to_proto() if isinstance(model, Model) else model
+    if external_data is None:
+        external_data = _initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
+    if not external_data:
+        onnx.save_model(proto, str(path))
+        return [path]
+    data_name = path.name + ".data"
+    (path.parent / data_name).unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_name, size_threshold=1024)
+    return [path, path.parent / data_name]
+
+
+def _initializer_bytes(proto: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) or onnx.numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+
+
+def serialized(model: Model | onnx.ModelProto) -> bytes:
+    """The model as bytes for in-memory consumers (onnxruntime sessions); < 2 GB only."""
+    proto = model.to_proto() if isinstance(model, Model) else model
+    return proto.SerializeToString()
+
+
+def file_digest(paths: list[Path] | Path) -> str:
+    """sha256 over one file or several (in order): identifies a model's source bytes."""
+    digest = hashlib.sha256()
+    for p in [paths] if isinstance(paths, Path) else paths:
+        if p.is_dir():
+            for child in sorted(q for q in p.rglob("*") if q.is_file()):
+                digest.update(child.relative_to(p).as_posix().encode())
+                _update_from_file(digest, child)
+        else:
+            _update_from_file(digest, p)
+    return digest.hexdigest()
+
+
+def _update_from_file(digest: hashlib._Hash, path: Path) -> None:
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)

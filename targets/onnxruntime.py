@@ -1,0 +1,101 @@
+"""ONNX Runtime target: an optimized ``.onnx`` (portable) or ``.ort`` (ORT format, pre-optimized).
+
+The embedded default: onnxruntime is a core dependency, so this target works on any machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from infer_compile.artifacts import StagedOutput
+from infer_compile.ir import Model, TensorSpec, save_onnx
+from infer_compile.numerics import Feeds
+from infer_compile.passes.base import target_op
+from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
+
+# Session settings applied when an artifact is loaded; autotuning may replace them in the manifest.
+DEFAULT_SESSION = {"graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "ORT_SEQUENTIAL",
+                   "intra_op_num_threads": 0, "inter_op_num_threads": 0}
+# The ORT format bakes in optimizations; "extended" stays valid on any x86/ARM CPU (layout
+# transformations from "all" are specific to the build machine's CPU).
+ORT_FORMAT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def session_options(settings: dict[str, Any]) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    merged = {**DEFAULT_SESSION, **settings}
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, merged["graph_optimization_level"])
+    options.execution_mode = getattr(ort.ExecutionMode, merged["execution_mode"])
+    options.intra_op_num_threads = int(merged["intra_op_num_threads"])
+    options.inter_op_num_threads = int(merged["inter_op_num_threads"])
+    return options
+
+
+def _specs(args: list[Any]) -> list[TensorSpec]:
+    return [TensorSpec(a.name, tuple(d if isinstance(d, int) else (d or None) for d in a.shape),
+                       np.dtype(_ORT_TYPES.get(a.type, np.float32))) for a in args]
+
+
+class OrtRunner(Runner):
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.session = ort.InferenceSession(str(path), session_options(settings),
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = _specs(self.session.get_inputs())
+        self.outputs = _specs(self.session.get_outputs())
+        self._names = [o.name for o in self.outputs]
+
+    def run(self, feeds: Feeds) -> Feeds:
+        return dict(zip(self._names, self.session.run(self._names, feeds), strict=True))
+
+
+class OnnxRuntimeTarget(Target):
+    name = "onnxruntime"
+    aliases = ("ort", "onnx")
+    suffix = ".onnx"
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    dynamic_shapes = True
+    accepted_ops = frozenset({target_op("com.microsoft", op) for op in
+                              ("FusedConv", "FusedGemm", "Gelu", "FastGelu", "BiasGelu",
+                               "SkipLayerNormalization", "MultiHeadAttention", "Attention")})
+    auto_rank = 0
+    description = "Optimized ONNX (or .ort) for ONNX Runtime; runs anywhere."
+
+    def availability(self) -> Availability:
+        return Availability(True, f"onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())})")
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"onnxruntime": ort.__version__}
+
+    def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
+        settings = dict(request.options.get("session_options", {}))
+        if stage.artifact.suffix == ".ort":
+            return self._emit_ort_format(model, stage, settings)
+        files = save_onnx(model, stage.artifact)
+        if len(files) > 1:  # external weights: the data file name is recorded inside the .onnx
+            return {"format": "onnx", "session_options": settings, "external_data": files[1].name}
+        return {"format": "onnx", "session_options": settings}
+
+    def _emit_ort_format(self, model: Model, stage: StagedOutput, settings: dict[str, Any]) -> dict[str, Any]:
+        source = stage.sibling(".source.onnx")
+        save_onnx(model, source)
+        options = session_options(settings)
+        options.graph_optimization_level = ORT_FORMAT_LEVEL
+        options.optimized_model_filepath = str(stage.artifact)
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        for leftover in stage.dir.glob(".source.onnx*"):
+            leftover.unlink()
+        settings = {**settings, "graph_optimization_level": "ORT_ENABLE_EXTENDED"}
+        return {"format": "ort", "session_options": settings}
+
+    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        return OrtRunner(artifact, manifest.get("session_options", {}))
