@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-
 from infer_compile import __version__
 from infer_compile.artifacts import read_manifest
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
@@ -79,7 +78,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     lowered = load_source(source, options.source)
     model = lowered.model
     nodes_before = model.node_count
-    ctx = PassContext(target_caps=target.accepted_ops, options=options.pass_options,
+    ctx = PassContext(target=target.name, target_caps=target.accepted_ops, options=options.pass_options,
                       shape_overrides=options.dynamic_dims)
     records = PassManager(pipeline, verify=options.verify_passes, progress=progress).run(model, ctx)
 

@@ -14,11 +14,10 @@ from typing import Annotated
 
 import click
 import typer
+from infer_compile.errors import ExitCode, InferCompileError, UserInputError
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
-
-from infer_compile.errors import ExitCode, InferCompileError, UserInputError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -151,10 +150,9 @@ def compile_command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Compile MODEL into an artifact for a target."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
     from infer_compile.build import BuildOptions, compile_model
     from infer_compile.frontends import SourceOptions
+    from rich.progress import Progress, SpinnerColumn, TextColumn
 
     with user_errors(debug):
         if fp16 and int8:

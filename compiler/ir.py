@@ -17,7 +17,6 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
-
 from infer_compile.errors import UserInputError
 
 # Above this, protobuf cannot serialize a model in one message: weights must go to external data.

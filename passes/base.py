@@ -28,6 +28,7 @@ class PassContext:
     the calibration package hands over (None when no data was given).
     """
 
+    target: str = ""  # name of the target being built for
     target_caps: frozenset[str] = frozenset()
     options: Mapping[str, Any] = field(default_factory=dict)
     calibration: Any = None

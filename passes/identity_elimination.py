@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
-
 from infer_compile.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import bypass_node
@@ -24,8 +23,8 @@ class IdentityElimination(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         result = PassResult()
         for node in list(model.graph.nodes):
-            if node.op == "Identity" or (node.op == "Dropout" and _is_inference_dropout(node)):
-                if bypass_node(model.graph, node):
-                    result.add(node.op.lower())
+            passes_through = node.op == "Identity" or (node.op == "Dropout" and _is_inference_dropout(node))
+            if passes_through and bypass_node(model.graph, node):
+                result.add(node.op.lower())
         model.graph.cleanup(remove_unused_graph_inputs=False)
         return result

@@ -34,6 +34,7 @@ class TargetRequest:
     precision: str = "fp32"
     dynamic_shapes: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # target-specific settings (tuning, format, ...)
+    calibration: Any = None  # representative samples (list of feeds by input name), when given
 
 
 class Runner(ABC):

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
 from infer_compile.artifacts import StagedOutput
 from infer_compile.ir import Model, TensorSpec, save_onnx
 from infer_compile.numerics import Feeds
