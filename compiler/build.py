@@ -32,7 +32,9 @@ class BuildOptions:
     skip_passes: list[str] = field(default_factory=list)
     pass_options: dict[str, Any] = field(default_factory=dict)
     target_options: dict[str, Any] = field(default_factory=dict)
-    dynamic_dims: dict[str, int] = field(default_factory=dict)  # values for symbolic dims when running
+    # Dynamic dimension ranges by dim name: (min, opt, max). Targets that need profiles use them;
+    # test runs (e.g. --verify-passes) use the opt value.
+    shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,7 +71,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     start = time.perf_counter()
     source = Path(source)
     target, reason = resolve_target(options.target)
-    request = TargetRequest(options.precision, bool(options.dynamic_dims), dict(options.target_options))
+    request = TargetRequest(options.precision, dict(options.shape_ranges), dict(options.target_options))
     # Fail on an unusable target or precision before any expensive work.
     target.require_available()
     target.check_request(request)
@@ -79,7 +81,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     model = lowered.model
     nodes_before = model.node_count
     ctx = PassContext(target=target.name, target_caps=target.accepted_ops, options=options.pass_options,
-                      shape_overrides=options.dynamic_dims)
+                      shape_overrides={dim: opt for dim, (_, opt, _) in options.shape_ranges.items()})
     records = PassManager(pipeline, verify=options.verify_passes, progress=progress).run(model, ctx)
 
     output = Path(options.output) if options.output else default_output(source, target)
@@ -90,6 +92,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         "inputs": [s.to_json() for s in model.inputs],
         "outputs": [s.to_json() for s in model.outputs],
         "passes": [r.name for r in records if r.status == "applied"],
+        "shape_ranges": {dim: list(r) for dim, r in options.shape_ranges.items()},
         "tool_versions": tool_versions(),
         **ctx.records,
     }

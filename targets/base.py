@@ -32,7 +32,7 @@ class TargetRequest:
     """What the user asked of the target."""
 
     precision: str = "fp32"
-    dynamic_shapes: bool = False
+    shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # dim name -> (min, opt, max)
     options: dict[str, Any] = field(default_factory=dict)  # target-specific settings (tuning, format, ...)
     calibration: Any = None  # representative samples (list of feeds by input name), when given
 
