@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+
 from infer_compile import __version__
 from infer_compile.artifacts import read_manifest
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source

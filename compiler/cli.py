@@ -14,10 +14,12 @@ from typing import Annotated
 
 import click
 import typer
-from infer_compile.errors import ExitCode, InferCompileError, UserInputError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
+
+from infer_compile.errors import ExitCode, InferCompileError, UserInputError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,9 +64,9 @@ def user_errors(debug: bool) -> Iterator[None]:
     except InferCompileError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"  hint: {escape(exc.hint)}", highlight=False, soft_wrap=True)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted:[/] nothing was written")
@@ -74,7 +76,7 @@ def user_errors(debug: bool) -> Iterator[None]:
     except Exception as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}",
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}",
                           highlight=False, soft_wrap=True)
         if not debug:
             err_console.print("  hint: rerun with --debug for the traceback and report it")
@@ -120,15 +122,16 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
         table.add_row(r.name, status, _changes(r.counts), f"{r.nodes_before} -> {r.nodes_after}",
                       f"{r.seconds * 1000:.1f} ms")
     console.print(table)
-    summary = Table(show_header=False, show_edge=False, box=None)
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("target", f"{result.target} ({result.target_reason})")
-    summary.add_row("precision", str(result.manifest.get("precision")))
-    summary.add_row("nodes", f"{result.nodes_before} -> {result.nodes_after}")
-    summary.add_row("artifact", f"{result.artifact} ({_size(result.artifact)})")
-    summary.add_row("build time", f"{result.seconds:.2f} s")
-    console.print(summary)
+    # Plain key/value lines, soft-wrapped, so paths stay copyable in narrow terminals and CI logs.
+    summary = {
+        "target": f"{result.target} ({result.target_reason})",
+        "precision": str(result.manifest.get("precision")),
+        "nodes": f"{result.nodes_before} -> {result.nodes_after}",
+        "artifact": f"{result.artifact} ({_size(result.artifact)})",
+        "build time": f"{result.seconds:.2f} s",
+    }
+    for key, value in summary.items():
+        console.print(f"[bold]{key:<10}[/] {escape(value)}", soft_wrap=True, highlight=False)
 
 
 @app.command("compile")
@@ -150,9 +153,10 @@ def compile_command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Compile MODEL into an artifact for a target."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     from infer_compile.build import BuildOptions, compile_model
     from infer_compile.frontends import SourceOptions
-    from rich.progress import Progress, SpinnerColumn, TextColumn
 
     with user_errors(debug):
         if fp16 and int8:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
+
 from infer_compile.errors import UserInputError
 
 # Above this, protobuf cannot serialize a model in one message: weights must go to external data.
@@ -127,7 +128,7 @@ def load_onnx(path: str | os.PathLike[str]) -> Model:
                              hint="the file may be truncated or not an ONNX file; re-export it")
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise UserInputError(
             f"{path}: cannot read its external weight data ({exc})",
             hint="keep the .onnx file and its .data file(s) together in one folder",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from infer_compile.errors import AccuracyError, UserInputError
 from infer_compile.ir import PROTOBUF_LIMIT, Model, TensorSpec, save_onnx, serialized
 

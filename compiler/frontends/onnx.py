@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnx
 import onnx.version_converter
+
 from infer_compile.errors import UserInputError
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions
 from infer_compile.ir import Model, load_onnx

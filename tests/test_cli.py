@@ -1,0 +1,123 @@
+"""The compile CLI: success output, and one clear line + exit code for each user error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from infer_compile.cli import app
+from infer_compile.errors import ExitCode
+from tests.builders import tiny_cnn
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "tiny_cnn.onnx"
+    onnx.save_model(tiny_cnn(), str(path))
+    return path
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, code: ExitCode, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stderr.startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert "hint:" in result.stderr
+
+
+def test_compile_prints_the_build_table_and_writes_report(model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "model.onnx"
+    result = invoke(model_path, "-o", out, "--verify-passes", "--report", tmp_path / "build.json")
+    assert result.exit_code == 0, result.output
+    for text in ("identity-elimination", "dropout=1", "onnxruntime", "13 -> ", str(out)):
+        assert text in result.stdout
+    assert out.is_file() and (out.parent / "model.onnx.manifest.json").is_file()
+    report = json.loads((tmp_path / "build.json").read_text())
+    assert report["schema"].startswith("infer-compile.build/")
+    assert report["target"]["name"] == "onnxruntime"
+    assert report["nodes"]["after"] < report["nodes"]["before"]
+
+
+def test_default_output_goes_beside_the_source(model_path: Path) -> None:
+    result = invoke(model_path, "--target", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert (model_path.parent / "tiny_cnn.onnxruntime.onnx").is_file()
+
+
+def test_auto_target_says_which_and_why(model_path: Path, tmp_path: Path) -> None:
+    result = invoke(model_path, "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert "best available here" in result.stdout
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_user_error(invoke(tmp_path / "nope.onnx"), ExitCode.USER_ERROR, "nope.onnx", "no such file")
+
+
+def test_corrupt_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    result = invoke(bad, "-o", tmp_path / "out.onnx")
+    assert_user_error(result, ExitCode.USER_ERROR, "bad.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_unknown_target(model_path: Path) -> None:
+    assert_user_error(invoke(model_path, "--target", "tpu"), ExitCode.USER_ERROR, "unknown target 'tpu'")
+
+
+def test_conflicting_precisions(model_path: Path) -> None:
+    assert_user_error(invoke(model_path, "--fp16", "--int8"), ExitCode.USER_ERROR, "--fp16 and --int8")
+
+
+@pytest.mark.parametrize("value", ["image", "image:1xax3", ":1x3", "image:0x3x32x32"])
+def test_bad_input_shape(model_path: Path, value: str) -> None:
+    assert_user_error(invoke(model_path, "--input-shape", value), ExitCode.USER_ERROR, "--input-shape")
+
+
+def test_input_shape_for_unknown_input(model_path: Path) -> None:
+    assert_user_error(invoke(model_path, "--input-shape", "pixels:1x3x32x32"), ExitCode.USER_ERROR,
+                      "pixels", "image")
+
+
+def test_unknown_skip_pass(model_path: Path) -> None:
+    assert_user_error(invoke(model_path, "--skip-pass", "warp-drive"), ExitCode.USER_ERROR, "warp-drive")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = invoke(tmp_path / "nope.onnx", "--debug")
+    assert result.exit_code == ExitCode.USER_ERROR
+    assert "Traceback" in result.stderr
+
+
+def test_usage_error_exit_code(model_path: Path) -> None:
+    assert invoke(model_path, "--no-such-flag").exit_code == ExitCode.USAGE
+
+
+def test_targets_command_lists_availability() -> None:
+    result = invoke("targets")
+    assert result.exit_code == 0
+    assert "onnxruntime" in result.stdout and "yes" in result.stdout
+
+
+def test_passes_command_lists_the_pipeline() -> None:
+    result = invoke("passes")
+    assert result.exit_code == 0
+    for name in ("shape-inference", "constant-folding", "identity-elimination", "dead-node-elimination"):
+        assert name in result.stdout
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0 and "infer-compile" in result.stdout
