@@ -1,0 +1,1 @@
+"""Calibration data readers and activation-range calibrators for INT8 builds."""
