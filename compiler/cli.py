@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +27,7 @@ err_console = Console(stderr=True)
 class CompileByDefault(TyperGroup):
     """Routes `infer-compile MODEL ...` to the `compile` command; subcommands work as usual."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["compile", *args]
         return super().parse_args(ctx, args)
@@ -71,7 +70,7 @@ def user_errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted:[/] nothing was written")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+    except (typer.Exit, typer.Abort, typer.TyperException):
         raise
     except Exception as exc:
         if debug:
