@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
+
 from infer_compile.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
-from infer_compile.passes.graph_utils import bypass_node
+from infer_compile.passes.graph_utils import bypass_node, is_graph_io
 
 
-def _is_inference_dropout(node: gs.Node) -> bool:
+def _is_inference_dropout(graph: gs.Graph, node: gs.Node) -> bool:
     # Dropout is the identity unless its training_mode input is present (and possibly true)
     # or its mask output is used.
-    return (len(node.inputs) < 3 or node.inputs[2].name == "") and (
-        len(node.outputs) < 2 or not node.outputs[1].outputs
-    )
+    mask_used = len(node.outputs) > 1 and (bool(node.outputs[1].outputs) or is_graph_io(graph, node.outputs[1]))
+    return (len(node.inputs) < 3 or node.inputs[2].name == "") and not mask_used
 
 
 class IdentityElimination(Pass):
@@ -23,8 +23,8 @@ class IdentityElimination(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         result = PassResult()
         for node in list(model.graph.nodes):
-            passes_through = node.op == "Identity" or (node.op == "Dropout" and _is_inference_dropout(node))
-            if passes_through and bypass_node(model.graph, node):
+            dropout = node.op == "Dropout" and _is_inference_dropout(model.graph, node)
+            if (node.op == "Identity" or dropout) and bypass_node(model.graph, node):
                 result.add(node.op.lower())
         model.graph.cleanup(remove_unused_graph_inputs=False)
         return result

@@ -1,0 +1,50 @@
+"""Shared checks for pass tests: run one pass on a proto, validate the result, compare numerics."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+
+from infer_compile.ir import Model
+from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
+from infer_compile.passes.base import Pass, PassContext, PassResult
+
+
+def apply_pass(pass_obj: Pass, proto: onnx.ModelProto, ctx: PassContext | None = None) -> tuple[Model, PassResult]:
+    """Run ``pass_obj`` on a copy of ``proto``; the result must pass the full ONNX checker."""
+    model = Model.from_proto(proto)
+    result = pass_obj.run(model, ctx or PassContext())
+    onnx.checker.check_model(model.to_proto(), full_check=True)
+    return model, result
+
+
+def assert_same_outputs(before_proto: onnx.ModelProto, after_model: Model, precision: str = "fp32",
+                        feeds: Feeds | None = None) -> dict:
+    """onnxruntime on the original and on the rewritten model agree within ``precision``'s tolerance."""
+    before = Model.from_proto(before_proto)
+    feeds = feeds if feeds is not None else random_inputs(before.inputs, seed=0)
+    reference = run_onnx(before, feeds)
+    comparisons = compare_outputs(reference, run_onnx(after_model, feeds))
+    figures = summarize(comparisons)
+    assert within(reference, comparisons, TOLERANCES[precision]), figures
+    return figures
+
+
+def op_counts(model: Model | onnx.ModelProto) -> collections.Counter[str]:
+    """Op histogram of a model, IR or protobuf."""
+    if isinstance(model, Model):
+        return model.op_histogram()
+    return collections.Counter(node.op_type for node in model.graph.node)
+
+
+def assert_unchanged(pass_obj: Pass, proto: onnx.ModelProto, ctx: PassContext | None = None) -> None:
+    """A negative case: the pass reports nothing and the graph keeps every node."""
+    model, result = apply_pass(pass_obj, proto, ctx)
+    assert not result.modified, result.counts
+    assert op_counts(model) == op_counts(proto)
+
+
+def rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
