@@ -36,6 +36,7 @@ lint: $(VENV)/.full
 
 bench: $(VENV)/.full
 	$(BIN)/python bench/passes.py
+	$(BIN)/python bench/openvino_int8.py
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache .ruff_cache

@@ -88,11 +88,16 @@ def staged_output(final: Path) -> Iterator[StagedOutput]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a small text file (report, cache entry) so readers never see half of it."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file (e.g. a TensorRT timing cache shared by CI runs) so readers never see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports and cache entries are shared files
         os.replace(tmp, path)
     except BaseException:

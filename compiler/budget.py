@@ -73,6 +73,7 @@ def _parse_term(term: str, text: str) -> Bound:
     if not match:
         raise UserInputError(f"accuracy budget '{text}': cannot read '{term.strip()}'", hint=_HINT)
     metric, op, raw = match.groups()
+    metric = metric.replace("_", "-")  # accept the report spelling too (top1_agreement)
     if metric not in METRICS:
         raise UserInputError(f"accuracy budget '{text}': unknown metric '{metric}'", hint=_HINT)
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ import onnx_graphsurgeon as gs
 
 from infer_compile import __version__
 from infer_compile.artifacts import read_manifest
+from infer_compile.cache import BuildCache, CacheHit
+from infer_compile.calibration import CalibrationSettings, load_calibration
+from infer_compile.errors import UserInputError
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.ir import file_digest
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline
@@ -36,6 +40,14 @@ class BuildOptions:
     # Dynamic dimension ranges by dim name: (min, opt, max). Targets that need profiles use them;
     # test runs (e.g. --verify-passes) use the opt value.
     shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # Build cache folder (see infer_compile.cache); None builds without the cache.
+    cache_dir: Path | None = None
+    # Seconds the autotune pass may spend timing runtime settings on this machine; 0 = no tuning.
+    tune_time: float = 0.0
+    # Write a bundle that builds the artifact on another machine (TensorRT without a GPU here).
+    defer: bool = False
+    # Calibration data and calibrator settings (--calib ...); required for int8.
+    calibration: CalibrationSettings | None = None
 
 
 @dataclass
@@ -44,12 +56,24 @@ class BuildResult:
     files: list[Path]
     target: str
     target_reason: str
-    source: LoweredModel
+    source: LoweredModel | None  # None when the artifact came from the build cache
     records: list[PassRecord]
     nodes_before: int
     nodes_after: int
     seconds: float
     manifest: dict[str, Any]
+    cache: str = "off"  # "off", "hit" or "miss (...)"
+
+    @classmethod
+    def from_cache(cls, hit: CacheHit, target: str, reason: str, seconds: float) -> BuildResult:
+        records = [PassRecord(**r) for r in hit.meta["records"]]
+        return cls(hit.files[0], hit.files, target, reason, None, records, hit.meta["nodes_before"],
+                   hit.meta["nodes_after"], seconds, read_manifest(hit.files[0]) or {}, cache="hit")
+
+
+# Options only the fp16/int8 passes read (targets with consumes_qdq = False skip those passes).
+PRECISION_PASS_OPTIONS = frozenset({"keep_io_types", "fp16_block", "exclude_nodes", "exclude_op_types",
+                                    "accuracy_budget"})
 
 
 def resolve_target(name: str) -> tuple[Target, str]:
@@ -67,25 +91,50 @@ def tool_versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | None = None) -> BuildResult:
+def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | None = None,
+                  status: Callable[[str], None] | None = None) -> BuildResult:
     """Build ``source`` as ``options`` say; raises InferCompileError subclasses for user problems."""
     start = time.perf_counter()
     source = Path(source)
     target, reason = resolve_target(options.target)
+    if options.defer:
+        target = target.deferred()
     request = TargetRequest(options.precision, dict(options.shape_ranges), dict(options.target_options))
     # Fail on an unusable target or precision before any expensive work.
     target.require_available()
     target.check_request(request)
+    if target.needs_calibration(request) and options.calibration is None:
+        raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
+                             "(representative inputs); --calib synthetic only for smoke tests")
     pipeline = build_pipeline(options.precision, options.skip_passes)
+    if options.precision != "fp32" and not target.consumes_qdq:  # it lowers precision itself (from the samples)
+        pipeline = [p for p in pipeline if p.precision == "fp32"]
+        if ignored := sorted(PRECISION_PASS_OPTIONS & set(options.pass_options)):
+            raise UserInputError(f"target '{target.name}' lowers precision with its own converter: "
+                                 f"{', '.join('--' + key.replace('_', '-') for key in ignored)} do(es) not apply",
+                                 hint="drop them, or build for another target")
+    output = Path(options.output) if options.output else default_output(source, target)
+    if options.defer:  # -o names the final artifact; the bundle is written beside it under the bundle's suffix
+        output = output.with_suffix(target.suffix)
+    cache = BuildCache(options.cache_dir) if options.cache_dir else None
+    if cache:
+        key = cache.key(source, options, target, output, {**tool_versions(), **target.tool_versions()})
+        if hit := cache.fetch(key, output):
+            return BuildResult.from_cache(hit, target.name, reason, time.perf_counter() - start)
 
-    lowered = load_source(source, options.source)
+    lowered = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges)))
     model = lowered.model
     nodes_before = model.node_count
-    ctx = PassContext(target=target.name, target_caps=target.accepted_ops, options=options.pass_options,
-                      shape_overrides={dim: opt for dim, (_, opt, _) in options.shape_ranges.items()})
+    calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
+    request.calibration = calibration.samples if calibration else None
+    ctx = PassContext(target=target.name, target_caps=target.accepted_ops, calibration=calibration,
+                      options={**options.pass_options, "tune_time": options.tune_time},
+                      shape_overrides={dim: opt for dim, (_, opt, _) in options.shape_ranges.items()},
+                      tuner=target.tuner(request) if options.tune_time > 0 else None, status=status)
     records = PassManager(pipeline, verify=options.verify_passes, progress=progress).run(model, ctx)
+    # The runtime settings autotuning chose reach the target like user options (which win).
+    request.options = {**ctx.records.get("autotune", {}).get("target_options", {}), **request.options}
 
-    output = Path(options.output) if options.output else default_output(source, target)
     manifest = {
         "infer_compile": __version__,
         "source": {"path": source.name, "format": lowered.format, "sha256": file_digest(source),
@@ -98,5 +147,8 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         **ctx.records,
     }
     files = target.compile(model, output, request, manifest)
-    return BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
-                       time.perf_counter() - start, read_manifest(output) or manifest)
+    result = BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
+                         time.perf_counter() - start, read_manifest(output) or manifest)
+    if cache:
+        result.cache = cache.store(key, result)
+    return result

@@ -20,7 +20,8 @@ from typer.core import TyperGroup
 
 from infer_compile.errors import ExitCode, InferCompileError, UserInputError
 
-console = Console()
+# Logs and pipes are not terminals: give them room instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 
@@ -112,15 +113,24 @@ def _changes(counts: dict[str, int]) -> str:
 
 
 def print_build(result) -> None:  # BuildResult; imported lazily to keep --help fast
-    table = Table(title="passes", title_justify="left", show_edge=False)
-    for col, justify in (("pass", "left"), ("status", "left"), ("changes", "left"),
-                         ("nodes", "right"), ("time", "right")):
-        table.add_column(col, justify=justify)
-    for r in result.records:
-        status = r.status if r.status != "skipped" else f"skipped ({r.reason})"
-        table.add_row(r.name, status, _changes(r.counts), f"{r.nodes_before} -> {r.nodes_after}",
-                      f"{r.seconds * 1000:.1f} ms")
+    table = Table(title="passes applied", title_justify="left", show_edge=False)
+    verified = any(r.verification for r in result.records)
+    columns = ["pass", "changes", "nodes", "time"] + (["max abs err"] if verified else [])
+    for col in columns:
+        # Pass names and numbers never wrap: users copy names into --skip-pass.
+        table.add_column(col, justify="left" if col in ("pass", "changes") else "right",
+                         no_wrap=col != "changes")
+    for r in (r for r in result.records if r.status == "applied"):
+        row = [r.name, _changes(r.counts), f"{r.nodes_before}->{r.nodes_after}", f"{r.seconds * 1000:.1f}ms"]
+        if verified:
+            row.append(f"{r.verification['max_abs']:.1e}" if r.verification else "-")
+        table.add_row(*row)
     console.print(table)
+    unchanged = [r.name for r in result.records if r.status == "unchanged"]
+    skipped = [f"{r.name} ({r.reason})" for r in result.records if r.status == "skipped"]
+    for label, names in (("unchanged", unchanged), ("skipped", skipped)):
+        if names:
+            console.print(f"[bold]{label}:[/] {escape(', '.join(names))}", soft_wrap=True, highlight=False)
     # Plain key/value lines, soft-wrapped, so paths stay copyable in narrow terminals and CI logs.
     summary = {
         "target": f"{result.target} ({result.target_reason})",
@@ -128,15 +138,61 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
         "nodes": f"{result.nodes_before} -> {result.nodes_after}",
         "artifact": f"{result.artifact} ({_size(result.artifact)})",
         "build time": f"{result.seconds:.2f} s",
+        "cache": result.cache,
     }
+    from infer_compile.calibration.options import describe_precision
+
+    if precision_line := describe_precision(result.manifest.get("quantization")):
+        summary["numerics"] = precision_line
     for key, value in summary.items():
         console.print(f"[bold]{key:<10}[/] {escape(value)}", soft_wrap=True, highlight=False)
 
 
+def parse_duration(value: str, option: str) -> float:
+    """`60s`, `2m`, `500ms` or plain seconds -> seconds."""
+    number = value.strip().lower()
+    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if number.endswith(unit):
+            number, factor = number[: -len(unit)], scale
+            break
+    else:
+        factor = 1.0
+    try:
+        seconds = float(number) * factor
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise UserInputError(f"{option} '{value}' is not a duration", hint="write it like 60s, 2m or 500ms")
+    return seconds
+
+
+def print_tuning(record: dict | None) -> None:
+    """The autotune results: every candidate's median latency and the one chosen."""
+    if not record:
+        return
+    table = Table(title=f"autotune ({record['seconds']:.1f} s of {record['budget_s']:g} s)", title_justify="left",
+                  show_edge=False)
+    for col, justify in (("candidate", "left"), ("median latency", "right"), ("runs", "right"), ("chosen", "left")):
+        table.add_column(col, justify=justify)
+    for c in record["candidates"]:
+        chosen = "[green]yes[/]" if c["chosen"] else ""
+        latency = "not timed (budget)" if c["median_ms"] is None else f"{c['median_ms']:.3f} ms"
+        table.add_row(escape(c["label"]), latency, str(c["runs"]), chosen)
+    console.print(table)
+    if record.get("layers"):
+        selection = record["layer_selection"]
+        slower = sum(r.get("faster") == "fp32" for r in record["layers"])
+        line = f"[bold]INT8 layers[/] {len(record['layers'])}, {slower} not faster than fp32 here"
+        if "int8_ms" in selection:
+            line += (f"; full model {selection['int8_ms']:.3f} ms all INT8, {selection['selected_ms']:.3f} ms with "
+                     f"those in fp32: {'fp32 kept for them' if selection['applied'] else 'all INT8 kept'}")
+        console.print(line, highlight=False)
+
+
 @app.command("compile")
 def compile_command(
-    model: Annotated[Path, typer.Argument(help="Model file or folder (ONNX, PyTorch, TensorFlow).",
-                                          show_default=False)],
+    model: Annotated[Path | None, typer.Argument(
+        help="Model file or folder (ONNX, PyTorch, TensorFlow); omit with --from-python.", show_default=False)] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="auto, onnxruntime, openvino, trt or tflite.")]
     = "auto",
     fp16: Annotated[bool, typer.Option("--fp16", help="Build in half precision.")] = False,
@@ -144,29 +200,143 @@ def compile_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Artifact path.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option(
         "--input-shape", help="Pin an input's shape, NAME:1x3x224x224 (repeatable).")] = None,
+    input_dtype: Annotated[list[str] | None, typer.Option(
+        "--input-dtype", help="An input's dtype for PyTorch example inputs, NAME:float16 (repeatable).")] = None,
+    dynamic: Annotated[list[str] | None, typer.Option(
+        "--dynamic", help="Make an input axis dynamic, NAME:AXIS=DIM, e.g. input:0=batch (repeatable).")] = None,
+    shape_range: Annotated[list[str] | None, typer.Option(
+        "--shape-range", help="A dynamic dim's MIN:OPT:MAX, e.g. batch=1:8:32 (repeatable).")] = None,
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="Allow unpickling PyTorch files (runs code from the file: trusted files only).")]
+    = False,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="pkg.mod:factory building the nn.Module a state_dict's weights belong to.")] = None,
+    from_python: Annotated[str | None, typer.Option(
+        "--from-python", help="pkg.mod:build (or file.py:build) returning (module, example_inputs).")] = None,
+    exporter: Annotated[str | None, typer.Option(
+        "--exporter", help="PyTorch exporter: dynamo (default) or legacy (TorchScript-based).")] = None,
+    signature: Annotated[str | None, typer.Option(
+        "--signature", help="TensorFlow SavedModel signature (default: serving_default).")] = None,
     verify_passes: Annotated[bool, typer.Option(
         "--verify-passes", help="Check numerics after every pass; stop at the first that breaks them.")] = False,
     skip_pass: Annotated[list[str] | None, typer.Option(
         "--skip-pass", help="Leave a pass out of the pipeline (repeatable; see `infer-compile passes`).")] = None,
+    fold_size_limit: Annotated[int | None, typer.Option(
+        "--fold-size-limit", min=0, help="Largest tensor constant folding may create, in MiB (default 64).",
+        show_default=False)] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the build report JSON here.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Build cache folder [default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
+        show_default=False)] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without reading or writing the cache.")]
+    = False,
+    tune_time: Annotated[str, typer.Option(
+        "--tune-time", envvar="INFER_COMPILE_TUNE_TIME",
+        help="Time budget for autotuning runtime settings on this machine (e.g. 5s, 60s, 2m; 0 = off).")]
+    = "5s",
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip autotuning; use the runtime's defaults.")] = False,
+    ov_export_blob: Annotated[bool, typer.Option(
+        "--ov-export-blob", help="OpenVINO: also export a compiled blob for this CPU (zero-compile start-up).")]
+    = False,
+    defer: Annotated[bool, typer.Option(
+        "--defer", help="TensorRT without a GPU here: write a .trtbundle that `infer-compile finalize` builds on "
+                        "a GPU machine.")] = False,
+    timing_cache: Annotated[Path | None, typer.Option(
+        "--timing-cache", help="TensorRT timing cache file, read and updated (reuse it across builds and CI runs).")]
+    = None,
+    trt_workspace: Annotated[int | None, typer.Option(
+        "--trt-workspace", help="TensorRT builder workspace limit in MiB (default: all GPU memory).")] = None,
+    trt_opt_level: Annotated[int | None, typer.Option(
+        "--trt-opt-level", help="TensorRT builder optimization level 0-5: higher builds longer, runs faster "
+                                "(default: 3).")] = None,
+    trt_hardware_compat: Annotated[str | None, typer.Option(
+        "--trt-hardware-compat", help="TensorRT engine also runs on other GPUs: ampere+ (Ampere and newer) or "
+                                      "same-cc (same compute capability).")] = None,
+    trt_version_compat: Annotated[bool, typer.Option(
+        "--trt-version-compat", help="TensorRT engine also runs on later TensorRT versions of its major version.")]
+    = False,
+    tflite_int8_mode: Annotated[str | None, typer.Option(
+        "--tflite-int8-mode", help="TFLite --int8: full (int8 weights and activations, needs --calib) or dynamic "
+                                   "(int8 weights only, no calibration) [default: full].", show_default=False)] = None,
+    tflite_int8_io: Annotated[bool, typer.Option(
+        "--tflite-int8-io", help="TFLite full INT8: int8 inputs/outputs too (the runner still takes floats).")]
+    = False,
+    keep_nchw: Annotated[bool, typer.Option(
+        "--keep-nchw", help="TFLite: keep channel-first inputs as in the source instead of NHWC.")] = False,
+    calib: Annotated[str | None, typer.Option(
+        "--calib", help="Calibration data: folder of .npy/.npz or images, pkg.mod:fn, or 'synthetic' (smoke tests).")]
+    = None,
+    calib_method: Annotated[str | None, typer.Option(
+        "--calib-method", help="minmax, percentile, entropy or mse [default: entropy].", show_default=False)] = None,
+    percentile: Annotated[float | None, typer.Option(
+        "--percentile", help="Percentile for --calib-method percentile [default: 99.99].", show_default=False)] = None,
+    calib_samples: Annotated[int | None, typer.Option(
+        "--calib-samples", help="Use at most N calibration samples [default: 128].", show_default=False)] = None,
+    calib_cache: Annotated[Path | None, typer.Option(
+        "--calib-cache", help="JSON range cache: reused when model and data match, else written.")] = None,
+    calib_export_trt: Annotated[Path | None, typer.Option(
+        "--calib-export-trt", help="Also write the ranges as a TensorRT calibration cache (for trtexec).")] = None,
+    calib_preprocess: Annotated[list[str] | None, typer.Option(
+        "--calib-preprocess", help="Image folder preprocessing KEY=VALUE (repeatable): resize=256 crop=224 "
+                                   "scale=0.00392 mean=0.485/0.456/0.406 std=... channels=rgb|bgr "
+                                   "layout=nchw|nhwc dtype=float32.")] = None,
+    keep_io_types: Annotated[bool, typer.Option(
+        "--keep-io-types", help="FP16: keep graph inputs and outputs float32.")] = False,
+    fp16_block: Annotated[list[str] | None, typer.Option(
+        "--fp16-block", help="FP16: keep these op types or node names in fp32 (repeatable, comma lists).")] = None,
+    exclude_nodes: Annotated[list[str] | None, typer.Option(
+        "--exclude-nodes", help="INT8: keep these ONNX node names in float (repeatable, comma lists).")] = None,
+    exclude_op_types: Annotated[list[str] | None, typer.Option(
+        "--exclude-op-types", help="INT8: keep these op types in float, e.g. MatMul (repeatable).")] = None,
+    accuracy_budget: Annotated[str | None, typer.Option(
+        "--accuracy-budget", help="Return the most sensitive layers to fp32 until e.g. 'cosine>=0.999' or "
+                                  "'top1-agreement>=0.99' holds vs fp32 on held-out samples (exit 3 if it cannot).")]
+    = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Compile MODEL into an artifact for a target."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from infer_compile.build import BuildOptions, compile_model
+    from infer_compile.calibration.options import calibration_warnings, precision_options
     from infer_compile.frontends import SourceOptions
+    from infer_compile.frontends.specs import (
+        model_source,
+        parse_dynamic_dims,
+        parse_input_dtypes,
+        parse_shape_ranges,
+    )
 
     with user_errors(debug):
         if fp16 and int8:
             raise UserInputError("--fp16 and --int8 exclude each other", hint="choose one precision")
+        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+        calibration, precision_pass_options = precision_options(
+            precision, calib=calib, method=calib_method, percentile=percentile, samples=calib_samples,
+            cache=calib_cache, export_trt=calib_export_trt, preprocess=calib_preprocess, keep_io_types=keep_io_types,
+            fp16_block=fp16_block, exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types,
+            accuracy_budget=accuracy_budget)
         options = BuildOptions(
             target=target,
-            precision="int8" if int8 else "fp16" if fp16 else "fp32",
+            precision=precision,
+            calibration=calibration,
+            pass_options={**precision_pass_options,
+                          **({"fold_size_limit": fold_size_limit << 20} if fold_size_limit is not None else {})},
             output=output,
-            source=SourceOptions(input_shapes=parse_input_shapes(input_shape or [])),
+            source=SourceOptions(input_shapes=parse_input_shapes(input_shape or []),
+                                 input_dtypes=parse_input_dtypes(input_dtype or []),
+                                 dynamic_dims=parse_dynamic_dims(dynamic or []), trust_pickle=trust_pickle,
+                                 arch=arch, python_entry=from_python, exporter=exporter, signature=signature),
+            shape_ranges=parse_shape_ranges(shape_range or []),
             verify_passes=verify_passes,
             skip_passes=list(skip_pass or []),
+            cache_dir=cache_option(cache_dir, no_cache),
+            tune_time=0.0 if no_tune else parse_duration(tune_time, "--tune-time"),
+            target_options={**({"export_blob": True} if ov_export_blob else {}),
+                            **trt_options(timing_cache, trt_workspace, trt_opt_level, trt_hardware_compat,
+                                          trt_version_compat),
+                            **tflite_options(tflite_int8_mode, tflite_int8_io, keep_nchw)},
+            defer=defer,
         )
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                       transient=True, disable=not err_console.is_terminal) as progress:
@@ -175,8 +345,16 @@ def compile_command(
             def on_pass(p, index: int, total: int) -> None:
                 progress.update(task, description=f"pass {index + 1}/{total}: {p.name}")
 
-            result = compile_model(model, options, progress=on_pass)
+            def on_status(text: str) -> None:
+                progress.update(task, description=text)
+
+            with calibration_warnings(lambda text: err_console.print(f"[bold yellow]warning:[/] {escape(text)}",
+                                                                     soft_wrap=True, highlight=False)):
+                result = compile_model(model_source(model, from_python), options, progress=on_pass,
+                                       status=on_status)
         print_build(result)
+        print_tuning(result.manifest.get("autotune"))
+        print_deferred(result)
         if report:
             from infer_compile.report import write_report
 
@@ -209,6 +387,59 @@ def passes_command() -> None:
     for name, cls in all_passes().items():
         table.add_row(name, ", ".join(sorted(cls.requires)) or "-", cls.description)
     console.print(table)
+
+
+def tflite_options(int8_mode: str | None, int8_io: bool, keep_nchw: bool) -> dict[str, object]:
+    """The --tflite-*/--keep-nchw options given, as TFLite target options."""
+    given = {"int8_mode": int8_mode, "int8_io": int8_io or None, "keep_nchw": keep_nchw or None}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def trt_options(timing_cache: Path | None, workspace_mib: int | None, opt_level: int | None,
+                hardware_compat: str | None, version_compat: bool) -> dict[str, object]:
+    """The --timing-cache/--trt-* options given, as TensorRT target options."""
+    given = {"timing_cache": None if timing_cache is None else str(timing_cache), "workspace_mib": workspace_mib,
+             "opt_level": opt_level, "hardware_compat": hardware_compat, "version_compat": version_compat or None}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def print_deferred(result) -> None:  # BuildResult
+    """For a --defer build: the equivalent trtexec command and the step that builds the engine."""
+    if result.manifest.get("format") != "trtbundle":
+        return
+    console.print(f"[bold]{'trtexec':<10}[/] (run inside the bundle) {escape(result.manifest['trtexec'])}",
+                  soft_wrap=True, highlight=False)
+    console.print(f"[bold]{'next':<10}[/] on a GPU machine: infer-compile finalize {escape(str(result.artifact))}",
+                  soft_wrap=True, highlight=False)
+
+
+@app.command("finalize")
+def finalize_command(
+    bundle: Annotated[Path, typer.Argument(help="A .trtbundle written by --target trt --defer.", show_default=False)],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Engine path (default: beside the bundle, named as at --defer).")] = None,
+    timing_cache: Annotated[Path | None, typer.Option(
+        "--timing-cache", help="Timing cache to read and update instead of the bundle's own.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Build the TensorRT engine a deferred-build bundle describes (on a machine with an NVIDIA GPU)."""
+    with user_errors(debug):
+        from infer_compile.targets.tensorrt_bundle import finalize_bundle
+
+        engine = finalize_bundle(bundle, output, timing_cache)[0]
+        console.print(f"[bold]{'engine':<10}[/] {escape(str(engine))} ({_size(engine)})", soft_wrap=True,
+                      highlight=False)
+
+
+def cache_option(cache_dir: Path | None, no_cache: bool) -> Path | None:
+    """--cache-dir / --no-cache -> BuildOptions.cache_dir (the cache is on by default)."""
+    from infer_compile.cache import default_cache_dir
+
+    return None if no_cache else cache_dir or default_cache_dir()
+
+
+# The artifact commands (run, bench, verify, inspect, build) live in their own module.
+from infer_compile import artifact_cli  # noqa: E402, F401
 
 
 def main() -> None:

@@ -175,6 +175,8 @@ def file_digest(paths: list[Path] | Path) -> str:
     """sha256 over one file or several (in order): identifies a model's source bytes."""
     digest = hashlib.sha256()
     for p in [paths] if isinstance(paths, Path) else paths:
+        if not p.exists():
+            raise UserInputError(f"{p}: no such file or folder", hint="check the path")
         if p.is_dir():
             for child in sorted(q for q in p.rglob("*") if q.is_file()):
                 digest.update(child.relative_to(p).as_posix().encode())

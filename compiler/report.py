@@ -3,29 +3,54 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from infer_compile.artifacts import atomic_write_text
 from infer_compile.build import BuildResult
 
-REPORT_SCHEMA = "infer-compile.build/1"
+REPORT_SCHEMA = "infer-compile.build/2"
+# Keys of the manifest's "quantization" record that describe the calibration data.
+_CALIBRATION_KEYS = ("method", "samples", "source", "percentile", "ranges_from_cache")
 
 
 def build_report(result: BuildResult) -> dict[str, Any]:
+    """The report document; its fields are documented in the README ("The build report")."""
+    manifest = result.manifest
+    quantization = manifest.get("quantization") or {}
+    calibration = {k: quantization[k] for k in _CALIBRATION_KEYS if k in quantization}
+    accuracy = {k: quantization[k] for k in ("accuracy", "fallback") if k in quantization}
+    layers = layer_precisions(result)
     return {
         "schema": REPORT_SCHEMA,
         "artifact": {"path": str(result.artifact), "files": [str(f) for f in result.files],
                      "bytes": sum(f.stat().st_size for f in result.files if f.is_file()),
-                     "sha256": result.manifest.get("artifact", {}).get("sha256")},
+                     "sha256": manifest.get("artifact", {}).get("sha256")},
         "target": {"name": result.target, "reason": result.target_reason},
-        "precision": result.manifest.get("precision"),
-        "source": result.manifest.get("source"),
+        "source": manifest.get("source"),
+        "cache": result.cache,
+        "seconds": round(result.seconds, 4),
         "nodes": {"before": result.nodes_before, "after": result.nodes_after},
         "passes": [r.to_json() for r in result.records],
-        "seconds": round(result.seconds, 4),
-        "manifest": result.manifest,
+        "precision": {"requested": manifest.get("precision"),
+                      "nodes": quantization.get("nodes") or (dict(Counter(layers.values())) if layers else None),
+                      "layers": layers},
+        "calibration": calibration or None,
+        "accuracy": accuracy or None,
+        "autotune": manifest.get("autotune"),
+        "tool_versions": manifest.get("tool_versions", {}),
+        "manifest": manifest,
     }
+
+
+def layer_precisions(result: BuildResult) -> dict[str, str] | None:
+    """Compute precision per node of the built graph; None for cache hits (no graph was built)."""
+    if result.source is None:
+        return None
+    from infer_compile.passes.precision_state import node_precision
+
+    return {node.name: node_precision(node) for node in result.source.model.graph.nodes}
 
 
 def write_report(result: BuildResult, path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,6 +12,7 @@ from infer_compile.ir import Model
 # Capabilities a pass may require of its context (see PassContext.provides):
 CALIBRATION = "calibration"  # representative input data is available
 STATIC_SHAPES = "static-shapes"  # every graph input has a concrete shape
+TUNER = "tuner"  # the target can time runtime configurations here (see targets.base.Tuner)
 
 
 def target_op(domain: str, op: str) -> str:
@@ -33,6 +34,10 @@ class PassContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     calibration: Any = None
     shape_overrides: Mapping[str, int] = field(default_factory=dict)
+    # The target's Tuner (targets.base.Tuner) when autotuning was asked for; passes never import targets.
+    tuner: Any = None
+    # Live one-line status for long passes (the CLI shows it in its progress line).
+    status: Callable[[str], None] | None = None
     # Filled by the pass manager for later passes and the report (e.g. per-layer precision).
     records: dict[str, Any] = field(default_factory=dict)
 
@@ -40,6 +45,8 @@ class PassContext:
         caps = set(self.target_caps)
         if self.calibration is not None:
             caps.add(CALIBRATION)
+        if self.tuner is not None:
+            caps.add(TUNER)
         if all(spec.is_static for spec in model.inputs):
             caps.add(STATIC_SHAPES)
         return frozenset(caps)

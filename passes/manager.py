@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from infer_compile.errors import AccuracyError, InferCompileError, PassError
+from infer_compile.errors import AccuracyError, InferCompileError, PassError, UserInputError
 from infer_compile.ir import Model
 from infer_compile.numerics import (
     TOLERANCES,
@@ -75,8 +75,8 @@ class PassManager:
             start = time.perf_counter()
             try:
                 result = p.run(model, ctx)
-            except KeyboardInterrupt:
-                raise
+            except (KeyboardInterrupt, UserInputError, AccuracyError):
+                raise  # bad options/data and unmet accuracy budgets are the user's to fix, not a pass failure
             except Exception as exc:
                 raise PassError(p.name, ran, exc) from exc
             record = PassRecord(p.name, "applied" if result.modified else "unchanged", dict(result.counts),

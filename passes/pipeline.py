@@ -5,18 +5,42 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from infer_compile.errors import UserInputError
+from infer_compile.passes.accuracy_fallback import AccuracyFallback
+from infer_compile.passes.activation_fusion import ActivationFusion
+from infer_compile.passes.activation_normalization import ActivationNormalization
+from infer_compile.passes.attention_fusion import AttentionFusion
+from infer_compile.passes.autotune import Autotune
 from infer_compile.passes.base import Pass
+from infer_compile.passes.batchnorm_folding import BatchNormFolding
+from infer_compile.passes.bias_scale_folding import BiasScaleFolding
 from infer_compile.passes.constant_folding import ConstantFolding
+from infer_compile.passes.cse import CommonSubexpressionElimination
 from infer_compile.passes.dead_code import DeadNodeElimination
+from infer_compile.passes.fp16 import Fp16Conversion
+from infer_compile.passes.gelu_fusion import GeluFusion
 from infer_compile.passes.identity_elimination import IdentityElimination
+from infer_compile.passes.initializer_dedup import InitializerDedup
+from infer_compile.passes.layernorm_fusion import LayerNormFusion
+from infer_compile.passes.matmul_add_to_gemm import MatMulAddToGemm
+from infer_compile.passes.noop_elimination import NoopElimination
+from infer_compile.passes.pad_folding import PadFolding
+from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.passes.shape_inference import ShapeInference
+from infer_compile.passes.shape_simplification import ShapeSimplification
+from infer_compile.passes.skip_layernorm_fusion import SkipLayerNormFusion
 
-CLEANUP: list[type[Pass]] = [ShapeInference, ConstantFolding, IdentityElimination, DeadNodeElimination]
-FUSION: list[type[Pass]] = []
+CLEANUP: list[type[Pass]] = [ShapeInference, ConstantFolding, IdentityElimination, DeadNodeElimination,
+                             NoopElimination, InitializerDedup, CommonSubexpressionElimination]
+FUSION: list[type[Pass]] = [ShapeSimplification, PadFolding, BatchNormFolding, BiasScaleFolding, MatMulAddToGemm,
+                            ActivationNormalization, LayerNormFusion]
+# Fusions into target-specific ops (ORT contrib FusedConv, SkipLayerNormalization, Gelu) run in fp32 builds
+# only: those kernels are fp32-only on CPU and the fp16/int8 passes know the plain ONNX ops, not them.
+FP32_FUSION: list[type[Pass]] = [GeluFusion, AttentionFusion, SkipLayerNormFusion, ActivationFusion]
 # Passes that change numeric precision, by requested precision.
-PRECISION: dict[str, list[type[Pass]]] = {"fp32": [], "fp16": [], "int8": []}
+PRECISION: dict[str, list[type[Pass]]] = {"fp32": FP32_FUSION, "fp16": [Fp16Conversion, AccuracyFallback],
+                                          "int8": [QuantizeInt8, AccuracyFallback]}
 # Passes that run last, on the final graph.
-FINAL: list[type[Pass]] = []
+FINAL: list[type[Pass]] = [Autotune]
 
 
 def all_passes() -> dict[str, type[Pass]]:

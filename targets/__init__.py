@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer_compile.artifacts import read_manifest
-from infer_compile.errors import UserInputError
+from infer_compile.artifacts import manifest_path, read_manifest
+from infer_compile.errors import InferCompileError, UserInputError
 from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
+from infer_compile.targets.openvino import OpenVinoTarget
+from infer_compile.targets.tensorrt import TensorRtTarget
+from infer_compile.targets.tflite import TfliteTarget
 
-TARGETS: list[Target] = [OnnxRuntimeTarget()]
+TARGETS: list[Target] = [OnnxRuntimeTarget(), OpenVinoTarget(), TensorRtTarget(), TfliteTarget()]
 
 
 def get_target(name: str) -> Target:
@@ -39,9 +42,13 @@ def target_for_artifact(artifact: Path) -> tuple[Target, dict]:
     """The target that wrote ``artifact`` (from its manifest, else from its suffix)."""
     if not artifact.exists():
         raise UserInputError(f"{artifact}: no such file", hint="check the artifact path")
-    manifest = read_manifest(artifact)
-    if manifest is not None:
-        return get_target(manifest["target"]), manifest
+    try:
+        manifest = read_manifest(artifact)
+        if manifest is not None:
+            return get_target(manifest["target"]), manifest
+    except (ValueError, KeyError, TypeError) as exc:  # damaged or hand-edited manifest
+        raise UserInputError(f"{manifest_path(artifact)}: not a valid infer-compile manifest ({exc})",
+                             hint="rebuild the artifact, or delete the manifest if you know its target") from exc
     for target in TARGETS:
         if artifact.suffix == target.suffix:
             return target, {}
@@ -50,9 +57,18 @@ def target_for_artifact(artifact: Path) -> tuple[Target, dict]:
 
 
 def load_artifact(artifact: Path) -> Runner:
+    """A runner for ``artifact``; a file its target cannot load is a user error, not a crash."""
     target, manifest = target_for_artifact(artifact)
     target.require_available()
-    return target.load(artifact, manifest)
+    try:
+        return target.load(artifact, manifest)
+    except InferCompileError:
+        raise
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserInputError(f"{artifact}: cannot load it as a {target.name} artifact ({type(exc).__name__}: "
+                             f"{detail})", hint="the file may be damaged or not written by infer-compile; "
+                             "rebuild it") from exc
 
 
 __all__ = ["TARGETS", "Availability", "Runner", "Target", "TargetRequest", "auto_target", "get_target",

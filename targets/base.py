@@ -8,7 +8,9 @@ artifacts back as a ``Runner``. Targets never import each other.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +50,38 @@ class Runner(ABC):
         """Outputs by name for inputs by name (arrays laid out as in the source model)."""
 
 
+@dataclass(frozen=True)
+class TuningCandidate:
+    """One runtime configuration worth timing; ``settings`` are what emit()/load() apply if it wins."""
+
+    label: str
+    settings: dict[str, Any]
+
+
+class Tuner(ABC):
+    """Times runtime configurations of one target on the build machine (the `autotune` pass drives it)."""
+
+    # Key of request.options (at emit) under which the chosen settings reach the target.
+    option_key: ClassVar[str]
+    # Whether INT8 layers are timed against fp32 and demoted when not faster (runtimes that do
+    # no such selection themselves).
+    per_layer_precision: ClassVar[bool] = False
+
+    @abstractmethod
+    def candidates(self, model: Model) -> list[TuningCandidate]:
+        """Configurations to time, the target's default first (it wins ties)."""
+
+    @abstractmethod
+    def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
+        """Load ``model`` with ``settings``; the callable runs it once (what the pass times)."""
+
+
+def thread_counts() -> list[int]:
+    """Thread counts worth trying here: powers of two up to the CPUs this process may use, and that count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return sorted({*(1 << i for i in range(cpus.bit_length()) if 1 << i <= cpus), cpus})
+
+
 class Target(ABC):
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
@@ -56,6 +90,9 @@ class Target(ABC):
     dynamic_shapes: ClassVar[bool]
     # Fused/contrib op forms the fusion passes may produce for this target (see passes.target_op).
     accepted_ops: ClassVar[frozenset[str]] = frozenset()
+    # False: int8 and fp16 builds hand this target the fp32 graph plus TargetRequest.calibration samples
+    # (it lowers precision with its own converter) instead of the Q/DQ or fp16 graph.
+    consumes_qdq: ClassVar[bool] = True
     # Auto selection prefers the available target with the highest rank.
     auto_rank: ClassVar[int] = 0
     description: ClassVar[str] = ""
@@ -75,6 +112,23 @@ class Target(ABC):
     def tool_versions(self) -> dict[str, str]:
         return {}
 
+    def hardware_identity(self) -> dict[str, str]:
+        """What the artifact is specific to beyond tool versions (part of the build-cache key).
+
+        Targets whose artifacts only run on the build machine's hardware (TensorRT: the GPU model
+        and compute capability) return it here, so a cache shared by CI runners never mixes them.
+        """
+        return {}
+
+    def tuner(self, request: TargetRequest) -> Tuner | None:
+        """How to autotune artifacts for ``request`` on this machine; None when nothing is tunable."""
+        return None
+
+    def deferred(self) -> Target:
+        """The target that writes a bundle for building this target's artifact on another machine (--defer)."""
+        raise UserInputError(f"target '{self.name}' builds here and cannot defer its build",
+                             hint="--defer is for --target trt on machines without an NVIDIA GPU")
+
     def require_available(self) -> None:
         status = self.availability()
         if not status.available:
@@ -87,6 +141,10 @@ class Target(ABC):
                 f"target '{self.name}' does not support {request.precision}",
                 hint=f"it supports {', '.join(sorted(self.precisions))}",
             )
+
+    def needs_calibration(self, request: TargetRequest) -> bool:
+        """Whether this build needs representative samples (INT8 activation ranges)."""
+        return request.precision == "int8"
 
     def compile(self, model: Model, output: Path, request: TargetRequest,
                 manifest: dict[str, Any]) -> list[Path]:

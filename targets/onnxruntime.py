@@ -5,16 +5,26 @@ The embedded default: onnxruntime is a core dependency, so this target works on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from infer_compile.artifacts import StagedOutput
-from infer_compile.ir import Model, TensorSpec, save_onnx
+from infer_compile.ir import Model, TensorSpec, save_onnx, serialized
 from infer_compile.numerics import Feeds
 from infer_compile.passes.base import target_op
-from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
+from infer_compile.targets.base import (
+    Availability,
+    Runner,
+    Target,
+    TargetRequest,
+    Tuner,
+    TuningCandidate,
+    thread_counts,
+)
 
 # Session settings applied when an artifact is loaded; autotuning may replace them in the manifest.
 DEFAULT_SESSION = {"graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "ORT_SEQUENTIAL",
@@ -56,6 +66,30 @@ class OrtRunner(Runner):
         return dict(zip(self._names, self.session.run(self._names, feeds), strict=True))
 
 
+class OrtTuner(Tuner):
+    """Session settings to time (one factor at a time from the defaults) and INT8 layer selection:
+    ORT runs every Q/DQ'd layer with its INT8 kernel whether or not that is faster here."""
+
+    option_key = "session_options"
+    per_layer_precision = True
+
+    def candidates(self, model: Model) -> list[TuningCandidate]:
+        threads = thread_counts()
+        return [
+            TuningCandidate("default", {}),
+            *(TuningCandidate(f"intra_op_threads={n}", {"intra_op_num_threads": n}) for n in threads),
+            TuningCandidate(f"parallel, inter_op_threads={threads[-1]}",
+                            {"execution_mode": "ORT_PARALLEL", "inter_op_num_threads": threads[-1]}),
+            TuningCandidate("opt_level=extended", {"graph_optimization_level": "ORT_ENABLE_EXTENDED"}),
+            TuningCandidate("opt_level=basic", {"graph_optimization_level": "ORT_ENABLE_BASIC"}),
+        ]
+
+    def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
+        session = ort.InferenceSession(serialized(model), session_options(settings),
+                                       providers=["CPUExecutionProvider"])
+        return lambda feeds: session.run(None, feeds)
+
+
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     aliases = ("ort", "onnx")
@@ -74,8 +108,11 @@ class OnnxRuntimeTarget(Target):
     def tool_versions(self) -> dict[str, str]:
         return {"onnxruntime": ort.__version__}
 
+    def tuner(self, request: TargetRequest) -> Tuner:
+        return OrtTuner()
+
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
-        settings = dict(request.options.get("session_options", {}))
+        settings = dict(request.options.get(OrtTuner.option_key, {}))
         if stage.artifact.suffix == ".ort":
             return self._emit_ort_format(model, stage, settings)
         files = save_onnx(model, stage.artifact)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from infer_compile.errors import UnsupportedError
 from infer_compile.ir import Model
 
 
@@ -15,6 +16,15 @@ class SourceOptions:
     """How to read the source model (shapes the user pinned, trust decisions, framework extras)."""
 
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_dtypes: dict[str, str] = field(default_factory=dict)  # input name -> numpy dtype name
+    dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)  # input name -> {axis: dim name}
+    # dim name -> (min, opt, max); the build copies BuildOptions.shape_ranges here.
+    shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    trust_pickle: bool = False  # allow full unpickling (runs code from the file)
+    arch: str | None = None  # "pkg.mod:factory" building the module a state_dict belongs to
+    python_entry: str | None = None  # "pkg.mod:build" returning (module, example_inputs)
+    exporter: str | None = None  # PyTorch: "dynamo" or "legacy"; None = the frontend's default
+    signature: str | None = None  # TensorFlow SavedModel signature key
     extra: dict[str, Any] = field(default_factory=dict)  # frontend-specific settings
 
 
@@ -38,3 +48,20 @@ class Frontend(ABC):
     @abstractmethod
     def load(self, path: Path, options: SourceOptions) -> LoweredModel:
         """Lower the model at ``path`` to the IR; raise InferCompileError for bad input."""
+
+
+def first_line(exc: BaseException, lines: int = 1) -> str:
+    """An exception as one line for an error message: its type and the first line(s) of its text."""
+    text = " ".join([line.strip() for line in str(exc).splitlines() if line.strip()][:lines])
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_converted(model: Model, source: str, converter: str) -> None:
+    """Reject a converter's output that is not valid ONNX (e.g. an op it emitted that ONNX does not have)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model.to_proto())
+    except onnx.checker.ValidationError as exc:
+        raise UnsupportedError(f"{source}: {converter} produced an invalid ONNX model: {first_line(exc)}",
+                               hint="the model uses an op the converter cannot express; replace that op") from exc

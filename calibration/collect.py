@@ -1,0 +1,133 @@
+"""Tensor ranges from calibration data: run the model with intermediate tensors exposed as outputs.
+
+Samples with a dynamic batch axis are concatenated into batches, so onnxruntime runs few large
+calls; each batch's activations go straight into the per-tensor histograms and are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from infer_compile.calibration.cache import cache_key, export_trt, load_cached_ranges, model_digest, save_ranges
+from infer_compile.calibration.calibrators import AbsHistogram, method, needs_histogram
+from infer_compile.calibration.data import CalibrationData, sample_count
+from infer_compile.ir import Model
+from infer_compile.numerics import Feeds, ort_session
+
+MAX_BATCH = 16
+# Bytes of exposed activations per onnxruntime call: the batch shrinks for models with large
+# activations (a ResNet-50 sample exposes ~100 MB: it runs alone), so memory stays bounded.
+ACTIVATION_BUDGET = 64 << 20
+
+
+def batched(samples: list[Feeds], model: Model, batch: int = MAX_BATCH) -> Iterator[Feeds]:
+    """Samples concatenated along axis 0 when every input's batch axis is dynamic, else one by one."""
+    if not dynamic_batch(model):
+        yield from samples
+        return
+    group: list[Feeds] = []
+    for sample in samples:
+        if group and any(sample[k].shape[1:] != group[0][k].shape[1:] for k in sample):
+            yield _concat(group)  # a change of shape (e.g. sequence length) starts a new batch
+            group = []
+        group.append(sample)
+        if sum(next(iter(s.values())).shape[0] for s in group) >= batch:
+            yield _concat(group)
+            group = []
+    if group:
+        yield _concat(group)
+
+
+def dynamic_batch(model: Model) -> bool:
+    return all(s.shape and not (isinstance(s.shape[0], int) and s.shape[0] >= 0) for s in model.inputs)
+
+
+def _concat(group: list[Feeds]) -> Feeds:
+    return {name: np.concatenate([s[name] for s in group]) for name in group[0]}
+
+
+@contextmanager
+def exposed(model: Model, names: Iterable[str]) -> Iterator[Model]:
+    """``model`` with the tensors ``names`` added to its graph outputs while the block runs.
+
+    In place rather than on a copy: a copy of a large model's weights would double peak memory.
+    """
+    graph = model.graph
+    outputs = list(graph.outputs)
+    present = {t.name for t in outputs}
+    tensors = graph.tensors()
+    added = [tensors[n] for n in dict.fromkeys(names) if n not in present and isinstance(tensors[n], gs.Variable)]
+    for tensor in added:
+        if tensor.dtype is None:  # graph outputs need a type; calibrated tensors are float activations
+            tensor.dtype = np.float32
+    graph.outputs.extend(added)
+    try:
+        yield model
+    finally:
+        graph.outputs = outputs
+
+
+def run_exposed(model: Model, names: list[str], samples: list[Feeds]) -> Iterator[dict[str, np.ndarray]]:
+    """Per batch of samples: the values of the tensors ``names`` (graph inputs included).
+
+    The first sample runs alone to measure its activation bytes; the rest run in batches that fit
+    ACTIVATION_BUDGET.
+    """
+    inputs = {s.name for s in model.inputs}
+    inner = [n for n in names if n not in inputs]
+    with exposed(model, inner):
+        session = ort_session(model, optimize=False)
+
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
+        values = dict(zip(inner, session.run(inner, feeds), strict=True)) if inner else {}
+        return {n: feeds[n] if n in inputs else values[n] for n in names}
+
+    if not samples:
+        return
+    first = run(samples[0])
+    per_sample = max(sum(v.nbytes for v in first.values()) // sample_count(samples[0]), 1)
+    yield first
+    yield from map(run, batched(samples[1:], model, max(1, min(MAX_BATCH, ACTIVATION_BUDGET // per_sample))))
+
+
+def collect_ranges(model: Model, names: list[str], samples: list[Feeds], method_name: str,
+                   percentile: float = 99.99) -> dict[str, float]:
+    """amax per tensor in ``names`` by the calibrator ``method_name``."""
+    pick = method(method_name, percentile)
+    if not needs_histogram(method_name):
+        amax = dict.fromkeys(names, 0.0)
+        for values in run_exposed(model, names, samples):
+            for name, value in values.items():
+                if value.size:
+                    amax[name] = max(amax[name], float(np.nanmax(np.abs(value))))
+        return amax
+    histograms = {name: AbsHistogram() for name in names}
+    for values in run_exposed(model, names, samples):
+        for name, value in values.items():
+            histograms[name].update(value)
+    return {name: pick(hist) for name, hist in histograms.items()}
+
+
+def value_maxima(model: Model, names: list[str], samples: list[Feeds]) -> dict[str, float]:
+    """max |x| per tensor (used to find values that overflow fp16)."""
+    return collect_ranges(model, names, samples, "minmax")
+
+
+def calibrated_ranges(model: Model, names: list[str], data: CalibrationData) -> tuple[dict[str, float], bool]:
+    """amax per tensor for this build: from the --calib-cache file when its key matches, else measured
+    on the calibration split (then cached, and exported for TensorRT when asked). Also says if cached."""
+    settings = data.settings
+    key = cache_key(model_digest(model), data.digest(), settings.method, settings.percentile) if settings.cache else {}
+    ranges = load_cached_ranges(settings.cache, key, names) if settings.cache else None
+    cached = ranges is not None
+    if ranges is None:
+        ranges = collect_ranges(model, names, data.split()[0], settings.method, settings.percentile)
+        if settings.cache:
+            save_ranges(settings.cache, key, ranges)
+    if settings.export_trt:
+        export_trt(settings.export_trt, ranges, settings.method)
+    return ranges, cached

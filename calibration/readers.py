@@ -1,0 +1,266 @@
+"""Calibration data readers: each yields samples as ``{input_name: ndarray}`` feeds.
+
+Any iterable of feeds works as a reader. ``open_reader`` picks one from what the user typed
+(a folder of .npy/.npz files, a folder of images, ``pkg.mod:fn`` or ``synthetic``), and
+``validated`` checks every sample against the model inputs, saying exactly what does not match.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infer_compile.errors import UserInputError
+from infer_compile.feeds import conform, load_array_file
+from infer_compile.frontends.specs import load_entry_point
+from infer_compile.ir import TensorSpec
+from infer_compile.numerics import Feeds, random_inputs
+
+NUMPY_SUFFIXES = (".npy", ".npz")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+_CALLABLE = re.compile(r"^[^:]+:[A-Za-z_]\w*$")  # pkg.mod:fn or path/to/file.py:fn
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration data that will give poor ranges (synthetic data, too few samples)."""
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How image files become model inputs: resize, center crop, scale, mean/std, channel order, layout."""
+
+    resize: tuple[int, int] | None = None  # (height, width); None: the model's input size
+    crop: tuple[int, int] | None = None  # center crop (height, width) after resizing
+    scale: float = 1 / 255  # pixel values are multiplied by this first
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channels: str = "rgb"  # or "bgr"
+    layout: str | None = None  # "nchw" or "nhwc"; None: guessed from the input shape
+    dtype: str | None = None  # None: the input's dtype
+
+    @classmethod
+    def parse(cls, items: list[str]) -> ImagePreprocess:
+        """``["resize=256", "crop=224", "mean=0.485/0.456/0.406", ...]`` -> ImagePreprocess."""
+        fields: dict[str, object] = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            key = key.strip().lower()
+            try:
+                if not sep:
+                    raise ValueError("expected key=value")
+                fields[key] = _PARSERS[key](value.strip())
+            except (KeyError, ValueError) as exc:
+                keys = ", ".join(_PARSERS)
+                raise UserInputError(f"--calib-preprocess '{item}' is not valid ({exc})",
+                                     hint=f"keys: {keys}; e.g. resize=256 crop=224 mean=0.485/0.456/0.406") from None
+        return cls(**fields)  # type: ignore[arg-type]
+
+
+def _size(value: str) -> tuple[int, int]:
+    dims = [int(v) for v in value.lower().split("x")]
+    if len(dims) == 1:
+        dims *= 2
+    if len(dims) != 2 or min(dims) <= 0:
+        raise ValueError("size is N or HxW")
+    return dims[0], dims[1]
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in value.split("/"))
+
+
+def _choice(*allowed: str):
+    def parse(value: str) -> str:
+        if value.lower() not in allowed:
+            raise ValueError(f"one of {'/'.join(allowed)}")
+        return value.lower()
+    return parse
+
+
+def _dtype(value: str) -> str:
+    return np.dtype(value).name
+
+
+_PARSERS = {"resize": _size, "crop": _size, "scale": float, "mean": _floats, "std": _floats,
+            "channels": _choice("rgb", "bgr"), "layout": _choice("nchw", "nhwc"), "dtype": _dtype}
+
+
+class NumpyFolderReader:
+    """One sample per file: ``.npz`` with one array per input name, or ``.npy`` for single-input models."""
+
+    def __init__(self, folder: Path, inputs: list[TensorSpec]) -> None:
+        self.files = sorted(p for p in folder.iterdir() if p.suffix in NUMPY_SUFFIXES)
+        self.inputs = inputs
+        self.description = f"{len(self.files)} numpy files in {folder}"
+
+    def __iter__(self) -> Iterator[Feeds]:
+        for path in self.files:
+            yield self._load(path)
+
+    def _load(self, path: Path) -> Feeds:
+        data = load_array_file(path)  # allow_pickle=False: calibration folders are data, never code
+        if isinstance(data, np.ndarray):
+            if len(self.inputs) != 1:
+                names = ", ".join(s.name for s in self.inputs)
+                raise UserInputError(f"{path}: a .npy file holds one array but the model has inputs {names}",
+                                     hint="save each sample as .npz with one array per input name")
+            return {self.inputs[0].name: data}
+        if len(self.inputs) == 1 and list(data) == ["arr_0"]:
+            return {self.inputs[0].name: data["arr_0"]}
+        return data
+
+
+class ImageFolderReader:
+    """Image files decoded with Pillow and preprocessed as ``ImagePreprocess`` says."""
+
+    def __init__(self, folder: Path, inputs: list[TensorSpec], preprocess: ImagePreprocess) -> None:
+        if len(inputs) != 1:
+            raise UserInputError(f"{folder}: image folders feed one input, the model has {len(inputs)}",
+                                 hint="give .npz samples or a pkg.mod:fn reader for multi-input models")
+        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.spec = inputs[0]
+        self.preprocess = preprocess
+        self.description = f"{len(self.files)} images in {folder}"
+
+    def __iter__(self) -> Iterator[Feeds]:
+        try:
+            from PIL import Image
+        except ImportError:
+            raise UserInputError("reading image folders needs Pillow, which is not installed",
+                                 hint="pip install 'infer-compile[images]', or give .npy/.npz samples") from None
+        layout = self.preprocess.layout or guess_layout(self.spec)
+        height, width = _input_hw(self.spec, layout)
+        for path in self.files:
+            try:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB")
+            except OSError as exc:
+                raise UserInputError(f"{path}: cannot decode the image ({exc})",
+                                     hint="remove it or convert it to PNG/JPEG") from None
+            size = self.preprocess.resize or (height, width)
+            resized = np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+            yield {self.spec.name: preprocess_image(resized, self.preprocess, layout, self.spec.dtype)}
+
+
+def guess_layout(spec: TensorSpec) -> str:
+    """NCHW when dim 1 is 3 (or 1), NHWC when the last dim is; NCHW otherwise."""
+    shape = spec.shape or ()
+    if len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
+        return "nhwc"
+    return "nchw"
+
+
+def _input_hw(spec: TensorSpec, layout: str) -> tuple[int, int]:
+    shape = spec.shape or ()
+    if len(shape) != 4:
+        raise UserInputError(f"input '{spec.name}' is not an image batch (shape {spec.describe()})",
+                             hint="image folders need a 4-D NCHW or NHWC input")
+    dims = shape[2:] if layout == "nchw" else shape[1:3]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        return 224, 224  # dynamic H/W: the crop/resize options decide; 224 is the common default
+    return int(dims[0]), int(dims[1])
+
+
+def preprocess_image(rgb: np.ndarray, pre: ImagePreprocess, layout: str, dtype: np.dtype) -> np.ndarray:
+    """HxWx3 uint8 RGB -> a batch of one image, cropped, normalised and laid out for the model."""
+    image = rgb
+    if pre.crop:
+        top = max((image.shape[0] - pre.crop[0]) // 2, 0)
+        left = max((image.shape[1] - pre.crop[1]) // 2, 0)
+        image = image[top:top + pre.crop[0], left:left + pre.crop[1]]
+    if pre.channels == "bgr":
+        image = image[..., ::-1]
+    x = (image.astype(np.float32) * pre.scale - np.float32(pre.mean)) / np.float32(pre.std)
+    if layout == "nchw":
+        x = x.transpose(2, 0, 1)
+    return x[None].astype(pre.dtype or dtype)
+
+
+class CallableReader:
+    """``pkg.mod:fn`` (or ``file.py:fn``): a function returning an iterable of feeds (or of arrays for one input)."""
+
+    def __init__(self, target: str, inputs: list[TensorSpec]) -> None:
+        fn = load_entry_point(target, "--calib")
+        self.fn = fn
+        self.inputs = inputs
+        self.description = f"samples from {target}()"
+
+    def __iter__(self) -> Iterator[Feeds]:
+        produced = self.fn()
+        if isinstance(produced, dict | np.ndarray) or not isinstance(produced, Iterable):
+            raise UserInputError(f"{self.description} returned {type(produced).__name__}, not an iterable of samples",
+                                 hint="return (or yield) one {input_name: array} dict per sample")
+        for sample in produced:
+            if isinstance(sample, np.ndarray) and len(self.inputs) == 1:
+                sample = {self.inputs[0].name: sample}
+            yield sample
+
+
+class SyntheticReader:
+    """Seeded random inputs: only for smoke tests, the ranges mean nothing for real data."""
+
+    def __init__(self, inputs: list[TensorSpec], count: int) -> None:
+        self.inputs = inputs
+        self.count = count
+        self.description = f"{count} SYNTHETIC random samples"
+
+    def __iter__(self) -> Iterator[Feeds]:
+        warnings.warn("calibrating on SYNTHETIC random data: INT8 ranges will not fit real inputs; "
+                      "use this for smoke tests only and give real samples with --calib PATH",
+                      CalibrationWarning, stacklevel=2)
+        for seed in range(self.count):
+            yield random_inputs(self.inputs, seed=seed)
+
+
+Reader = NumpyFolderReader | ImageFolderReader | CallableReader | SyntheticReader
+
+
+def open_reader(source: str, inputs: list[TensorSpec], *, preprocess: ImagePreprocess | None = None,
+                synthetic_count: int = 32) -> Reader:
+    """The reader for ``source``: a folder, ``pkg.mod:fn`` or ``synthetic``."""
+    if source == "synthetic":
+        return SyntheticReader(inputs, synthetic_count)
+    path = Path(source)
+    if not path.exists() and _CALLABLE.match(source):
+        return CallableReader(source, inputs)
+    if not path.is_dir():
+        raise UserInputError(f"--calib {source}: no such folder",
+                             hint="give a folder of .npy/.npz or image files, pkg.mod:fn, or 'synthetic'")
+    suffixes = {p.suffix.lower() for p in path.iterdir() if p.is_file()}
+    if suffixes & set(NUMPY_SUFFIXES):
+        return NumpyFolderReader(path, inputs)
+    if suffixes & set(IMAGE_SUFFIXES):
+        return ImageFolderReader(path, inputs, preprocess or ImagePreprocess())
+    raise UserInputError(f"--calib {source}: the folder has no .npy, .npz or image files",
+                         hint="save one sample per file with np.save / np.savez, or use images")
+
+
+def validated(samples: Iterable[Feeds], inputs: list[TensorSpec], origin: str) -> Iterator[Feeds]:
+    """Each sample checked against the model inputs; same-kind dtypes are converted (float64 -> float32)."""
+    for index, sample in enumerate(samples):
+        where = f"{origin}, sample {index}"
+        if not isinstance(sample, dict):
+            raise UserInputError(f"{where}: got {type(sample).__name__}, expected a dict of arrays by input name",
+                                 hint="yield {input_name: array} per sample")
+        names = {s.name for s in inputs}
+        missing, unexpected = sorted(names - set(sample)), sorted(set(sample) - names)
+        if missing or unexpected:
+            detail = "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
+                                             unexpected and f"unexpected {', '.join(unexpected)}"]))
+            raise UserInputError(f"{where}: input names do not match the model ({detail})",
+                                 hint="model inputs: " + ", ".join(s.describe() for s in inputs))
+        yield {spec.name: _checked_array(np.asarray(sample[spec.name]), spec, where) for spec in inputs}
+
+
+def _checked_array(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
+    if spec.shape is not None and array.ndim == len(spec.shape) - 1:
+        array = array[None]  # a single sample without its batch axis
+    try:
+        return conform(spec, array)
+    except UserInputError as exc:
+        raise UserInputError(f"{where}: {exc.message}", hint=exc.hint) from None

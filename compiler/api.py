@@ -1,0 +1,79 @@
+"""The Python API, mirroring the CLI: ``infer_compile.compile(...)`` and ``infer_compile.load(...)``.
+
+    import infer_compile
+    artifact = infer_compile.compile("model.onnx", target="onnxruntime", output="out/model.onnx")
+    runner = infer_compile.load(artifact.path)
+    outputs = runner.run({"image": x})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infer_compile.build import BuildOptions, BuildResult, compile_model
+from infer_compile.cache import default_cache_dir
+from infer_compile.errors import UserInputError
+from infer_compile.frontends import SourceOptions
+from infer_compile.targets import Runner, load_artifact
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class Artifact:
+    """A built artifact: where it is, what its manifest says, and how the build went."""
+
+    path: Path
+    files: list[Path]
+    target: str
+    manifest: dict[str, Any]
+    result: BuildResult
+
+    @property
+    def cached(self) -> bool:
+        return self.result.cache == "hit"
+
+    def load(self) -> Runner:
+        return load(self.path)
+
+    def report(self) -> dict[str, Any]:
+        """The versioned build report (the document `--report` writes)."""
+        from infer_compile.report import build_report
+
+        return build_report(self.result)
+
+
+def compile(model: PathLike, target: str = "auto", precision: str = "fp32", output: PathLike | None = None,
+            *, input_shapes: dict[str, tuple[int, ...]] | None = None, cache: bool = True,
+            cache_dir: PathLike | None = None, report: PathLike | None = None, **options: Any) -> Artifact:
+    """Compile ``model`` like `infer-compile MODEL --target ... -o ...`.
+
+    ``options`` are any other ``BuildOptions`` fields (verify_passes, skip_passes, shape_ranges,
+    target_options, ...). The build cache is on by default, as on the command line.
+    """
+    known = {f.name for f in dataclasses.fields(BuildOptions)} - {"target", "precision", "output", "source",
+                                                                   "cache_dir"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserInputError(f"unknown build option(s): {', '.join(unknown)}",
+                             hint=f"options: {', '.join(sorted(known | {'input_shapes', 'cache', 'cache_dir'}))}")
+    build_options = BuildOptions(
+        target=target, precision=precision, output=Path(output) if output else None,
+        source=SourceOptions(input_shapes=dict(input_shapes or {})),
+        cache_dir=(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None,
+        **options)
+    result = compile_model(Path(model), build_options)
+    if report:
+        from infer_compile.report import write_report
+
+        write_report(result, Path(report))
+    return Artifact(result.artifact, result.files, result.target, result.manifest, result)
+
+
+def load(path: PathLike) -> Runner:
+    """A runner for an artifact any target wrote: ``runner.run({name: array}) -> {name: array}``."""
+    return load_artifact(Path(path))

@@ -1,0 +1,252 @@
+"""Build matrices from a config file (`infer-compile build -c infer.toml`).
+
+    output_dir = "build"                     # relative to the config file (default "build")
+    targets = ["onnxruntime", "openvino"]    # defaults for every model
+    precisions = ["fp32"]
+
+    [[models]]
+    path = "tiny_cnn.onnx"                   # relative to the config file
+    name = "tiny_cnn"                        # default: the file's stem
+    # optional, per model: targets, precisions, input_shapes = { image = [1, 3, 32, 32] },
+    # shape_ranges = { batch = [1, 8, 32] }, skip_passes, verify_passes, pass_options, target_options
+
+Every model x target x precision is one job, built in its own process (up to ``-j N`` at a time)
+to ``<output_dir>/<name>.<target>.<precision><suffix>``. A job that fails does not stop the others.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import time
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infer_compile.build import BuildOptions, compile_model, resolve_target
+from infer_compile.errors import ExitCode, InferCompileError, UserInputError
+from infer_compile.frontends import SourceOptions
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MATRIX_SCHEMA = "infer-compile.build-matrix/1"
+_TOP_KEYS = {"output_dir", "targets", "precisions", "skip_passes", "verify_passes", "models"}
+_MODEL_KEYS = {"path", "name", "targets", "precisions", "input_shapes", "shape_ranges", "skip_passes",
+               "verify_passes", "pass_options", "target_options"}
+_HINT = "see 'Building from a config file' in the README for the keys"
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    target: str
+    precision: str
+    source: Path
+    options: BuildOptions = field(compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.target}/{self.precision}"
+
+
+@dataclass
+class JobOutcome:
+    job: Job
+    status: str  # "built", "cached" or "failed"
+    seconds: float
+    error: str = ""
+    hint: str = ""
+    exit_code: int = 0
+    report: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body = {"model": self.job.model, "target": self.job.target, "precision": self.job.precision,
+                "source": str(self.job.source), "status": self.status, "seconds": round(self.seconds, 4)}
+        if self.status == "failed":
+            body.update(error=self.error, hint=self.hint, exit_code=self.exit_code)
+        return {**body, "report": self.report}
+
+
+class ConfigError(UserInputError):
+    """A config file problem, located as `file:line: key: problem`."""
+
+    def __init__(self, config: Path, text: str, key: str, problem: str, hint: str | None = None,
+                 model: int | None = None) -> None:
+        line = _line_of(text, key, model)
+        where = f"{config}:{line}" if line else str(config)
+        super().__init__(f"{where}: {key}: {problem}", hint=hint or _HINT)
+
+
+def _line_of(text: str, key: str, model: int | None) -> int | None:
+    """The line where dotted ``key`` is set: its most specific part found as `part =` (inside the
+    ``model``-th [[models]] table, when given), else that table's header line."""
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    if model is not None:
+        headers = [i for i, line in enumerate(lines) if line.strip().startswith("[[models]]")]
+        if model >= len(headers):
+            return None
+        start = headers[model]
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    for part in reversed([p.split("[")[0] for p in key.split(".")]):
+        assignment = re.compile(rf"^\s*{re.escape(part)}\s*=")
+        found = next((i + 1 for i in range(start, end) if assignment.match(lines[i])), None)
+        if found:
+            return found
+    return start + 1 if model is not None else None
+
+
+def load_config(config: Path, cache_dir: Path | None) -> list[Job]:
+    """The jobs ``config`` describes; ConfigError names the file, line and key of any problem."""
+    if not config.is_file():
+        raise UserInputError(f"{config}: no such config file", hint="give one with -c infer.toml")
+    text = config.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserInputError(f"{config}: not valid TOML: {exc}", hint="fix the syntax at that line") from exc
+    return _Parser(config, text, cache_dir).jobs(data)
+
+
+class _Parser:
+    def __init__(self, config: Path, text: str, cache_dir: Path | None) -> None:
+        self.config, self.text, self.cache_dir = config, text, cache_dir
+        self.base = config.resolve().parent
+
+    def fail(self, key: str, problem: str, hint: str | None = None, model: int | None = None) -> ConfigError:
+        return ConfigError(self.config, self.text, key, problem, hint, model)
+
+    def jobs(self, data: dict[str, Any]) -> list[Job]:
+        self.check_keys(data, _TOP_KEYS, "")
+        models = data.get("models")
+        if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
+            raise self.fail("models", "missing or not a list of tables",
+                            hint='add at least one [[models]] table with path = "model.onnx"')
+        output_dir = self.base / self.typed(data, "output_dir", str, "build")
+        jobs: list[Job] = []
+        for index, entry in enumerate(models):
+            jobs += self.model_jobs(index, entry, data, output_dir)
+        outputs = [j.options.output for j in jobs]
+        duplicate = next((j for j in jobs if outputs.count(j.options.output) > 1), None)
+        if duplicate:
+            raise self.fail("models", f"two jobs would write {duplicate.options.output}",
+                            hint="give the models different names (name = ...)")
+        return jobs
+
+    def check_keys(self, table: dict[str, Any], allowed: set[str], prefix: str, model: int | None = None) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(prefix + key, "unknown key", hint=f"known keys: {', '.join(sorted(allowed))}",
+                                model=model)
+
+    def typed(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any,
+              prefix: str = "", model: int | None = None) -> Any:
+        value = table.get(key, default)
+        if not isinstance(value, kind):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise self.fail(prefix + key, f"expected {names}, got {type(value).__name__} {value!r}", model=model)
+        return value
+
+    def names(self, table: dict[str, Any], key: str, default: list[str], prefix: str = "", model: int | None = None,
+              *, allow_empty: bool = False) -> list[str]:
+        value = self.typed(table, key, list, default, prefix, model)
+        if not (value or allow_empty) or not all(isinstance(v, str) for v in value):
+            raise self.fail(prefix + key, "expected a non-empty list of strings", model=model)
+        return value
+
+    def model_jobs(self, index: int, entry: dict[str, Any], defaults: dict[str, Any], output_dir: Path) -> list[Job]:
+        prefix = f"models[{index}]."
+        self.check_keys(entry, _MODEL_KEYS, prefix, index)
+        if "path" not in entry:
+            raise self.fail(prefix + "path", "missing", hint='every [[models]] needs path = "model.onnx"', model=index)
+        source = self.base / self.typed(entry, "path", str, "", prefix, index)
+        name = self.typed(entry, "name", str, source.stem, prefix, index)
+        targets = self.names(entry, "targets", self.names(defaults, "targets", ["auto"]), prefix, index)
+        precisions = self.names(entry, "precisions", self.names(defaults, "precisions", ["fp32"]), prefix, index)
+        skip_passes = self.names(entry, "skip_passes", self.names(defaults, "skip_passes", [], allow_empty=True),
+                                 prefix, index, allow_empty=True)
+        for precision in precisions:
+            if precision not in PRECISIONS:
+                raise self.fail(prefix + "precisions", f"unknown precision '{precision}'",
+                                hint=f"use {', '.join(PRECISIONS)}", model=index)
+        common = {
+            "source": SourceOptions(input_shapes=self.shapes(entry, "input_shapes", prefix, index)),
+            "shape_ranges": self.shapes(entry, "shape_ranges", prefix, index, length=3),
+            "skip_passes": skip_passes,
+            "verify_passes": self.typed(entry, "verify_passes", bool,
+                                        self.typed(defaults, "verify_passes", bool, False), prefix, index),
+            "pass_options": self.typed(entry, "pass_options", dict, {}, prefix, index),
+            "target_options": self.typed(entry, "target_options", dict, {}, prefix, index),
+            "cache_dir": self.cache_dir,
+        }
+        jobs = []
+        for target_name in targets:
+            try:
+                target, _ = resolve_target(target_name)
+            except InferCompileError as exc:
+                raise self.fail(prefix + "targets", exc.message, exc.hint, model=index) from None
+            for precision in precisions:
+                output = output_dir / f"{name}.{target.name}.{precision}{target.suffix}"
+                options = BuildOptions(target=target.name, precision=precision, output=output, **common)
+                jobs.append(Job(name, target.name, precision, source, options))
+        return jobs
+
+    def shapes(self, entry: dict[str, Any], key: str, prefix: str, model: int,
+               length: int | None = None) -> dict[str, tuple[int, ...]]:
+        table = self.typed(entry, key, dict, {}, prefix, model)
+        for dim, value in table.items():
+            ok = (isinstance(value, list) and value and all(isinstance(d, int) and d > 0 for d in value)
+                  and (length is None or len(value) == length))
+            if not ok:
+                what = "[min, opt, max]" if length else "a list of positive ints"
+                raise self.fail(f"{prefix}{key}.{dim}", f"expected {what}, got {value!r}", model=model)
+        return {dim: tuple(value) for dim, value in table.items()}
+
+
+def run_job(job: Job) -> JobOutcome:
+    """Build one job (in a worker process); failures become outcomes, never exceptions."""
+    from infer_compile.report import build_report
+
+    start = time.perf_counter()
+    try:
+        result = compile_model(job.source, job.options)
+    except InferCompileError as exc:
+        return JobOutcome(job, "failed", time.perf_counter() - start, exc.message, exc.hint or "", int(exc.exit_code))
+    except Exception as exc:
+        return JobOutcome(job, "failed", time.perf_counter() - start, f"internal error: {type(exc).__name__}: {exc}",
+                          "rerun this job with `infer-compile compile --debug` for the traceback",
+                          int(ExitCode.INTERNAL))
+    status = "cached" if result.cache == "hit" else "built"
+    return JobOutcome(job, status, time.perf_counter() - start, report=build_report(result))
+
+
+def run_jobs(jobs: list[Job], workers: int, done: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
+    """Run ``jobs`` in up to ``workers`` processes; outcomes in the jobs' order."""
+    outcomes: dict[int, JobOutcome] = {}
+    # spawn, not fork: a process that already ran onnxruntime/OpenVINO holds thread-pool locks a forked
+    # child would inherit locked (deadlock); fresh workers cost an import each, small next to a build.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
+        futures = {pool.submit(run_job, job): index for index, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the worker died (a native crash in a target library)
+                outcome = JobOutcome(jobs[index], "failed", 0.0, f"worker process died: {exc}",
+                                     "rerun this job alone with `infer-compile compile --debug`",
+                                     int(ExitCode.INTERNAL))
+            outcomes[index] = outcome
+            if done:
+                done(outcome)
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def exit_code(outcomes: list[JobOutcome]) -> int:
+    """0 when all built; the failures' shared exit code, else the user-error code."""
+    codes = {o.exit_code for o in outcomes if o.status == "failed"}
+    if not codes:
+        return int(ExitCode.OK)
+    return codes.pop() if len(codes) == 1 else int(ExitCode.USER_ERROR)

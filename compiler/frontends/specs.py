@@ -1,0 +1,148 @@
+"""Parsing the command line's input specifications and `module:callable` entry points.
+
+Kept free of torch/tensorflow imports: the CLI parses these before any framework loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_compile.errors import UserInputError
+from infer_compile.frontends.base import first_line
+
+
+def _split_pair(value: str, flag: str, sep: str, example: str) -> tuple[str, str]:
+    left, found, right = value.partition(sep)
+    if not found or not left or not right:
+        raise UserInputError(f"{flag} '{value}' is not in the expected form", hint=f"write it like {example}")
+    return left, right
+
+
+def parse_input_dtypes(values: list[str]) -> dict[str, str]:
+    """`name:float16` (repeatable) -> {name: "float16"}; the dtype must be a numpy dtype name."""
+    dtypes: dict[str, str] = {}
+    for value in values:
+        name, dtype = _split_pair(value, "--input-dtype", ":", "input_ids:int64")
+        try:
+            dtypes[name] = np.dtype(dtype).name
+        except TypeError as exc:
+            raise UserInputError(f"--input-dtype '{value}': unknown dtype '{dtype}'",
+                                 hint="use a numpy dtype name such as float32, float16, int64, bool") from exc
+    return dtypes
+
+
+def parse_dynamic_dims(values: list[str]) -> dict[str, dict[int, str]]:
+    """`name:0=batch` (repeatable) -> {name: {0: "batch"}}: axis 0 of input `name` is the dim `batch`."""
+    dynamic: dict[str, dict[int, str]] = {}
+    for value in values:
+        match = re.fullmatch(r"(.+):(\d+)=([A-Za-z_]\w*)", value)
+        if match is None:
+            raise UserInputError(f"--dynamic '{value}' is not NAME:AXIS=DIM with a non-negative axis",
+                                 hint="write it like input:0=batch")
+        name, axis, dim = match.groups()
+        dynamic.setdefault(name, {})[int(axis)] = dim
+    return dynamic
+
+
+def parse_shape_ranges(values: list[str]) -> dict[str, tuple[int, int, int]]:
+    """`batch=1:8:32` (repeatable) -> {"batch": (1, 8, 32)} as (min, opt, max)."""
+    ranges: dict[str, tuple[int, int, int]] = {}
+    for value in values:
+        dim, bounds = _split_pair(value, "--shape-range", "=", "batch=1:8:32")
+        try:
+            low, opt, high = (int(b) for b in bounds.split(":"))
+        except ValueError:
+            low = opt = high = 0
+        if not 1 <= low <= opt <= high:
+            raise UserInputError(f"--shape-range '{value}' needs MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX",
+                                 hint="write it like batch=1:8:32")
+        ranges[dim] = (low, opt, high)
+    return ranges
+
+
+def _split_entry(spec: str, flag: str) -> tuple[str, str]:
+    return _split_pair(spec, flag, ":", "package.module:function")
+
+
+def entry_point_file(spec: str, flag: str = "--from-python") -> Path:
+    """The source file that defines ``spec``'s module (`pkg.mod:fn` or `path/to/file.py:fn`)."""
+    module, _ = _split_entry(spec, flag)
+    if module.endswith(".py"):
+        path = Path(module)
+        if not path.is_file():
+            raise UserInputError(f"{flag} {spec}: no such file {module}", hint="check the path to the .py file")
+        return path
+    with _cwd_importable():
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        raise UserInputError(f"{flag} {spec}: cannot find module '{module}'",
+                             hint="install the package, run from its folder, or pass path/to/file.py:function")
+    return Path(found.origin)
+
+
+def load_entry_point(spec: str, flag: str) -> Callable[..., Any]:
+    """Import ``spec`` (`pkg.mod:fn` or `path/to/file.py:fn`) and return the callable it names."""
+    module_name, attr = _split_entry(spec, flag)
+    try:
+        with _cwd_importable():
+            if module_name.endswith(".py"):
+                module = _import_file(entry_point_file(spec, flag))
+            else:
+                module = importlib.import_module(module_name)
+    except UserInputError:
+        raise
+    except Exception as exc:  # importing user code can raise anything
+        raise UserInputError(f"{flag} {spec}: importing '{module_name}' failed: {first_line(exc)}",
+                             hint="fix the module or rerun with --debug for the traceback") from exc
+    target = getattr(module, attr, None)
+    if not callable(target):
+        raise UserInputError(f"{flag} {spec}: '{module_name}' has no callable named '{attr}'",
+                             hint="name a function or class defined in that module")
+    return target
+
+
+def _import_file(path: Path) -> Any:
+    name = f"_infer_compile_entry_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UserInputError(f"{path}: cannot be imported as a Python module", hint="pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # classes defined there must be findable by name (pickling, dataclasses)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _cwd_importable:
+    """Make modules in the current folder importable, as `python -c` would (console scripts do not)."""
+
+    def __enter__(self) -> None:
+        self.added = "" not in sys.path and str(Path.cwd()) not in sys.path
+        if self.added:
+            sys.path.insert(0, str(Path.cwd()))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.added:
+            sys.path.remove(str(Path.cwd()))
+
+
+def model_source(model: Path | None, python_entry: str | None) -> Path:
+    """The path a build reads: MODEL, or the file defining the --from-python entry point (exactly one given)."""
+    if python_entry is None:
+        if model is None:
+            raise UserInputError("no model given", hint="pass a MODEL file or folder, or --from-python pkg.mod:build")
+        return model
+    if model is not None:
+        raise UserInputError("MODEL and --from-python exclude each other",
+                             hint="--from-python builds the model; drop MODEL (use --arch to load weights into it)")
+    return entry_point_file(python_entry)

@@ -1,0 +1,326 @@
+"""PyTorch frontend: TorchScript, torch.export, torch.save files and Python entry points -> ONNX.
+
+Lowering uses torch.onnx.export: the dynamo exporter by default, the TorchScript-based (legacy)
+exporter with ``--exporter legacy`` and for TorchScript archives (which torch.export cannot
+trace). The exported ONNX is run against PyTorch on the example inputs and the difference is
+reported; a difference beyond the fp32 tolerance is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import logging
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_compile.errors import AccuracyError, UnsupportedError, UserInputError
+from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, check_converted, first_line
+from infer_compile.frontends.specs import load_entry_point
+from infer_compile.frontends.torch_files import (
+    CORRUPT_ARCHIVE,
+    TORCH_EXPORT,
+    TORCHSCRIPT,
+    load_pickled,
+    module_from_checkpoint,
+    sniff_torch_file,
+)
+from infer_compile.ir import Model, TensorSpec, load_onnx
+from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
+
+EXPORTERS = ("dynamo", "legacy")
+PYTHON_ENTRY = "python entry point"
+OWN_EXAMPLE_KINDS = (TORCH_EXPORT, PYTHON_ENTRY)  # sources that come with their own example inputs
+OPSET = 18  # the dynamo exporter's native opset; the legacy exporter is asked for the same
+
+
+@dataclass
+class ExportJob:
+    """What to hand torch.onnx.export: the program, its example inputs and their names."""
+
+    program: Any  # nn.Module, ScriptModule or ExportedProgram
+    args: tuple  # example input tensors, positional
+    names: list[str]
+    kind: str  # how the source was read, for the report
+    default_exporter: str = "dynamo"
+
+
+class TorchFrontend(Frontend):
+    name = "torch"
+    description = ("PyTorch files: TorchScript (torch.jit.save), torch.export (.pt2), torch.save modules or "
+                   "checkpoints (--trust-pickle), state_dicts (--arch), --from-python entry points")
+
+    def accepts(self, path: Path) -> bool:
+        return sniff_torch_file(path) is not None
+
+    def load(self, path: Path, options: SourceOptions) -> LoweredModel:
+        _require_torch()
+        kind = sniff_torch_file(path)
+        if kind == CORRUPT_ARCHIVE:
+            raise UserInputError(f"{path}: is a truncated or corrupt zip archive",
+                                 hint="copy or download the model file again")
+        if kind == TORCHSCRIPT:
+            job = _torchscript_job(path, options)
+        elif kind == TORCH_EXPORT:
+            job = _torch_export_job(path)
+        else:
+            module, found = module_from_checkpoint(load_pickled(path, options.trust_pickle), path, options.arch)
+            job = _module_job(module, options, f"torch.save ({found})")
+        return lower(job, options, str(path))
+
+    def load_python_entry(self, options: SourceOptions) -> LoweredModel:
+        """`--from-python pkg.mod:build`: build() returns (module, example_inputs)."""
+        _require_torch()
+        import torch
+
+        spec = options.python_entry or ""
+        try:
+            built = load_entry_point(spec, "--from-python")()
+        except UserInputError:
+            raise
+        except Exception as exc:  # user code
+            raise UserInputError(f"--from-python {spec}: calling it failed: {first_line(exc)}",
+                                 hint="rerun with --debug for the traceback") from exc
+        if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], torch.nn.Module)):
+            raise UserInputError(f"--from-python {spec}: must return (module, example_inputs)",
+                                 hint="return the nn.Module and a tuple of example input tensors")
+        module, example = built
+        args = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+        names = forward_input_names(module)[: len(args)]
+        names += [f"input_{i}" for i in range(len(names), len(args))]  # forward(*args) has no names to give
+        return lower(ExportJob(module.eval(), args, names, PYTHON_ENTRY), options, spec)
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise UnsupportedError("PyTorch is not installed", hint='pip install "infer-compile[torch]"') from exc
+
+
+def forward_input_names(module: Any) -> list[str]:
+    """Positional parameter names of ``module.forward`` (TorchScript or eager)."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return [arg.name for arg in module.forward.schema.arguments[1:]]
+    params = inspect.signature(module.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _torchscript_job(path: Path, options: SourceOptions) -> ExportJob:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise UserInputError(f"{path}: cannot load the TorchScript archive ({first_line(exc)})",
+                             hint="the file may be truncated or saved by a newer PyTorch") from exc
+    # torch.export cannot trace TorchScript: only the TorchScript-based exporter lowers it.
+    return _module_job(module, options, TORCHSCRIPT, default_exporter="legacy")
+
+
+def _torch_export_job(path: Path) -> ExportJob:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise UserInputError(f"{path}: cannot load the torch.export program ({first_line(exc)})",
+                             hint="the file may be truncated or saved by a different PyTorch version") from exc
+    args, kwargs = program.example_inputs or ((), {})
+    if kwargs:
+        raise UnsupportedError(f"{path}: example inputs passed by keyword are not supported",
+                               hint="export the program with positional example inputs")
+    names = [spec.arg.name for spec in program.graph_signature.input_specs
+             if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    return ExportJob(program, tuple(args), names, TORCH_EXPORT)
+
+
+def _module_job(module: Any, options: SourceOptions, kind: str, default_exporter: str = "dynamo") -> ExportJob:
+    import torch
+
+    names = forward_input_names(module)
+    specs = _input_specs(names, options)
+    feeds = random_inputs(specs, seed=0)
+    args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
+    # .eval() on the whole tree, not just the wrapper: the legacy exporter copies the top module's
+    # training flag to every submodule when it restores modes, so a half-eval model would flip.
+    return ExportJob(module.eval(), args, [s.name for s in specs], kind, default_exporter)
+
+
+def _input_specs(names: list[str], options: SourceOptions) -> list[TensorSpec]:
+    """Example input specs in forward order from --input-shape/--input-dtype (dynamic dims at their opt size)."""
+    given = set(options.input_shapes)
+    unknown = (given | set(options.input_dtypes)) - set(names)
+    if unknown:
+        raise UserInputError(f"unknown input name(s): {', '.join(sorted(unknown))}",
+                             hint=f"forward() takes: {', '.join(names) or 'no inputs'}")
+    if not given and names:
+        raise UserInputError("a PyTorch module needs example input shapes to be exported",
+                             hint=f"give --input-shape for each of: {', '.join(names)} (e.g. {names[0]}:1x3x224x224)")
+    used = names[: max(names.index(n) for n in given) + 1] if given else []
+    missing = [n for n in used if n not in given]
+    if missing:
+        raise UserInputError(f"no --input-shape for input(s) {', '.join(missing)}",
+                             hint="inputs are passed in forward() order: give a shape for every one before the last")
+    specs = []
+    for name in used:
+        shape = list(options.input_shapes[name])
+        for axis, dim in options.dynamic_dims.get(name, {}).items():
+            if axis >= len(shape):
+                raise UserInputError(f"--dynamic {name}:{axis}={dim}: {name} has only {len(shape)} axes",
+                                     hint="axes count from 0")
+            if dim in options.shape_ranges:
+                shape[axis] = options.shape_ranges[dim][1]
+        specs.append(TensorSpec(name, tuple(shape), np.dtype(options.input_dtypes.get(name, "float32"))))
+    return specs
+
+
+def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
+    """Export ``job`` to ONNX, check it against PyTorch on the example inputs, report how it went."""
+    import torch
+
+    exporter = options.exporter or job.default_exporter
+    if exporter not in EXPORTERS:
+        raise UserInputError(f"--exporter '{exporter}' is not known", hint="choose dynamo or legacy")
+    if exporter == "legacy" and job.kind == TORCH_EXPORT:
+        raise UserInputError(f"{source}: torch.export programs are lowered by the dynamo exporter only",
+                             hint="drop --exporter legacy")
+    _check_input_options(job, options)
+    reference = _run_torch(job, source)
+    output_names = [f"output_{i}" for i in range(len(reference))]
+    with tempfile.TemporaryDirectory(prefix="infer-compile-torch-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        try:
+            _export(job, exporter, onnx_path, output_names, options)
+        except Exception as exc:  # the exporters raise many types; each is "cannot lower this model"
+            raise UnsupportedError(f"{source}: the {exporter} exporter cannot lower this model: {_root_cause(exc)}",
+                                   hint=_other_exporter_hint(exporter, job)) from exc
+        model = load_onnx(onnx_path)
+    check_converted(model, source, f"the {exporter} exporter")
+    details = {"kind": job.kind, "exporter": exporter, "torch": torch.__version__, "opset": model.opset}
+    details.update(_check_export(model, job, reference, source))
+    return LoweredModel(model, "pytorch", details)
+
+
+def _check_input_options(job: ExportJob, options: SourceOptions) -> None:
+    """Options that would be silently ignored are errors: programs and entry points bring their own inputs."""
+    if job.kind in OWN_EXAMPLE_KINDS and (options.input_shapes or options.input_dtypes):
+        raise UserInputError(f"--input-shape/--input-dtype do not apply to a {job.kind}: it brings its example inputs",
+                             hint="drop them (change the example inputs where the model is built)")
+    if job.kind == TORCH_EXPORT and options.dynamic_dims:
+        raise UserInputError("--dynamic does not apply to a torch.export program: its dynamic dims are fixed at export",
+                             hint="pass dynamic_shapes to torch.export.export, or drop --dynamic")
+    unknown = set(options.dynamic_dims) - set(job.names)
+    if unknown:
+        raise UserInputError(f"--dynamic names unknown input(s): {', '.join(sorted(unknown))}",
+                             hint=f"the model's inputs are: {', '.join(job.names)}")
+
+
+def _run_torch(job: ExportJob, source: str) -> list[np.ndarray]:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    runnable = job.program.module() if job.kind == TORCH_EXPORT else job.program
+    try:
+        with torch.no_grad():
+            out = runnable(*job.args)
+    except Exception as exc:  # the user's forward
+        shapes = ", ".join(f"{n}:{'x'.join(map(str, a.shape))} {a.dtype}" for n, a in zip(job.names, job.args,
+                                                                                          strict=False))
+        raise UserInputError(f"{source}: forward() fails on the example inputs ({shapes}): {first_line(exc)}",
+                             hint="check --input-shape / --input-dtype against what the model expects") from exc
+    leaves = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    if not leaves:
+        raise UnsupportedError(f"{source}: forward() returns no tensors", hint="return the output tensors")
+    return [t.detach().cpu().numpy() for t in leaves]
+
+
+def _export(job: ExportJob, exporter: str, path: Path, output_names: list[str], options: SourceOptions) -> None:
+    import torch
+
+    common = {"input_names": job.names, "output_names": output_names, "opset_version": OPSET, "verbose": False}
+    with _quiet_exporters():
+        if exporter == "dynamo":
+            torch.onnx.export(job.program, job.args, str(path), dynamo=True,
+                              dynamic_shapes=_dynamo_shapes(job, options), **common)
+        else:
+            torch.onnx.export(job.program, job.args, str(path), dynamo=False,
+                              training=torch.onnx.TrainingMode.EVAL,
+                              dynamic_axes=dict(options.dynamic_dims) or None, **common)
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """The exporters print progress, log notes on optional ops and warn about deprecations: keep the
+    CLI output to our one table (failures still surface as exceptions)."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def _dynamo_shapes(job: ExportJob, options: SourceOptions) -> dict | None:
+    """--dynamic/--shape-range as torch.export dims (an ExportedProgram already carries its own)."""
+    import torch
+
+    if not options.dynamic_dims or job.kind == TORCH_EXPORT:
+        return None
+    dims: dict[str, Any] = {}
+    for axes in options.dynamic_dims.values():
+        for dim in axes.values():
+            low, _, high = options.shape_ranges.get(dim, (None, None, None))
+            dims.setdefault(dim, torch.export.Dim(dim, min=low, max=high))
+    return {name: {axis: dims[d] for axis, d in options.dynamic_dims[name].items()} if name in options.dynamic_dims
+            else None for name in job.names}
+
+
+def _check_export(model: Model, job: ExportJob, reference: list[np.ndarray], source: str) -> dict[str, Any]:
+    """Run the ONNX model on the example inputs; fail when it disagrees with PyTorch beyond tolerance."""
+    onnx_inputs = [s.name for s in model.inputs]
+    if len(onnx_inputs) != len(job.args):
+        raise UnsupportedError(f"{source}: the exported model takes {len(onnx_inputs)} inputs, "
+                               f"PyTorch took {len(job.args)}", hint="pass only tensors as example inputs")
+    feeds: Feeds = {name: arg.detach().cpu().numpy() for name, arg in zip(onnx_inputs, job.args, strict=True)}
+    got = list(run_onnx(model, feeds).values())
+    if len(got) != len(reference):
+        raise UnsupportedError(f"{source}: the exported model has {len(got)} outputs, PyTorch returned "
+                               f"{len(reference)}", hint="return a flat tuple of tensors from forward()")
+    names = [s.name for s in model.outputs]
+    ref = dict(zip(names, reference, strict=True))
+    comparisons = compare_outputs(ref, dict(zip(names, got, strict=True)))
+    precision = "fp16" if any(a.dtype == np.float16 for a in reference) else "fp32"
+    summary = summarize(comparisons)
+    if not within(ref, comparisons, TOLERANCES[precision]):
+        raise AccuracyError(f"{source}: the exported ONNX differs from PyTorch (max abs {summary['max_abs']:.3g}, "
+                            f"cosine {summary['cosine']:.6f})", hint="try the other --exporter (dynamo or legacy)")
+    return {"export_max_abs": summary["max_abs"], "export_cosine": summary["cosine"]}
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's first line: the dynamo exporter wraps the failing op's error in generic advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc))  # drop the exporter's terminal colour codes
+
+
+def _other_exporter_hint(exporter: str, job: ExportJob) -> str:
+    if job.kind == TORCH_EXPORT:
+        return "rerun with --debug for the exporter's full message"
+    other = "legacy" if exporter == "dynamo" else "dynamo"
+    return f"try --exporter {other}, or rerun with --debug for the exporter's full message"

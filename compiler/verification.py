@@ -1,0 +1,53 @@
+"""An artifact against its source model on the same inputs (`infer-compile verify`).
+
+The source, lowered by its frontend, runs as the reference (``numerics.run_onnx``); the
+artifact runs through its target's runner. Outputs of all samples are stacked before comparing,
+so max-abs/max-rel are the worst over every sample and top-1 agreement is the fraction of rows
+whose arg-max matches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from infer_compile.feeds import conform
+from infer_compile.ir import Model
+from infer_compile.numerics import Feeds, OutputComparison, compare_outputs, random_inputs, run_onnx, summarize
+from infer_compile.targets import Runner
+
+
+@dataclass
+class Verification:
+    samples: int
+    comparisons: list[OutputComparison]
+    reference: Feeds  # stacked over samples
+
+    @property
+    def figures(self) -> dict:
+        return summarize(self.comparisons)
+
+    def to_json(self) -> dict:
+        return {"samples": self.samples, "figures": self.figures, "outputs": [c.to_json() for c in self.comparisons]}
+
+
+def verify(source: Model, runner: Runner, *, samples: int, seed: int, given: list[Feeds] | None = None
+           ) -> Verification:
+    """Run the lowered source model and ``runner`` on ``given`` feeds, or on ``samples`` seeded random ones."""
+    feed_list = given or [random_inputs(source.inputs, seed=seed + i) for i in range(samples)]
+    refs = [run_onnx(source, feeds) for feeds in feed_list]
+    gots = [runner.run(for_runner(runner, feeds)) for feeds in feed_list]
+    reference = _stack(refs)
+    comparisons = compare_outputs(reference, _stack(gots))
+    return Verification(len(feed_list), comparisons, reference)
+
+
+def for_runner(runner: Runner, feeds: Feeds) -> Feeds:
+    """The source's feeds in the artifact's input dtypes (an fp16 build may take float16 inputs)."""
+    specs = {spec.name: spec for spec in runner.inputs}
+    return {name: conform(specs[name], value) if name in specs else value for name, value in feeds.items()}
+
+
+def _stack(results: list[Feeds]) -> Feeds:
+    return {name: np.stack([np.asarray(r[name]) for r in results]) for name in results[0]}

@@ -1,0 +1,113 @@
+"""Accuracy vs fp32 after a precision pass, and the accuracy-aware fallback (``--accuracy-budget``).
+
+The reduced-precision graph and the fp32 graph it came from run on the held-out calibration
+samples. Without a budget this only records the figures. With one that does not hold, every
+candidate layer is scored by the accuracy reached when it alone goes back to fp32; the most
+sensitive layers then return to fp32 one by one until the budget holds. If it still fails after
+``fallback_limit`` (default half) of the layers, the build stops with exit code 3 and the best figure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from infer_compile.budget import METRICS, Budget, parse_budget
+from infer_compile.calibration.collect import batched
+from infer_compile.calibration.data import CalibrationData
+from infer_compile.errors import AccuracyError
+from infer_compile.ir import Model
+from infer_compile.numerics import Feeds, compare_outputs, ort_session, summarize
+from infer_compile.passes.base import CALIBRATION, Pass, PassContext, PassResult
+from infer_compile.passes.precision_state import PrecisionState, node_precisions
+
+DEFAULT_FALLBACK_LIMIT = 0.5
+
+
+class HeldOutEvaluator:
+    """Figures (max abs, cosine, top-1 agreement) of a model vs the fp32 reference on held-out samples."""
+
+    def __init__(self, reference: Model, samples: list[Feeds]) -> None:
+        self.batches = list(batched(samples, reference))
+        self.expected = self.outputs(reference)
+
+    def outputs(self, model: Model) -> Feeds:
+        # Optimized like the deployed artifact, so int8 figures come from ORT's real int8 kernels.
+        session = ort_session(model, optimize=True)
+        names = [o.name for o in session.get_outputs()]
+        dtypes = {s.name: s.dtype for s in model.inputs}  # fp16 builds may take half-precision inputs
+        runs = [session.run(names, {k: v.astype(dtypes[k]) for k, v in feeds.items()}) for feeds in self.batches]
+        return {name: np.concatenate([np.atleast_1d(r[i]) for r in runs]) for i, name in enumerate(names)}
+
+    def figures(self, model: Model) -> dict:
+        return summarize(compare_outputs(self.expected, self.outputs(model)))
+
+
+def score(figures: dict, budget: Budget) -> float:
+    """Higher is better: the budget's first metric, negated for upper bounds (max-abs<=...)."""
+    bound = budget.bounds[0]
+    value = figures.get(METRICS[bound.metric])
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return -math.inf
+    return float(value) if bound.op.startswith(">") else -float(value)
+
+
+def describe(figures: dict) -> str:
+    parts = [f"cosine {figures['cosine']:.6f}", f"max abs {figures['max_abs']:.4g}"]
+    if figures.get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {figures['top1_agreement']:.4f}")
+    return ", ".join(parts)
+
+
+class AccuracyFallback(Pass):
+    name = "accuracy-fallback"
+    description = ("Measure accuracy vs fp32 on held-out samples; with --accuracy-budget, return the most "
+                   "sensitive layers to fp32 until it holds.")
+    requires = frozenset({CALIBRATION})
+    precision = "int8"  # it moves the graph between int8/fp16 and fp32: the loosest tolerance applies
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        data: CalibrationData = ctx.calibration
+        state: PrecisionState | None = data.state.get("precision")
+        if state is None:
+            return PassResult()
+        record = ctx.records.setdefault("quantization", {})
+        evaluator = HeldOutEvaluator(state.reference, data.split()[1])
+        figures = evaluator.figures(model)
+        record["accuracy"] = figures
+        text = ctx.option("accuracy_budget", None)
+        if not text:
+            return PassResult()
+        budget = parse_budget(text)
+        record["fallback"] = {"budget": str(budget), "kept_fp32": []}
+        if not budget.check(figures):
+            return PassResult()
+        kept, figures = self._fall_back(model, ctx, state, evaluator, budget, figures)
+        record["accuracy"] = figures
+        record["fallback"]["kept_fp32"] = kept
+        record["nodes"] = node_precisions(model)
+        return PassResult({"nodes_returned_to_fp32": len(kept)})
+
+    def _fall_back(self, model: Model, ctx: PassContext, state: PrecisionState, evaluator: HeldOutEvaluator,
+                   budget: Budget, figures: dict) -> tuple[list[str], dict]:
+        def figures_without(names: list[str]) -> tuple[Model, dict]:
+            candidate = state.build(state.user_excluded | frozenset(names))
+            return candidate, evaluator.figures(candidate)
+
+        sensitivity = {name: score(figures_without([name])[1], budget) for name in state.candidates}
+        ranked = sorted(state.candidates, key=lambda name: -sensitivity[name])
+        limit = max(1, math.ceil(len(ranked) * float(ctx.option("fallback_limit", DEFAULT_FALLBACK_LIMIT))))
+        best = figures
+        for count in range(1, min(limit, len(ranked)) + 1):
+            candidate, got = figures_without(ranked[:count])
+            if score(got, budget) > score(best, budget):
+                best = got
+            if not budget.check(got):
+                model.graph = candidate.graph
+                return ranked[:count], got
+        raise AccuracyError(
+            f"accuracy budget {budget} not met: best {describe(best)} with {min(limit, len(ranked))} of "
+            f"{len(ranked)} {state.precision} layers back in fp32 ({'; '.join(budget.check(best))})",
+            hint="relax the budget, give more representative --calib data, try another --calib-method, "
+                 "or raise the pass option fallback_limit")

@@ -1,0 +1,101 @@
+"""Activation fusion into the target's fused forms: ONNX Runtime's com.microsoft FusedConv and FusedGemm.
+
+Conv [+ residual Add] + activation -> FusedConv(X, W, B, Z); Gemm + activation -> FusedGemm.
+Only for targets that accept these ops (``requires``); others keep the plain ONNX graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from infer_compile.passes.base import PassContext, target_op
+from infer_compile.passes.graph_utils import (
+    MS_DOMAIN,
+    add_node,
+    clip_bounds,
+    known_shape,
+    new_constant,
+    other_input,
+    produced_by,
+    replace_nodes,
+    sole_consumer,
+)
+from infer_compile.passes.rewrite import RewritePass
+
+FUSED_CONV = target_op(MS_DOMAIN, "FusedConv")
+FUSED_GEMM = target_op(MS_DOMAIN, "FusedGemm")
+ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh")
+FLOAT_MAX = float(np.finfo(np.float32).max)
+
+
+def _activation_params(act: gs.Node) -> list[float] | None:
+    """The activation's parameters in the order FusedConv's activation_params takes them."""
+    if act.op == "Clip":
+        bounds = clip_bounds(act)
+        return None if bounds is None else [float(np.clip(b, -FLOAT_MAX, FLOAT_MAX)) for b in bounds]
+    if act.op == "LeakyRelu":
+        return [float(act.attrs.get("alpha", 0.01))]
+    if act.op == "HardSigmoid":
+        return [float(act.attrs.get("alpha", 0.2)), float(act.attrs.get("beta", 0.5))]
+    return []
+
+
+def _is_fp32(t: gs.Tensor) -> bool:
+    return t.dtype is not None and np.dtype(t.dtype) == np.float32
+
+
+def _conv_and_residual(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Node, gs.Tensor | None, list[gs.Node]] | None:
+    """(conv, residual Z or None, matched nodes) when ``t`` is Conv(...) or Conv(...) + Z of the same shape."""
+    conv = produced_by(t, "Conv")
+    if conv is not None:
+        return conv, None, [conv]
+    add = produced_by(t, "Add")
+    for conv_out in add.inputs if add is not None else ():
+        conv, z = produced_by(conv_out, "Conv"), other_input(add, conv_out)
+        shape = known_shape(conv_out)
+        if conv is not None and sole_consumer(graph, conv_out) is add and shape is not None \
+                and known_shape(z) == shape and _is_fp32(z):
+            return conv, z, [conv, add]
+    return None
+
+
+def _fused_conv(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
+    params = _activation_params(act)
+    t = act.inputs[0]
+    found = _conv_and_residual(graph, t) if params is not None and sole_consumer(graph, t) is act else None
+    if found is None:
+        return False
+    conv, z, matched = found
+    if len(conv.inputs[1].shape or ()) != 4 or not _is_fp32(conv.outputs[0]):
+        return False  # 2-D convolutions in fp32: what the CPU kernel implements
+    inputs = list(conv.inputs)
+    if z is not None:
+        if len(inputs) < 3:  # Z is the 4th input: give a bias-less Conv a zero bias
+            channels = conv.inputs[1].shape[0]
+            inputs.append(new_constant(graph, f"{conv.name}_bias", np.zeros(channels, np.float32)))
+        inputs.append(z)
+    attrs = {**conv.attrs, "activation": act.op, **({"activation_params": params} if params else {})}
+    replace_nodes([*matched, act], add_node(graph, "FusedConv", inputs, attrs, domain=MS_DOMAIN, name=conv.name))
+    return True
+
+
+def _fused_gemm(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
+    if FUSED_GEMM not in ctx.target_caps or act.op == "Clip":
+        return False
+    gemm = produced_by(act.inputs[0], "Gemm")
+    if gemm is None or sole_consumer(graph, act.inputs[0]) is not act or not _is_fp32(act.inputs[0]):
+        return False
+    params = _activation_params(act) or []
+    extra = dict(zip(("activation_alpha", "activation_beta"), params, strict=False))
+    attrs = {**gemm.attrs, "activation": act.op, **extra}
+    replace_nodes([gemm, act], add_node(graph, "FusedGemm", list(gemm.inputs), attrs, domain=MS_DOMAIN,
+                                        name=gemm.name))
+    return True
+
+
+class ActivationFusion(RewritePass):
+    name = "activation-fusion"
+    description = "Fuse Conv[+Add]+activation into FusedConv and Gemm+activation into FusedGemm (ONNX Runtime)."
+    requires = frozenset({FUSED_CONV})
+    rules = (("fused_conv", ACTIVATIONS, _fused_conv), ("fused_gemm", ACTIVATIONS, _fused_gemm))

@@ -1,0 +1,90 @@
+"""LayerNormalization fusion: (x - mean) / sqrt(var + eps) [* gamma + beta] over the last axis
+written as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div becomes one ONNX LayerNormalization (opset >= 17)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from infer_compile.passes.base import PassContext
+from infer_compile.passes.graph_utils import (
+    add_node,
+    axes_of,
+    constant,
+    is_scalar,
+    known_shape,
+    new_constant,
+    other_input,
+    rank,
+    replace_nodes,
+    scalar_value,
+    sole_consumer,
+)
+from infer_compile.passes.rewrite import RewritePass
+
+LAYERNORM_OPSET = 17
+
+
+def _reduces_last_axis(node: gs.Node, r: int) -> bool:
+    axes = axes_of(node)
+    return node.attrs.get("keepdims", 1) == 1 and axes is not None and len(axes) == 1 and axes[0] % r == r - 1
+
+
+def _variance_of(graph: gs.Graph, d: gs.Tensor, r: int) -> tuple[list[gs.Node], gs.Node, float] | None:
+    """(nodes, Div node, eps) when d feeds exactly Pow(d, 2)/Mul(d, d) -> ReduceMean -> Add eps -> Sqrt -> Div(d, .)."""
+    readers = list({id(n): n for n in d.outputs}.values())  # Mul(d, d) reads d twice
+    square = next((n for n in readers if (n.op == "Pow" and is_scalar(n.inputs[1], 2.0))
+                   or (n.op == "Mul" and n.inputs[0] is d and n.inputs[1] is d)), None)
+    div = next((n for n in readers if n.op == "Div" and n.inputs[0] is d), None)
+    if square is None or div is None or len(readers) != 2:
+        return None
+    var = sole_consumer(graph, square.outputs[0], "ReduceMean")
+    add = sole_consumer(graph, var.outputs[0], "Add") if var is not None and _reduces_last_axis(var, r) else None
+    eps = scalar_value(other_input(add, var.outputs[0])) if add is not None else None
+    sqrt = sole_consumer(graph, add.outputs[0], "Sqrt") if eps is not None else None
+    if sqrt is None or div.inputs[1] is not sqrt.outputs[0] or sole_consumer(graph, sqrt.outputs[0]) is not div:
+        return None
+    return [square, var, add, sqrt], div, eps
+
+
+def _affine(graph: gs.Graph, node: gs.Node, op: str, width: int, r: int) -> tuple[gs.Node, np.ndarray] | None:
+    """(next node, its constant as a (width,) vector) when ``node``'s output is only read by op(., const)
+    and the constant varies along the last axis alone."""
+    nxt = sole_consumer(graph, node.outputs[0], op)
+    values = constant(other_input(nxt, node.outputs[0])) if nxt is not None else None
+    if values is None or values.ndim > r or not (values.size == 1 or values.size == values.shape[-1] == width):
+        return None
+    return nxt, np.broadcast_to(values.reshape(-1), (width,))
+
+
+def _layernorm(graph: gs.Graph, mean: gs.Node, ctx: PassContext) -> bool:
+    x = mean.inputs[0]
+    shape, r = known_shape(x), rank(x)
+    if graph.opset < LAYERNORM_OPSET or r is None or shape is None or not _reduces_last_axis(mean, r):
+        return False
+    sub = sole_consumer(graph, mean.outputs[0], "Sub")
+    if sub is None or sub.inputs[0] is not x:
+        return False
+    found = _variance_of(graph, sub.outputs[0], r)
+    if found is None:
+        return False
+    middle, last, eps = found
+    dtype, width = np.dtype(x.dtype), shape[-1]
+    matched = [mean, sub, *middle, last]
+    gamma, beta = np.ones(width, dtype), np.zeros(width, dtype)
+    scaled = _affine(graph, last, "Mul", width, r)
+    if scaled is not None:
+        (last, gamma), matched = scaled, [*matched, scaled[0]]
+        shifted = _affine(graph, last, "Add", width, r)
+        if shifted is not None:
+            (last, beta), matched = shifted, [*matched, shifted[0]]
+    params = [new_constant(graph, f"{mean.name}_{k}", v.astype(dtype)) for k, v in (("gamma", gamma), ("beta", beta))]
+    replace_nodes(matched, add_node(graph, "LayerNormalization", [x, *params], {"axis": -1, "epsilon": eps},
+                                    name=mean.name))
+    return True
+
+
+class LayerNormFusion(RewritePass):
+    name = "layernorm-fusion"
+    description = "Fuse decomposed layer normalization (ReduceMean/Sub/Pow/Sqrt/Div) into LayerNormalization."
+    rules = (("layernorm", ("ReduceMean",), _layernorm),)

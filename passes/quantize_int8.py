@@ -1,0 +1,251 @@
+"""INT8 by explicit QuantizeLinear/DequantizeLinear nodes, placed by TensorRT's rules.
+
+- The inputs of weighted ops (Conv, ConvTranspose, Gemm, MatMul) are quantized: activations
+  per-tensor, weights per output channel (stored as int8 initializers behind a DequantizeLinear).
+- The skip input of a residual Add fed by a quantized Conv is quantized too, so a backend can fuse
+  Conv+Add in int8.
+- Symmetric signed int8 everywhere (zero-point 0), scale = amax / 127 from the calibrator.
+- For ONNX Runtime (``quantize_outputs``), the outputs of Conv/ConvTranspose/Gemm are quantized
+  as well: ORT only runs a convolution in int8 (QLinearConv) when its output is quantized; a ReLU
+  after them is absorbed into an unsigned quantizer (see QuantizationPlan.absorbed_activations).
+
+``--exclude-nodes`` / ``--exclude-op-types`` (and the accuracy fallback) keep nodes in float: they
+get no Q/DQ on their inputs and read the unquantized tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from infer_compile.calibration.collect import calibrated_ranges
+from infer_compile.calibration.data import CalibrationData
+from infer_compile.errors import UnsupportedError, UserInputError
+from infer_compile.ir import Model
+from infer_compile.passes.base import CALIBRATION, Pass, PassContext, PassResult
+from infer_compile.passes.graph_utils import bypass_node, clip_bounds, is_graph_io, producer
+from infer_compile.passes.precision_state import (
+    PrecisionState,
+    name_unnamed_nodes,
+    node_precisions,
+    requested_exclusions,
+)
+
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# Ops whose output ORT needs quantized to pick its int8 kernel (QLinearConv, QGemm).
+OUTPUT_QUANTIZED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
+MIN_OPSET = 13  # per-channel DequantizeLinear (axis)
+INT8_MAX = 127
+UINT8_MAX = 255
+
+
+@dataclass
+class QuantizationPlan:
+    """Which nodes run in int8 and which activation tensors get a Q/DQ pair."""
+
+    nodes: list[gs.Node] = field(default_factory=list)
+    activations: list[str] = field(default_factory=list)
+    excluded: frozenset[str] = frozenset()  # node names kept in float
+    # ONNX Runtime style: a quantized output read only by a ReLU (or ReLU6) is quantized to uint8
+    # (zero-point 0) with the ReLU output's range and the ReLU is dropped: the quantizer clamps itself. Signed
+    # post-ReLU values would use half of int8 and, shifted to uint8 by ORT's AVX2 kernels, saturate
+    # their 16-bit pair sums; unsigned values keep 8 bits and stay small.
+    absorbed_activations: dict[str, gs.Node] = field(default_factory=dict)  # output name -> its ReLU
+    range_of: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def calibrated(self) -> list[str]:
+        """Tensors whose ranges the plan needs."""
+        return list(dict.fromkeys([*self.activations, *self.range_of.values()]))
+
+
+def is_float_variable(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Variable) and tensor.dtype is not None and np.dtype(tensor.dtype) == np.float32
+
+
+def is_float_constant(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Constant) and tensor.values.dtype == np.float32
+
+
+def weight_input(node: gs.Node) -> int | None:
+    """Index of the constant weight of a weighted op, or None when it has none."""
+    if len(node.inputs) > 1 and is_float_constant(node.inputs[1]):
+        return 1
+    return None
+
+
+def weight_axis(node: gs.Node, weight: np.ndarray) -> int | None:
+    """The output-channel axis of ``node``'s weight (per-channel scales), None for per-tensor."""
+    if node.op == "Conv":
+        return 0
+    if node.op == "ConvTranspose":
+        return 1 if node.attrs.get("group", 1) == 1 else None
+    if node.op == "Gemm":
+        return 0 if node.attrs.get("transB", 0) else 1
+    return weight.ndim - 1 if weight.ndim >= 2 else None  # MatMul: [..., K, N]
+
+
+def activation_inputs(node: gs.Node) -> list[gs.Tensor]:
+    """The float activation inputs of a weighted op (MatMul may have two: attention's Q.K^T)."""
+    count = 2 if node.op == "MatMul" else 1
+    return [t for t in node.inputs[:count] if is_float_variable(t)]
+
+
+def plan_quantization(graph: gs.Graph, excluded: frozenset[str], quantize_outputs: bool) -> QuantizationPlan:
+    plan = QuantizationPlan(excluded=excluded)
+    chosen: dict[str, None] = {}  # ordered set of activation names
+    quantized_ids: set[int] = set()
+    for node in graph.nodes:
+        if node.op not in WEIGHTED_OPS or node.name in excluded:
+            continue
+        acts = activation_inputs(node)
+        has_weight = weight_input(node) is not None
+        if not acts or (not has_weight and node.op != "MatMul") or (node.op == "MatMul" and len(acts) + has_weight < 2):
+            continue
+        plan.nodes.append(node)
+        quantized_ids.add(id(node))
+        chosen.update(dict.fromkeys(t.name for t in acts))
+        out = node.outputs[0]
+        if quantize_outputs and node.op in OUTPUT_QUANTIZED_OPS and is_float_variable(out):
+            chosen[out.name] = None
+            if relu := _absorbable_relu(graph, out, excluded):
+                plan.absorbed_activations[out.name] = relu
+                plan.range_of[out.name] = relu.outputs[0].name
+    for node in graph.nodes:
+        if node.op != "Add" or node.name in excluded or len(node.inputs) != 2:
+            continue
+        sources = [producer(t) for t in node.inputs]
+        for i, src in enumerate(sources):
+            other = node.inputs[1 - i]
+            if src is not None and id(src) in quantized_ids and src.op == "Conv" and is_float_variable(other):
+                chosen[other.name] = None
+    dropped = {relu.outputs[0].name for relu in plan.absorbed_activations.values()}  # read the quantized output now
+    plan.activations = [name for name in chosen if name not in dropped]
+    return plan
+
+
+def _clamps_at_zero(node: gs.Node) -> bool:
+    """ReLU, or Clip(0, max) such as ReLU6: an unsigned quantizer with the output's range does the same."""
+    return node.op == "Relu" or (node.op == "Clip" and (clip_bounds(node) or (None,))[0] == 0.0)
+
+
+def _absorbable_relu(graph: gs.Graph, out: gs.Variable, excluded: frozenset[str]) -> gs.Node | None:
+    """The ReLU/ReLU6 that alone reads ``out``, when dropping it changes no graph output or excluded node."""
+    if len(out.outputs) != 1 or not _clamps_at_zero(out.outputs[0]) or is_graph_io(graph, out):
+        return None
+    relu = out.outputs[0]
+    relu_out = relu.outputs[0]
+    if relu.name in excluded or is_graph_io(graph, relu_out) or any(c.name in excluded for c in relu_out.outputs):
+        return None
+    return relu
+
+
+def apply_plan(graph: gs.Graph, plan: QuantizationPlan, ranges: dict[str, float]) -> dict[str, int]:
+    """Insert the Q/DQ pairs and int8 weights ``plan`` says; returns counts by rule."""
+    for relu in plan.absorbed_activations.values():
+        bypass_node(graph, relu)
+    tensors = graph.tensors()
+    for name in plan.activations:
+        _quantize_activation(graph, tensors[name], ranges[plan.range_of.get(name, name)], plan.excluded,
+                             unsigned=name in plan.absorbed_activations)
+    weights: dict[str, gs.Variable] = {}
+    for node in plan.nodes:
+        index = weight_input(node)
+        if index is None:
+            continue
+        weight = node.inputs[index]
+        if weight.name not in weights:
+            weights[weight.name] = _quantize_weight(graph, weight, weight_axis(node, weight.values))
+        node.inputs[index] = weights[weight.name]
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return {"int8_nodes": len(plan.nodes), "activations_quantized": len(plan.activations),
+            "weights_quantized": len(weights), "activations_absorbed": len(plan.absorbed_activations)}
+
+
+def _scale(amax: float, levels: int = INT8_MAX) -> np.float32:
+    return np.float32(amax / levels if amax > 0 and np.isfinite(amax) else 1.0)
+
+
+def _quantize_activation(graph: gs.Graph, tensor: gs.Variable, amax: float, excluded: frozenset[str],
+                         unsigned: bool = False) -> None:
+    dtype = np.uint8 if unsigned else np.int8
+    scale = gs.Constant(f"{tensor.name}_scale", np.array(_scale(amax, UINT8_MAX if unsigned else INT8_MAX),
+                                                         np.float32))
+    zero = gs.Constant(f"{tensor.name}_zero_point", np.array(0, dtype))
+    quantized = gs.Variable(f"{tensor.name}_quantized", dtype=dtype, shape=tensor.shape)
+    dequantized = gs.Variable(f"{tensor.name}_dequantized", dtype=np.float32, shape=tensor.shape)
+    consumers = [n for n in tensor.outputs if n.name not in excluded]
+    graph.nodes.append(gs.Node("QuantizeLinear", f"{tensor.name}_QuantizeLinear", inputs=[tensor, scale, zero],
+                               outputs=[quantized]))
+    graph.nodes.append(gs.Node("DequantizeLinear", f"{tensor.name}_DequantizeLinear",
+                               inputs=[quantized, scale, zero], outputs=[dequantized]))
+    for consumer in consumers:
+        for i, t in enumerate(consumer.inputs):
+            if t is tensor:
+                consumer.inputs[i] = dequantized
+
+
+def _quantize_weight(graph: gs.Graph, weight: gs.Constant, axis: int | None) -> gs.Variable:
+    values = weight.values.astype(np.float32)
+    if axis is None:
+        amax = np.array(np.abs(values).max(initial=0.0), np.float32)
+    else:
+        amax = np.abs(np.moveaxis(values, axis, 0)).reshape(values.shape[axis], -1).max(axis=1, initial=0.0)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    broadcast = scale if axis is None else scale.reshape([-1 if d == axis else 1 for d in range(values.ndim)])
+    q = np.clip(np.round(values / broadcast), -INT8_MAX, INT8_MAX).astype(np.int8)
+    inputs = [gs.Constant(f"{weight.name}_int8", q), gs.Constant(f"{weight.name}_scale", scale),
+              gs.Constant(f"{weight.name}_zero_point", np.zeros(scale.shape, np.int8))]
+    out = gs.Variable(f"{weight.name}_dequantized", dtype=np.float32, shape=list(values.shape))
+    attrs = {} if axis is None else {"axis": axis}
+    graph.nodes.append(gs.Node("DequantizeLinear", f"{weight.name}_DequantizeLinear", attrs=attrs, inputs=inputs,
+                               outputs=[out]))
+    return out
+
+
+def check_node_names(graph: gs.Graph, names: Iterable[str]) -> None:
+    known = {n.name for n in graph.nodes}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        sample = ", ".join(sorted(n.name for n in graph.nodes if n.op in WEIGHTED_OPS)[:5])
+        raise UserInputError(f"--exclude-nodes: no node named {', '.join(unknown)}",
+                             hint=f"node names are ONNX node names, e.g. {sample}")
+
+
+class QuantizeInt8(Pass):
+    name = "quantize-int8"
+    description = "Insert INT8 Q/DQ (TensorRT placement; per-channel weights) from calibrated ranges."
+    requires = frozenset({CALIBRATION})
+    precision = "int8"
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        if model.opset < MIN_OPSET:
+            raise UnsupportedError(f"INT8 Q/DQ needs opset >= {MIN_OPSET}, the model has opset {model.opset}",
+                                   hint="re-export the model with a newer opset")
+        if any(n.op == "QuantizeLinear" for n in model.graph.nodes):
+            return PassResult({"already_quantized": 1})
+        data: CalibrationData = ctx.calibration
+        name_unnamed_nodes(model.graph)
+        exclude_nodes, exclude_ops = requested_exclusions(ctx)
+        check_node_names(model.graph, exclude_nodes)
+        quantize_outputs = bool(ctx.option("quantize_outputs", ctx.target == "onnxruntime"))
+        user_excluded = frozenset(exclude_nodes | {n.name for n in model.graph.nodes if n.op in exclude_ops})
+        full = plan_quantization(model.graph, frozenset(), quantize_outputs)
+        ranges, cached = calibrated_ranges(model, full.calibrated, data)
+        reference = model.copy()
+
+        def build(excluded: frozenset[str], candidate: Model | None = None) -> tuple[Model, dict[str, int]]:
+            candidate = candidate or reference.copy()
+            plan = plan_quantization(candidate.graph, excluded, quantize_outputs)
+            return candidate, apply_plan(candidate.graph, plan, ranges)
+
+        _, counts = build(user_excluded, model)
+        data.state["precision"] = PrecisionState(
+            precision="int8", reference=reference, build=lambda ex: build(ex)[0], user_excluded=user_excluded,
+            candidates=[n.name for n in full.nodes if n.name not in user_excluded])
+        ctx.records["quantization"] = {**data.record(), "ranges_from_cache": cached,
+                                       "excluded_nodes": sorted(user_excluded), "nodes": node_precisions(model)}
+        return PassResult(counts)

@@ -1,0 +1,46 @@
+"""Skip-LayerNorm fusion: residual Add + LayerNormalization -> com.microsoft SkipLayerNormalization (ORT)."""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from infer_compile.passes.base import PassContext, target_op
+from infer_compile.passes.graph_utils import (
+    MS_DOMAIN,
+    add_node,
+    constant,
+    known_shape,
+    produced_by,
+    replace_nodes,
+    sole_consumer,
+)
+from infer_compile.passes.rewrite import RewritePass
+
+SKIP_LAYERNORM = target_op(MS_DOMAIN, "SkipLayerNormalization")
+
+
+def _skip_layernorm(graph: gs.Graph, ln: gs.Node, ctx: PassContext) -> bool:
+    if len(ln.inputs) != 3 or any(t.outputs for t in ln.outputs[1:]):
+        return False
+    add = produced_by(ln.inputs[0], "Add")
+    if add is None or sole_consumer(graph, ln.inputs[0]) is not ln:
+        return False
+    a, b = add.inputs
+    shape = known_shape(a)
+    # The kernel normalises the last axis of [batch, seq, hidden] inputs with 1-D gamma/beta, no broadcasting.
+    if shape is None or len(shape) != 3 or known_shape(b) != shape or ln.attrs.get("axis", -1) not in (-1, 2):
+        return False
+    gamma, beta = constant(ln.inputs[1]), constant(ln.inputs[2])
+    if gamma is None or beta is None or gamma.shape != (shape[-1],) or beta.shape != (shape[-1],):
+        return False
+    attrs = {"epsilon": float(ln.attrs.get("epsilon", 1e-5))}
+    replace_nodes([add, ln], add_node(graph, "SkipLayerNormalization", [a, b, *ln.inputs[1:3]], attrs,
+                                      domain=MS_DOMAIN, name=ln.name))
+    return True
+
+
+class SkipLayerNormFusion(RewritePass):
+    name = "skip-layernorm-fusion"
+    description = "Fuse residual Add + LayerNormalization into SkipLayerNormalization (ONNX Runtime)."
+    requires = frozenset({SKIP_LAYERNORM})
+    rules = (("skip_layernorm", ("LayerNormalization",), _skip_layernorm),)

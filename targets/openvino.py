@@ -1,0 +1,225 @@
+"""OpenVINO target: IR (``.xml`` + ``.bin``) for the OpenVINO CPU plugin.
+
+fp32 keeps fp32 weights; fp16 stores compressed (half) weights; int8 converts our Q/DQ graph, which
+OpenVINO runs with real INT8 kernels (checked at build time from the runtime's execution graph).
+The precision the CPU computes in is a runtime setting (``INFERENCE_PRECISION_HINT``; CPUs with
+bf16 support default to bf16), so the manifest records the one intended and load() asks for it.
+openvino is imported lazily: it is an optional extra.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_compile.artifacts import StagedOutput
+from infer_compile.errors import UnsupportedError
+from infer_compile.ir import Model, TensorSpec, serialized
+from infer_compile.numerics import Feeds
+from infer_compile.targets.base import (
+    Availability,
+    Runner,
+    Target,
+    TargetRequest,
+    Tuner,
+    TuningCandidate,
+    package_version,
+    thread_counts,
+)
+
+DEVICE = "CPU"
+INSTALL_HINT = "pip install 'infer-compile[openvino]'"
+PRECISION_HINT = "INFERENCE_PRECISION_HINT"
+# Execution-graph layer types that do the heavy lifting; an INT8 build must run them in u8/i8.
+COMPUTE_LAYERS = ("Convolution", "FullyConnected", "MatMul")
+INT8_TYPES = ("u8", "i8")
+
+
+@functools.cache
+def _core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def inference_precisions(precision: str, capabilities: set[str]) -> list[str]:
+    """Compute precisions allowed for a build at ``precision``, the intended one first.
+
+    fp32 computes in f32 only. fp16 computes in f16 where the CPU has it, else bf16, else f32.
+    int8 runs the layers left in float at the CPU's fast float precision (bf16 where it has it).
+    Anything more accurate than the intended one is allowed too (autotuning may pick it).
+    """
+    if precision == "fp32":
+        return ["f32"]
+    fast = [p for p, cap in (("f16", "FP16"), ("bf16", "BF16")) if cap in capabilities]
+    if precision == "int8":
+        fast = [p for p in fast if p == "bf16"]
+    return [*fast[:1], "f32"]
+
+
+def runtime_precisions(compiled: Any) -> dict[str, dict[str, int]]:
+    """Per compute layer type, how many layers of the compiled model run at each precision."""
+    counts: dict[str, dict[str, int]] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str)
+        if layer in COMPUTE_LAYERS:
+            kind = info["runtimePrecision"].astype(str)
+            counts.setdefault(layer, {}).setdefault(kind, 0)
+            counts[layer][kind] += 1
+    return counts
+
+
+def _to_ov(model: Model) -> Any:
+    import openvino as ov
+
+    return ov.convert_model(io.BytesIO(serialized(model)))
+
+
+def _spec(port: Any, names: set[str]) -> TensorSpec:
+    known = sorted(port.get_names() & names)
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    return TensorSpec(known[0] if known else port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
+
+
+class OvRunner(Runner):
+    def __init__(self, compiled: Any, manifest: dict[str, Any]) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        names = {t["name"] for t in manifest.get("inputs", []) + manifest.get("outputs", [])}
+        self.inputs = [_spec(p, names) for p in compiled.inputs]
+        self.outputs = [_spec(p, names) for p in compiled.outputs]
+
+    def run(self, feeds: Feeds) -> Feeds:
+        result = self.request.infer({spec.name: feeds[spec.name] for spec in self.inputs})
+        return {spec.name: np.array(result[port]) for spec, port in zip(self.outputs, self.compiled.outputs,
+                                                                         strict=True)}
+
+
+class OvTuner(Tuner):
+    """Performance hint, streams, threads and (where the build allows more than one) compute precision."""
+
+    option_key = "ov_config"
+
+    def __init__(self, precisions: list[str]) -> None:
+        self.precisions = precisions
+        self._converted: tuple[Model, Any] | None = None
+
+    def candidates(self, model: Model) -> list[TuningCandidate]:
+        threads = thread_counts()
+        return [
+            TuningCandidate("latency (default)", {"PERFORMANCE_HINT": "LATENCY"}),
+            TuningCandidate("throughput", {"PERFORMANCE_HINT": "THROUGHPUT"}),
+            *(TuningCandidate(f"latency, threads={n}", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": n})
+              for n in threads),
+            *(TuningCandidate(f"streams={n}", {"NUM_STREAMS": n}) for n in threads if n > 1),
+            *(TuningCandidate(f"latency, precision={p}", {"PERFORMANCE_HINT": "LATENCY", PRECISION_HINT: p})
+              for p in self.precisions[1:]),
+        ]
+
+    def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
+        if self._converted is None or self._converted[0] is not model:
+            self._converted = (model, _to_ov(model))
+        compiled = _core().compile_model(self._converted[1], DEVICE,
+                                         {PRECISION_HINT: self.precisions[0], **settings})
+        request = compiled.create_infer_request()
+        return request.infer
+
+
+class OpenVinoTarget(Target):
+    name = "openvino"
+    aliases = ("ov",)
+    suffix = ".xml"
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    dynamic_shapes = True
+    # Not above onnxruntime: OpenVINO is an optional extra, and being installed on the build machine says
+    # nothing about the machine that runs the artifact; `auto` keeps emitting what the core install runs
+    # (bench/openvino_int8.py shows what --target openvino gains on this CPU).
+    auto_rank = 0
+    description = "OpenVINO IR (.xml + .bin) for Intel/AMD CPUs; INT8 from Q/DQ, compiled blob optional."
+
+    def availability(self) -> Availability:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            return Availability(False, f"openvino is not installed ({exc}); {INSTALL_HINT}")
+        try:
+            devices = _core().available_devices
+            name = _core().get_property(DEVICE, "FULL_DEVICE_NAME") if DEVICE in devices else ""
+        except Exception as exc:  # the runtime failing to start is a reason, not a crash
+            return Availability(False, f"openvino {ov.__version__} cannot start its CPU plugin: {exc}")
+        version = package_version("openvino") or ov.__version__
+        if DEVICE not in devices:
+            return Availability(False, f"openvino {version} sees no CPU device (devices: {devices})")
+        return Availability(True, f"openvino {version}, CPU: {name}")
+
+    def tool_versions(self) -> dict[str, str]:
+        import openvino as ov
+
+        return {"openvino": ov.__version__}
+
+    def _precisions(self, request: TargetRequest) -> list[str]:
+        return inference_precisions(request.precision, set(_core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")))
+
+    def tuner(self, request: TargetRequest) -> Tuner:
+        return OvTuner(self._precisions(request))
+
+    def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
+        import openvino as ov
+
+        if request.precision == "int8" and not any(n.op == "DequantizeLinear" for n in model.graph.nodes):
+            raise UnsupportedError("an OpenVINO INT8 build needs a quantized (Q/DQ) graph; this one has none",
+                                   hint="give calibration data so the INT8 pass can quantize it, or build --fp16")
+        ov.save_model(_to_ov(model), str(stage.artifact), compress_to_fp16=request.precision == "fp16")
+        config = dict(request.options.get(OvTuner.option_key, {}))
+        precision = config.pop(PRECISION_HINT, self._precisions(request)[0])
+        own: dict[str, Any] = {"format": "openvino-ir", "weights": stage.artifact.with_suffix(".bin").name,
+                               "device": DEVICE, "inference_precision": precision, OvTuner.option_key: config}
+        export_blob = bool(request.options.get("export_blob"))
+        if request.precision != "int8" and not export_blob:
+            return own
+        # Compile the IR as written, as load() will: the execution graph is the truth about INT8.
+        compiled = _core().compile_model(str(stage.artifact), DEVICE, {**config, PRECISION_HINT: precision})
+        if request.precision == "int8":
+            own["kernels"] = self._check_int8(compiled)
+        if export_blob:
+            own["compiled_blob"] = self._export_blob(compiled, stage)
+        return own
+
+    def _check_int8(self, compiled: Any) -> dict[str, dict[str, int]]:
+        kernels = runtime_precisions(compiled)
+        if kernels and not any(k in INT8_TYPES for per_type in kernels.values() for k in per_type):
+            raise UnsupportedError(f"OpenVINO runs none of this model's compute layers in INT8 ({kernels})",
+                                   hint="check the Q/DQ placement of the INT8 pass, or build --fp16")
+        return kernels
+
+    def _export_blob(self, compiled: Any, stage: StagedOutput) -> dict[str, Any]:
+        import openvino as ov
+
+        blob = stage.sibling(stage.artifact.stem + ".blob")
+        blob.write_bytes(compiled.export_model().getvalue())
+        return {"file": blob.name, "device": DEVICE, "device_name": _core().get_property(DEVICE, "FULL_DEVICE_NAME"),
+                "openvino": ov.__version__}
+
+    def _blob_valid_here(self, blob: dict[str, Any] | None, artifact: Path) -> bool:
+        import openvino as ov
+
+        return (blob is not None and (artifact.parent / blob["file"]).is_file()
+                and blob.get("openvino") == ov.__version__
+                and blob.get("device_name") == _core().get_property(DEVICE, "FULL_DEVICE_NAME"))
+
+    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        blob = manifest.get("compiled_blob")
+        if self._blob_valid_here(blob, artifact):
+            # Zero-compile start-up: the blob already holds the kernels chosen for this CPU and config.
+            compiled = _core().import_model((artifact.parent / blob["file"]).read_bytes(), DEVICE)
+        else:
+            config = {**manifest.get(OvTuner.option_key, {}),
+                      PRECISION_HINT: manifest.get("inference_precision", "f32")}
+            compiled = _core().compile_model(str(artifact), DEVICE, config)
+        return OvRunner(compiled, manifest)

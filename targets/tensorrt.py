@@ -1,0 +1,236 @@
+"""TensorRT target: a serialized engine (``.engine``) built from the optimized ONNX on this machine's GPU.
+
+The optimized graph carries its precision (Q/DQ nodes for INT8, float16 casts), so the network is
+parsed with ``trt.OnnxParser`` and built strongly typed; ``tensorrt_settings`` decides everything
+else without TensorRT. Engines are specific to the TensorRT version and GPU they were built with:
+the manifest records both and loading checks them. Machines without a GPU (CI) write a bundle with
+``--defer`` instead (``tensorrt_bundle``). ``tensorrt`` is imported only when a build or load needs it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infer_compile.artifacts import StagedOutput, atomic_write_bytes
+from infer_compile.errors import TargetUnavailableError, UnsupportedError, UserInputError
+from infer_compile.ir import Model, save_onnx
+from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
+from infer_compile.targets.tensorrt_settings import HARDWARE_COMPAT, BuilderSettings, BuildPlatform, derive_settings
+
+log = logging.getLogger(__name__)
+
+# request.options key carrying finished BuilderSettings JSON (finalize builds exactly what the bundle says).
+PRESET_SETTINGS = "builder_settings"
+INSTALL_HINT = "pip install 'infer-compile[tensorrt]'"
+_CUDA_DRIVER_LIBRARIES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
+# cuDeviceGetAttribute ids (CUdevice_attribute in cuda.h).
+_CC_MAJOR, _CC_MINOR = 75, 76
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute_capability: str  # "8.6"
+    driver: str  # CUDA version the driver supports, "12.4"
+
+
+@functools.cache
+def probe_gpu() -> Gpu | str:
+    """The first visible CUDA GPU, asked of the driver library itself (no CUDA toolkit), or why there is none."""
+    for library in _CUDA_DRIVER_LIBRARIES:
+        try:
+            cuda = ctypes.CDLL(library)
+            break
+        except OSError:
+            continue
+    else:
+        return "no NVIDIA driver (libcuda not found)"
+    try:
+        count, device, major, minor, driver = (ctypes.c_int() for _ in range(5))
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+            return "the NVIDIA driver sees no usable GPU"
+        name = ctypes.create_string_buffer(256)
+        cuda.cuDeviceGet(ctypes.byref(device), 0)
+        cuda.cuDeviceGetName(name, len(name), device)
+        cuda.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device)
+        cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device)
+        cuda.cuDriverGetVersion(ctypes.byref(driver))
+    except (AttributeError, OSError) as exc:
+        return f"the NVIDIA driver could not be queried ({exc})"
+    return Gpu(name.value.decode(errors="replace"), f"{major.value}.{minor.value}",
+               f"{driver.value // 1000}.{driver.value % 1000 // 10}")
+
+
+@functools.cache
+def tensorrt_version() -> str | None:
+    """The installed TensorRT Python package's version; None when it is absent or cannot load its libraries."""
+    try:
+        import tensorrt
+    except Exception:  # ImportError, or OSError from the wheel's missing shared libraries
+        return None
+    return str(tensorrt.__version__)
+
+
+def this_platform() -> BuildPlatform:
+    """TensorRT and GPU here; call only when the target is available."""
+    gpu = probe_gpu()
+    version = tensorrt_version()
+    if isinstance(gpu, str) or version is None:
+        raise TargetUnavailableError(f"TensorRT cannot run here: {TensorRtTarget().availability().detail}")
+    return BuildPlatform(version, gpu.name, gpu.compute_capability)
+
+
+def apply_settings(trt: Any, builder: Any, config: Any, settings: BuilderSettings) -> None:
+    """Configure a real ``trt.IBuilderConfig`` from ``settings`` (everything except the timing cache)."""
+    if settings.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    config.builder_optimization_level = settings.opt_level
+    if not settings.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default in TensorRT
+    if settings.version_compat:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
+                                                  HARDWARE_COMPAT[settings.hardware_compat][0])
+    if settings.profiles:
+        profile = builder.create_optimization_profile()
+        for p in settings.profiles:
+            profile.set_shape(p.name, p.min, p.opt, p.max)
+        config.add_optimization_profile(profile)
+
+
+def attach_timing_cache(config: Any, serialized: bytes | None, source: str) -> Any:
+    """Give the builder the persisted timing cache; one from another TensorRT/GPU is dropped with a warning."""
+    if serialized:
+        try:
+            cache = config.create_timing_cache(serialized)
+            # ignore_mismatch=False: TensorRT refuses (returns False) a cache recorded on another device.
+            if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+                return cache
+        except Exception as exc:  # a truncated or foreign file: TensorRT raises instead of returning False
+            log.debug("timing cache rejected: %s", exc)
+        log.warning("timing cache %s does not fit this TensorRT version or GPU; starting a new one", source)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def build_plan(onnx_path: Path, settings: BuilderSettings) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network and build the serialized engine."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    # EXPLICIT_BATCH is the only mode (and its flag deprecated) in TensorRT 10: only STRONGLY_TYPED is set.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise _parser_error(parser)
+    config = builder.create_builder_config()
+    apply_settings(trt, builder, config, settings)
+    cache_path = Path(settings.timing_cache) if settings.timing_cache else None
+    cache = None
+    if cache_path:
+        cache = attach_timing_cache(config, cache_path.read_bytes() if cache_path.is_file() else None,
+                                    str(cache_path))
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise UnsupportedError("TensorRT could not build the engine (its log above says why)",
+                               hint="try --trt-workspace with more memory, or --debug for details")
+    if cache_path and cache is not None:
+        _save_timing_cache(cache_path, bytes(cache.serialize()))
+    return bytes(plan)
+
+
+def _save_timing_cache(path: Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:  # a read-only shared cache must not fail the build
+        log.warning("timing cache not saved to %s: %s", path, exc)
+
+
+def _parser_error(parser: Any) -> UnsupportedError:
+    errors = [parser.get_error(i) for i in range(parser.num_errors)]
+    if not errors:
+        return UnsupportedError("TensorRT's ONNX parser rejected the model without saying why",
+                                hint="rerun with --debug and read the TensorRT log")
+    first = errors[0]
+    where = f"node '{first.node_name()}' ({first.node_operator()})" if first.node_name() else "the graph"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return UnsupportedError(f"TensorRT's ONNX parser rejected {where}: {first.desc()}{more}",
+                            hint="leave the pass that produced it out with --skip-pass, or use another target")
+
+
+class TensorRtTarget(Target):
+    name = "trt"
+    aliases = ("tensorrt",)
+    suffix = ".engine"
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    dynamic_shapes = True
+    auto_rank = 30
+    description = "TensorRT engine for this machine's NVIDIA GPU; --defer writes a bundle to build elsewhere."
+
+    def availability(self) -> Availability:
+        version = tensorrt_version()
+        gpu = probe_gpu()
+        missing = [f"the tensorrt package is not installed ({INSTALL_HINT})"] if version is None else []
+        if isinstance(gpu, str):
+            missing.append(gpu)
+        if missing:
+            return Availability(False, "; ".join(missing))
+        return Availability(True, f"TensorRT {version} on {gpu.name} (sm {gpu.compute_capability}, "
+                                  f"CUDA driver {gpu.driver})")
+
+    def require_available(self) -> None:
+        status = self.availability()
+        if not status.available:
+            raise TargetUnavailableError(
+                f"target 'trt' is not available here: {status.detail}",
+                hint="run on a machine with an NVIDIA GPU, or add --defer to write a bundle that "
+                     "'infer-compile finalize' builds there")
+
+    def tool_versions(self) -> dict[str, str]:
+        version = tensorrt_version()
+        return {"tensorrt": version} if version else {}
+
+    def hardware_identity(self) -> dict[str, str]:
+        gpu = probe_gpu()
+        return {} if isinstance(gpu, str) else {"gpu": gpu.name, "compute_capability": gpu.compute_capability}
+
+    def deferred(self) -> Target:
+        from infer_compile.targets.tensorrt_bundle import TensorRtBundleTarget
+
+        return TensorRtBundleTarget()
+
+    def settings(self, model: Model, request: TargetRequest) -> BuilderSettings:
+        preset = request.options.get(PRESET_SETTINGS)
+        if preset is not None:
+            return BuilderSettings.from_json(preset)
+        settings = derive_settings(model, request.precision, request.shape_ranges, request.options)
+        for note in settings.notes:
+            log.warning("warning: %s", note)
+        return settings
+
+    def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
+        settings = self.settings(model, request)
+        platform = this_platform()
+        with tempfile.TemporaryDirectory(prefix="infer-compile-trt-") as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            save_onnx(model, onnx_path)
+            stage.artifact.write_bytes(build_plan(onnx_path, settings))
+        return {"format": "engine", "builder_settings": settings.to_json(),
+                "tensorrt": {"version": platform.tensorrt, "gpu": platform.gpu,
+                             "compute_capability": platform.compute_capability}}
+
+    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        if manifest.get("format") == "trtbundle":
+            raise UserInputError(f"{artifact} is a deferred TensorRT build bundle, not an engine",
+                                 hint=f"build the engine from it here: infer-compile finalize {artifact}")
+        from infer_compile.targets.tensorrt_runner import TrtRunner
+
+        return TrtRunner(artifact, manifest)

@@ -1,0 +1,368 @@
+"""TFLite target: a ``.tflite`` flatbuffer for the LiteRT (ai-edge-litert) interpreter.
+
+Route: our optimized ONNX -> onnx2tf -> Keras model -> TFLiteConverter (see tflite_convert).
+Precisions: fp32; fp16 = half-precision weights; int8 = dynamic range (int8 weights, float
+activations) or full integer (int8 weights and activations, calibrated on OUR samples; optionally
+int8 inputs/outputs). The build hands this target the fp32 graph (``consumes_qdq = False``).
+
+TFLite is channel-last: onnx2tf lays 3-5-D inputs (and some outputs) out NWC/NHWC/NDHWC unless
+``keep_nchw``. The manifest records, per input and output, its signature key, its shape and dtype
+as in the source model and the permutation applied; the runner applies it (and int8 I/O
+(de)quantization), so users feed the same arrays as to the source model and get outputs laid out
+as the source model's. Shapes are static: symbolic dims come from --shape-range (opt) or
+--input-shape, a leading batch dim defaults to 1.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_compile.artifacts import StagedOutput
+from infer_compile.errors import UnsupportedError, UserInputError
+from infer_compile.ir import Model, TensorSpec
+from infer_compile.numerics import Feeds, compare_outputs, random_inputs, run_onnx, summarize
+from infer_compile.passes.base import PassContext, target_op
+from infer_compile.passes.gelu_fusion import MS_DOMAIN, GeluFusion
+from infer_compile.targets.base import (
+    Availability,
+    Runner,
+    Target,
+    TargetRequest,
+    package_version,
+    thread_counts,
+)
+from infer_compile.targets.tflite_convert import (
+    channels_last,
+    onnx2tf_input_perm,
+    tflite_bytes,
+    to_keras,
+)
+
+INSTALL_HINT = ("pip install 'infer-compile[tflite]' then pip install --no-deps onnx2tf==1.29.24 "
+                "tf-keras==2.21.0")
+# Import name -> distribution name, for what the target needs.
+REQUIRED = {"tensorflow": "tensorflow-cpu", "onnx2tf": "onnx2tf", "tf_keras": "tf-keras",
+            "ai_edge_litert": "ai-edge-litert", "onnxsim": "onnxsim"}
+INT8_MODES = ("full", "dynamic")
+SIGNATURE = "serving_default"
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked package counts as missing
+        return False
+
+
+@dataclass(frozen=True)
+class TfliteSettings:
+    """The target options of one build (CLI: --tflite-int8-mode, --tflite-int8-io, --keep-nchw)."""
+
+    int8_mode: str = "full"
+    int8_io: bool = False
+    keep_nchw: bool = False
+
+    @classmethod
+    def from_request(cls, request: TargetRequest) -> TfliteSettings:
+        settings = cls(str(request.options.get("int8_mode", "full")), bool(request.options.get("int8_io", False)),
+                       bool(request.options.get("keep_nchw", False)))
+        if settings.int8_mode not in INT8_MODES:
+            raise UserInputError(f"unknown TFLite INT8 mode '{settings.int8_mode}'",
+                                 hint="--tflite-int8-mode full (calibrated activations) or dynamic (weights only)")
+        if settings.int8_io and (request.precision != "int8" or settings.int8_mode != "full"):
+            raise UserInputError("--tflite-int8-io needs a full-integer INT8 build",
+                                 hint="add --int8 (and leave --tflite-int8-mode at full)")
+        return settings
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One source-model input/output and where it lives in the .tflite signature."""
+
+    name: str  # in the source model
+    key: str  # in the TFLite signature
+    shape: tuple[int, ...]  # in the source layout
+    dtype: np.dtype
+    perm: tuple[int, ...] | None  # source layout -> TFLite layout; None when not transposed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "signature_key": self.key, "shape": list(self.shape), "dtype": self.dtype.name,
+                "transposed": self.perm is not None, "perm": None if self.perm is None else list(self.perm)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Binding:
+        perm = data.get("perm")
+        return cls(data["name"], data["signature_key"], tuple(data["shape"]), np.dtype(data["dtype"]),
+                   None if perm is None else tuple(perm))
+
+    def to_tflite(self, array: np.ndarray) -> np.ndarray:
+        return array if self.perm is None else array.transpose(self.perm)
+
+    def from_tflite(self, array: np.ndarray) -> np.ndarray:
+        return array if self.perm is None else array.transpose(np.argsort(self.perm))
+
+
+def _quantize(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    if scale == 0 or not np.issubdtype(dtype, np.integer) or np.issubdtype(array.dtype, np.integer):
+        return array.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(array / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _user_dtype(detail: dict[str, Any]) -> np.dtype:
+    """What users feed or get for a signature tensor: float32 where the runner (de)quantizes."""
+    return np.dtype(np.float32) if detail["quantization"][0] else np.dtype(detail["dtype"])
+
+
+def _dequantize(array: np.ndarray, detail: dict[str, Any], dtype: np.dtype) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if scale == 0 or not np.issubdtype(dtype, np.floating):
+        return array
+    return ((array.astype(np.float32) - zero) * scale).astype(dtype)
+
+
+class TfliteRunner(Runner):
+    """Runs a .tflite through LiteRT's signature runner, in the source model's layout and dtypes."""
+
+    def __init__(self, path: Path, inputs: list[Binding] | None = None,
+                 outputs: list[Binding] | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        # All CPUs this process may use, as ONNX Runtime does by default (LiteRT would pick its own).
+        interpreter = Interpreter(model_path=str(path), num_threads=max(thread_counts()))
+        self._runner = interpreter.get_signature_runner(SIGNATURE)
+        self.input_details = self._runner.get_input_details()
+        self.output_details = self._runner.get_output_details()
+        self._inputs = inputs or self._as_is(self.input_details)
+        self._outputs = outputs or self._as_is(self.output_details)
+        self.inputs = [TensorSpec(b.name, b.shape, b.dtype) for b in self._inputs]
+        self.outputs = [TensorSpec(b.name, b.shape, b.dtype) for b in self._outputs]
+
+    @staticmethod
+    def _as_is(details: dict[str, dict[str, Any]]) -> list[Binding]:
+        """Bindings for a .tflite without our manifest: signature names, TFLite layout and dtypes."""
+        return [Binding(key, key, tuple(int(d) for d in detail["shape"]), _user_dtype(detail), None)
+                for key, detail in details.items()]
+
+    def run_raw(self, feeds: Feeds) -> Feeds:
+        """Signature outputs as TFLite returns them (TFLite layout, dequantized), by source output name."""
+        args = {b.key: _quantize(np.ascontiguousarray(b.to_tflite(np.asarray(feeds[b.name]))),
+                                 self.input_details[b.key]) for b in self._inputs}
+        raw = self._runner(**args)
+        return {b.name: _dequantize(raw[b.key], self.output_details[b.key], b.dtype) for b in self._outputs}
+
+    def run(self, feeds: Feeds) -> Feeds:
+        raw = self.run_raw(feeds)
+        return {b.name: b.from_tflite(raw[b.name]) for b in self._outputs}
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors (weights and activations) of each dtype the .tflite holds: shows what got quantized."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    counts = collections.Counter(np.dtype(t["dtype"]).name for t in Interpreter(model_path=str(path))
+                                 .get_tensor_details())
+    return dict(sorted(counts.items()))
+
+
+def static_shapes(specs: list[TensorSpec], shape_ranges: dict[str, tuple[int, int, int]]) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes: symbolic dims from the shape ranges' opt value, a leading batch dim 1."""
+    dims = {dim: opt for dim, (_, opt, _) in shape_ranges.items()}
+    shapes = {}
+    for spec in specs:
+        if spec.shape is None:
+            raise UserInputError(f"input '{spec.name}' has unknown rank; TFLite artifacts need static shapes",
+                                 hint=f"give its shape with --input-shape {spec.name}:1x3x224x224")
+        shape = []
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, int) and dim >= 0:
+                shape.append(dim)
+            elif str(dim) in dims:
+                shape.append(int(dims[str(dim)]))
+            elif axis == 0:
+                shape.append(1)
+            else:
+                raise UserInputError(f"input '{spec.name}' has dynamic axis {axis} ('{dim}'); "
+                                     "TFLite artifacts have static shapes",
+                                     hint=f"pin it with --input-shape {spec.name}:... "
+                                          f"or --shape-range {dim}=MIN:OPT:MAX")
+        shapes[spec.name] = tuple(shape)
+    return shapes
+
+
+def split_batches(sample: Feeds, shapes: dict[str, tuple[int, ...]]) -> Iterator[Feeds]:
+    """A calibration sample split into feeds of the artifact's static batch size."""
+    counts = set()
+    for name, shape in shapes.items():
+        array = sample[name]
+        if array.shape[1:] != shape[1:] or array.shape[0] % shape[0]:
+            raise UserInputError(f"calibration input '{name}' has shape {array.shape}; the TFLite artifact takes "
+                                 f"{shape}", hint="give samples of the shape the model is built for")
+        counts.add(array.shape[0] // shape[0])
+    if len(counts) != 1:
+        raise UserInputError("calibration sample inputs have different batch sizes",
+                             hint="every input of one sample needs the same batch size")
+    for i in range(counts.pop()):
+        yield {name: sample[name][i * shape[0]:(i + 1) * shape[0]] for name, shape in shapes.items()}
+
+
+def _signature_names(model: Model) -> dict[str, str]:
+    """Source I/O name -> a name TensorFlow keeps verbatim as signature key (renaming the others)."""
+    taken = set(model.graph.tensors())
+    keys = {}
+    for prefix, tensors in (("input", model.graph.inputs), ("output", model.graph.outputs)):
+        for index, tensor in enumerate(tensors):
+            key = tensor.name
+            if not key.isidentifier() or not key.isascii() or key.startswith("_"):
+                key = f"{prefix}_{index}"
+                while key in taken:
+                    key += "_"
+                taken.add(key)
+            keys[tensor.name] = key
+    return keys
+
+
+def _output_perm(name: str, reference: np.ndarray, got: np.ndarray) -> tuple[int, ...] | None:
+    """The permutation onnx2tf applied to an output: from the shapes, by the numbers when both layouts fit."""
+    rank = reference.ndim
+    candidates: list[tuple[int, ...] | None] = [None] if got.shape == reference.shape else []
+    if 3 <= rank <= 5 and got.shape == reference.transpose(channels_last(rank)).shape:
+        candidates.append(tuple(channels_last(rank)))
+    if not candidates:
+        raise UnsupportedError(f"output '{name}' came out of onnx2tf with shape {got.shape}, expected "
+                               f"{reference.shape}", hint="try --keep-nchw")
+    errors = [np.abs(reference - (got if p is None else got.transpose(np.argsort(p)))).max() for p in candidates]
+    return candidates[int(np.argmin(errors))]
+
+
+class TfliteTarget(Target):
+    name = "tflite"
+    aliases = ("litert",)
+    suffix = ".tflite"
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    dynamic_shapes = False  # onnx2tf emits static shapes; we pin symbolic dims at build time
+    consumes_qdq = False  # TFLiteConverter quantizes the fp32 graph from our calibration samples
+    # onnx2tf maps Gelu (any domain) to TFLite's GELU builtin, which has an INT8 kernel.
+    accepted_ops = frozenset({target_op(MS_DOMAIN, "Gelu")})
+    auto_rank = -1  # a deployment format for mobile/edge: never picked by --target auto on a server
+    description = "TFLite flatbuffer for the LiteRT interpreter (mobile/edge); via onnx2tf."
+
+    def availability(self) -> Availability:
+        missing = [dist for module, dist in REQUIRED.items() if not _importable(module)]
+        if missing:
+            return Availability(False, f"missing {', '.join(missing)}; {INSTALL_HINT}")
+        return Availability(True, ", ".join(f"{dist} {package_version(dist)}" for dist in REQUIRED.values()))
+
+    def tool_versions(self) -> dict[str, str]:
+        return {dist: version for dist in REQUIRED.values() if (version := package_version(dist))}
+
+    def check_request(self, request: TargetRequest) -> None:
+        super().check_request(request)
+        TfliteSettings.from_request(request)
+
+    def needs_calibration(self, request: TargetRequest) -> bool:
+        return request.precision == "int8" and TfliteSettings.from_request(request).int8_mode == "full"
+
+    def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
+        settings = TfliteSettings.from_request(request)
+        shapes = static_shapes(model.inputs, request.shape_ranges)
+        samples = [feeds for sample in request.calibration or [] for feeds in split_batches(sample, shapes)]
+        if self.needs_calibration(request) and not samples:
+            raise UserInputError("full-integer INT8 needs calibration samples",
+                                 hint="give --calib PATH, or use --tflite-int8-mode dynamic (int8 weights only)")
+        probe = samples[0] if samples else random_inputs(model.inputs, dims=_dims_by_input(model, shapes))
+        keys = _signature_names(model)
+        inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype, onnx2tf_input_perm(len(s.shape),
+                                                                                           settings.keep_nchw))
+                  for s in model.inputs]
+        gelu_fused = self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)
+        inputs = _checked_inputs(TfliteRunner(stage.artifact).input_details, inputs)
+        outputs, check = _bind_outputs(stage.artifact, model, inputs, keys, probe)
+        return {"format": "tflite", "converter": "onnx2tf",
+                "tflite": {"int8_mode": settings.int8_mode if request.precision == "int8" else None,
+                           "int8_io": settings.int8_io, "keep_nchw": settings.keep_nchw,
+                           "gelu_fused_here": gelu_fused,
+                           "calibration_samples": len(samples) if self.needs_calibration(request) else 0,
+                           "tensor_types": tensor_types(stage.artifact),
+                           "probe_vs_source": check},
+                "io": {"inputs": [b.to_json() for b in inputs], "outputs": [b.to_json() for b in outputs]}}
+
+    def _write(self, artifact: Path, model: Model, keys: dict[str, str], inputs: list[Binding], probe: Feeds,
+               samples: list[Feeds], request: TargetRequest, settings: TfliteSettings) -> int:
+        """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact``; returns GELUs fused."""
+        renamed = model.copy()
+        for tensor in [*renamed.graph.inputs, *renamed.graph.outputs]:
+            tensor.name = keys[tensor.name]
+        # fp16/int8 pipelines do not fuse GELU; unfused, onnx2tf's erf stand-in divides, which breaks full INT8.
+        gelu = GeluFusion().run(renamed, PassContext(target=self.name, target_caps=self.accepted_ops))
+        pinned = {b.key: b.shape for b, spec in zip(inputs, model.inputs, strict=True) if not spec.is_static}
+        with tempfile.TemporaryDirectory(prefix="infer-compile-tflite-") as tmp:
+            keras_model = to_keras(renamed, Path(tmp), {b.key: probe[b.name] for b in inputs},
+                                   {b.key: b.perm for b in inputs}, pinned, settings.keep_nchw)
+            tf_samples = [{b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples]
+            artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
+                                              tf_samples))
+        return gelu.counts.get("gelu_erf", 0)
+
+    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        io = manifest.get("io")
+        if not io:  # a .tflite from elsewhere: run it as it is
+            return TfliteRunner(artifact)
+        return TfliteRunner(artifact, [Binding.from_json(b) for b in io["inputs"]],
+                            [Binding.from_json(b) for b in io["outputs"]])
+
+
+def _dims_by_input(model: Model, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Symbolic dim name -> the value pinned, for random_inputs."""
+    return {str(d): shapes[s.name][axis] for s in model.inputs for axis, d in enumerate(s.shape or ())
+            if not isinstance(d, int)}
+
+
+def _checked_inputs(details: dict[str, dict[str, Any]], inputs: list[Binding]) -> list[Binding]:
+    """The input bindings, with the layout corrected where onnx2tf kept an input as it was."""
+    checked = []
+    for b in inputs:
+        if b.key not in details:
+            raise UnsupportedError(f"input '{b.name}' is missing from the TFLite signature ({', '.join(details)})",
+                                   hint="rerun with --debug and report it")
+        got = tuple(int(d) for d in details[b.key]["shape"])
+        if got == b.to_tflite(np.empty(b.shape)).shape:
+            checked.append(b)
+        elif got == b.shape:
+            checked.append(Binding(b.name, b.key, b.shape, b.dtype, None))
+        else:
+            raise UnsupportedError(f"input '{b.name}' came out of onnx2tf with shape {got}, expected {b.shape}",
+                                   hint="try --keep-nchw")
+    return checked
+
+
+def _bind_outputs(artifact: Path, model: Model, inputs: list[Binding], keys: dict[str, str],
+                  probe: Feeds) -> tuple[list[Binding], dict[str, Any]]:
+    """Output bindings from one run of the source and the artifact on ``probe``, and how close they came."""
+    runner = TfliteRunner(artifact, inputs)
+    try:
+        raw = runner.run_raw(probe)
+    except (RuntimeError, ValueError) as exc:
+        raise UnsupportedError(f"the converted TFLite model does not run: {exc}",
+                               hint="for INT8, try --tflite-int8-mode dynamic") from exc
+    reference = run_onnx(model, probe)
+    outputs = []
+    for spec in model.outputs:
+        key = keys[spec.name]
+        if key not in raw:
+            raise UnsupportedError(f"output '{spec.name}' is missing from the TFLite signature ({', '.join(raw)})",
+                                   hint="rerun with --debug and report it")
+        ref = reference[spec.name]
+        outputs.append(Binding(spec.name, key, ref.shape, spec.dtype, _output_perm(spec.name, ref, raw[key])))
+    got = {b.name: b.from_tflite(raw[b.key]) for b in outputs}
+    return outputs, summarize(compare_outputs(reference, got))

@@ -1,0 +1,146 @@
+"""ONNX -> Keras model (onnx2tf) -> ``.tflite`` bytes (TensorFlow's TFLiteConverter), offline.
+
+onnx2tf is installed without its dependencies (it pins old numpy/onnx/protobuf); on our stack it works
+once these hazards are contained, all of them here:
+- it rewrites its input ONNX in place: it only ever sees a copy written into a temporary folder;
+- it runs ``onnxsim`` as a subprocess: this interpreter's ``bin/`` goes first on PATH while it runs;
+- it fetches a sample-image file from the internet for 4-D 3-channel inputs (read from the working
+  directory when present) and for its own INT8 calibration: we run it inside the temporary folder
+  holding that file filled with our sample, give it our sample per input
+  (``custom_input_op_name_np_data_path``) and never use its quantization (``-oiqt``);
+- it calls ``sys.exit`` on errors and prints to stdout: both are captured and become one clear error.
+
+onnx2tf stops at the Keras model (``disable_model_save``: no SavedModel, none of its own .tflite
+files); precision is applied by TFLiteConverter on that model, with builtin TFLite ops only (no Flex
+ops: ai-edge-litert's interpreter cannot run them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_compile.errors import UnsupportedError
+from infer_compile.ir import Model, save_onnx
+from infer_compile.numerics import Feeds
+
+# onnx2tf looks for this file in the working directory before downloading it.
+ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+# Erf has no builtin TFLite kernel: onnx2tf's polynomial form (error < 2e-7) keeps the graph builtin-only.
+# (The erf GELU pattern itself becomes TFLite's GELU op.)
+PSEUDO_OPS = ["erf"]
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def channels_last(rank: int) -> list[int]:
+    """The permutation onnx2tf applies to channel-first tensors: NCW->NWC, NCHW->NHWC, NCDHW->NDHWC."""
+    return [0, *range(2, rank), 1]
+
+
+def onnx2tf_input_perm(rank: int, keep_nchw: bool) -> tuple[int, ...] | None:
+    """How onnx2tf lays out an input of this rank: channel-last for 3-5-D unless kept; None = as it is."""
+    return tuple(channels_last(rank)) if 3 <= rank <= 5 and not keep_nchw else None
+
+
+def _tensorflow() -> Any:
+    """tensorflow, imported lazily (3-5 s) and without its C++ info/warning lines, which are noise here."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+@contextlib.contextmanager
+def _onnx2tf_process_state(workdir: Path) -> Iterator[io.StringIO]:
+    """Working directory, PATH and stdout as onnx2tf needs them, restored afterwards."""
+    log = io.StringIO()
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
+    try:
+        with contextlib.chdir(workdir), contextlib.redirect_stdout(log):
+            yield log
+    finally:
+        os.environ["PATH"] = path
+
+
+def _last_error(log: str) -> str:
+    lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
+    errors = [line for line in lines if "ERROR" in line or "Error" in line]
+    return (errors or [line for line in lines if line] or ["no message"])[-1][:300]
+
+
+def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[int, ...] | None],
+             pinned_shapes: dict[str, tuple[int, ...]], keep_nchw: bool) -> Any:
+    """Run onnx2tf on a copy of ``model`` written into ``workdir``; returns the (tf_keras) Keras model.
+
+    ``probe`` holds one sample per input in the source layout (onnx2tf checks its conversion with it);
+    ``perms`` says how each input is laid out on the TensorFlow side; ``pinned_shapes`` fixes the
+    inputs that have symbolic dimensions.
+    """
+    _tensorflow()  # before onnx2tf imports it
+    import onnx2tf
+
+    onnx_path = workdir / "model.onnx"
+    save_onnx(model, onnx_path)
+    tf_probe = {name: array.transpose(perms[name]) if perms[name] else array for name, array in probe.items()}
+    custom_data = []
+    for index, (name, array) in enumerate(tf_probe.items()):
+        np.save(workdir / f"probe_{index}.npy", array)
+        custom_data.append([name, str(workdir / f"probe_{index}.npy")])
+    first = next(iter(tf_probe.values()), None)
+    if first is not None and first.ndim == 4:  # the case where onnx2tf would download its sample images
+        np.save(workdir / ONNX2TF_SAMPLE_FILE, first.astype(np.float32))
+    overwrite = [f"{name}:{','.join(map(str, shape))}" for name, shape in pinned_shapes.items()]
+    with _onnx2tf_process_state(workdir) as log:
+        try:
+            keras_model = onnx2tf.convert(
+                input_onnx_file_path=str(onnx_path), disable_model_save=True, non_verbose=True,
+                custom_input_op_name_np_data_path=custom_data or None, overwrite_input_shape=overwrite or None,
+                keep_ncw_or_nchw_or_ncdhw_input_names=list(probe) if keep_nchw else None,
+                replace_to_pseudo_operators=PSEUDO_OPS)
+        except SystemExit:
+            raise UnsupportedError(f"onnx2tf could not convert the model: {_last_error(log.getvalue())}",
+                                   hint="rerun with --debug; --keep-nchw or pinning shapes with --input-shape "
+                                        "sometimes helps") from None
+        except Exception as exc:
+            raise UnsupportedError(f"onnx2tf could not convert the model: {type(exc).__name__}: {exc}",
+                                   hint="rerun with --debug for the traceback") from exc
+    if keras_model is None:
+        raise UnsupportedError(f"onnx2tf returned no model: {_last_error(log.getvalue())}",
+                               hint="rerun with --debug for the traceback")
+    return keras_model
+
+
+def tflite_bytes(keras_model: Any, precision: str, int8_mode: str, int8_io: bool,
+                 samples: Sequence[Feeds] | None) -> bytes:
+    """Convert the Keras model at ``precision``; ``samples`` (full INT8) are keyed by signature input name
+    and already in the TensorFlow layout."""
+    tf = _tensorflow()
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "fp16":  # half-precision weights, dequantized to float32 at load (or run in fp16 by GPUs)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic range (int8 weights)
+        if int8_mode == "full":
+            converter.representative_dataset = lambda: iter(samples or [])
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+    try:
+        return converter.convert()
+    except Exception as exc:
+        first = next((line for line in str(exc).splitlines() if "error" in line.lower()), str(exc))
+        hint = ("an op without an INT8 kernel: try --tflite-int8-mode dynamic" if int8_mode == "full"
+                and precision == "int8" else "the model uses an op TFLite has no builtin kernel for")
+        raise UnsupportedError(f"TFLiteConverter failed: {first[:300]}", hint=hint) from exc

@@ -1,0 +1,64 @@
+"""Accuracy-aware fallback: the deliberately sensitive layer goes back to fp32 and the budget holds."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from infer_compile.errors import AccuracyError, ExitCode
+from infer_compile.ir import Model
+from infer_compile.numerics import compare_outputs, run_onnx, summarize
+from infer_compile.passes import PassContext, PassManager
+from infer_compile.passes.accuracy_fallback import AccuracyFallback
+from infer_compile.passes.fp16 import Fp16Conversion
+from infer_compile.passes.quantize_int8 import QuantizeInt8
+from tests.builders import tiny_cnn
+from tests.precision_models import calibration, cleaned, held_out, outlier_mlp
+
+
+def build(proto: onnx.ModelProto, first=QuantizeInt8, **options) -> tuple[Model, PassContext]:
+    model = cleaned(proto)
+    ctx = PassContext(target="trt", calibration=calibration(proto, count=25), options=options)
+    PassManager([first(), AccuracyFallback()]).run(model, ctx)
+    return model, ctx
+
+
+def figures(proto: onnx.ModelProto, model: Model) -> dict:
+    feeds = held_out(proto, seed=123)  # fresh inputs, not the held-out calibration samples
+    return summarize(compare_outputs(run_onnx(Model.from_proto(proto), feeds), run_onnx(model, feeds, optimize=True)))
+
+
+def test_without_budget_accuracy_is_only_recorded() -> None:
+    _, ctx = build(outlier_mlp())
+    record = ctx.records["quantization"]
+    assert record["accuracy"]["cosine"] < 0.99  # fc2's input range is ruined by the outlier channel
+    assert "fallback" not in record and record["nodes"]["int8"] == 3
+
+
+def test_the_sensitive_layer_returns_to_fp32_and_the_budget_holds() -> None:
+    proto = outlier_mlp()
+    model, ctx = build(proto, accuracy_budget="cosine>=0.999")
+    record = ctx.records["quantization"]
+    assert record["fallback"] == {"budget": "cosine>=0.999", "kept_fp32": ["fc2"]}
+    assert record["accuracy"]["cosine"] >= 0.999 and record["nodes"]["int8"] == 2
+    assert figures(proto, model)["cosine"] >= 0.999  # holds on unseen inputs too
+    nodes = {n.name: n for n in model.graph.nodes}
+    assert nodes["fc2"].inputs[1].name == "w2" and not nodes["fc2"].inputs[0].inputs[0].op.endswith("Linear")
+
+
+def test_a_met_budget_changes_nothing() -> None:
+    _, ctx = build(tiny_cnn(), accuracy_budget="top1-agreement>=0.9")
+    assert ctx.records["quantization"]["fallback"]["kept_fp32"] == []
+
+
+def test_an_unreachable_budget_fails_with_the_best_figure() -> None:
+    with pytest.raises(AccuracyError, match=r"accuracy budget max-abs<=0 not met: best cosine 0\.99") as info:
+        build(outlier_mlp(), accuracy_budget="max-abs<=0")
+    assert info.value.exit_code == ExitCode.ACCURACY
+
+
+def test_fp16_fallback_records_accuracy() -> None:
+    proto = tiny_cnn()
+    _, ctx = build(proto, Fp16Conversion, keep_io_types=True, accuracy_budget="cosine>=0.999")
+    record = ctx.records["quantization"]
+    assert record["accuracy"]["cosine"] >= 0.999 and record["fallback"]["kept_fp32"] == []

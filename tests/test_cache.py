@@ -1,0 +1,151 @@
+"""The content-addressed build cache: hits, misses on any input change, damaged entries, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from infer_compile.build import BuildOptions, compile_model, resolve_target, tool_versions
+from infer_compile.cache import BuildCache, default_cache_dir
+from infer_compile.calibration import CalibrationSettings
+from infer_compile.frontends import SourceOptions
+from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, within
+from infer_compile.targets import load_artifact
+from tests.artifact_helpers import invoke, write_tiny_cnn
+from tests.builders import tiny_cnn
+
+
+def build(model: Path, output: Path, cache: Path, **options):
+    return compile_model(model, BuildOptions(target="onnxruntime", output=output, cache_dir=cache, **options))
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted((cache / "entries").iterdir()) if (cache / "entries").exists() else []
+
+
+def test_second_build_is_a_hit_with_identical_files(tmp_path: Path) -> None:
+    source, cache = write_tiny_cnn(tmp_path / "m.onnx"), tmp_path / "cache"
+    first = build(source, tmp_path / "a" / "m.onnx", cache)
+    assert first.cache == "miss (stored)" and len(entries(cache)) == 1
+    second = build(source, tmp_path / "b" / "m.onnx", cache)
+    assert second.cache == "hit" and second.source is None
+    assert second.artifact.read_bytes() == first.artifact.read_bytes()
+    assert second.manifest == first.manifest
+    assert [r.name for r in second.records] == [r.name for r in first.records]
+    assert (second.nodes_before, second.nodes_after) == (first.nodes_before, first.nodes_after)
+    # the cached artifact runs and computes what the fresh one does
+    feeds = random_inputs(load_artifact(first.artifact).inputs, seed=1)
+    fresh, cached = load_artifact(first.artifact).run(feeds), load_artifact(second.artifact).run(feeds)
+    assert within(fresh, compare_outputs(fresh, cached), TOLERANCES["fp32"])
+
+
+@pytest.mark.parametrize("change", ["model bytes", "precision", "skip_passes", "target_options", "input_shapes",
+                                    "artifact name", "external data"])
+def test_any_input_change_is_a_miss(tmp_path: Path, change: str) -> None:
+    source, cache = tmp_path / "m.onnx", tmp_path / "cache"
+    onnx.save_model(tiny_cnn(), str(source), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    output = tmp_path / "out" / "m.onnx"
+    build(source, output, cache)
+    options: dict = {}
+    if change == "model bytes":
+        onnx.save_model(tiny_cnn(seed=1), str(source))
+    elif change == "external data":
+        data = bytearray((tmp_path / "m.onnx.data").read_bytes())
+        data[4] ^= 0xFF
+        (tmp_path / "m.onnx.data").write_bytes(bytes(data))
+    elif change == "artifact name":
+        output = output.with_name("renamed.onnx")
+    else:
+        options = {"precision": {"precision": "fp16"}, "skip_passes": {"skip_passes": ["constant-folding"]},
+                   "target_options": {"target_options": {"session_options": {"intra_op_num_threads": 1}}},
+                   "input_shapes": {"source": SourceOptions(input_shapes={"image": (1, 3, 32, 32)})},
+                   }[change]
+    again = build(source, output, cache, **options)
+    assert again.cache.startswith("miss"), change
+    assert len(entries(cache)) == 2
+
+
+def test_key_covers_calibration_data_tool_versions_and_hardware(tmp_path: Path) -> None:
+    source = write_tiny_cnn(tmp_path / "m.onnx")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.save(calib / "0.npy", np.zeros((1, 3, 32, 32), np.float32))
+    cache, (target, _) = BuildCache(tmp_path / "cache"), resolve_target("onnxruntime")
+    options = BuildOptions(target="onnxruntime", precision="int8", calibration=CalibrationSettings(source=calib))
+
+    def key(tools: dict | None = None) -> str:
+        return cache.key(source, options, target, Path("m.onnx"), tools or tool_versions())
+
+    before = key()
+    assert key() == before  # deterministic
+    np.save(calib / "0.npy", np.ones((1, 3, 32, 32), np.float32))
+    after_data = key()
+    assert after_data != before
+    assert key({**tool_versions(), "onnxruntime": "0.0.0"}) != after_data
+
+    class OtherGpu(type(target)):
+        def hardware_identity(self) -> dict[str, str]:
+            return {"gpu": "some other GPU"}
+
+    assert cache.key(source, options, OtherGpu(), Path("m.onnx"), tool_versions()) != after_data
+
+
+def test_damaged_entry_is_rebuilt_not_trusted(tmp_path: Path) -> None:
+    source, cache = write_tiny_cnn(tmp_path / "m.onnx"), tmp_path / "cache"
+    build(source, tmp_path / "a" / "m.onnx", cache)
+    (entry,) = entries(cache)
+    (entry / "m.onnx").unlink()  # e.g. a partial manual clean-up
+    again = build(source, tmp_path / "b" / "m.onnx", cache)
+    assert again.cache.startswith("miss") and again.source is not None
+    assert not list((tmp_path / "b").glob(".*partial*"))
+
+
+def test_unwritable_cache_does_not_fail_the_build(tmp_path: Path) -> None:
+    source = write_tiny_cnn(tmp_path / "m.onnx")
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    result = build(source, tmp_path / "out" / "m.onnx", blocker)
+    assert result.cache.startswith("miss (not stored:") and result.artifact.is_file()
+
+
+def _build_in_process(source: str, output: str, cache: str, barrier) -> str:
+    barrier.wait()  # both processes start building the same key at the same moment
+    return build(Path(source), Path(output), Path(cache)).cache
+
+
+def test_two_concurrent_builds_of_one_key_leave_one_complete_entry(tmp_path: Path) -> None:
+    source, cache = write_tiny_cnn(tmp_path / "m.onnx"), tmp_path / "cache"
+    ctx = multiprocessing.get_context("spawn")  # fork after onnxruntime ran in this process can deadlock
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(2)
+        with ctx.Pool(2) as pool:
+            jobs = [pool.apply_async(_build_in_process, (str(source), str(tmp_path / d / "m.onnx"), str(cache),
+                                                          barrier)) for d in ("a", "b")]
+            statuses = sorted(job.get(timeout=60) for job in jobs)
+    assert all(s.startswith("miss") or s == "hit" for s in statuses), statuses
+    (entry,) = entries(cache)
+    assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "m.onnx", "m.onnx.manifest.json"]
+    assert not list((cache / "tmp").iterdir())  # the loser's copy was dropped
+    a, b = (tmp_path / d / "m.onnx" for d in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes() == (entry / "m.onnx").read_bytes()
+    assert build(source, tmp_path / "c" / "m.onnx", cache).cache == "hit"
+
+
+def test_cli_cache_options_and_default_location(tmp_path: Path, build_cache: Path) -> None:
+    source = write_tiny_cnn(tmp_path / "m.onnx")
+    assert default_cache_dir() == build_cache  # tests never touch ~/.cache
+    out = tmp_path / "out" / "m.onnx"
+    first = invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out)
+    assert first.exit_code == 0, first.output
+    assert "miss (stored)" in first.stdout and len(entries(build_cache)) == 1
+    hit = invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out)
+    assert "hit" in hit.stdout
+    off = invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out, "--no-cache")
+    assert off.exit_code == 0 and "cache      off" in off.stdout
+    elsewhere = tmp_path / "shared-cache"
+    invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out, "--cache-dir", elsewhere)
+    assert len(entries(elsewhere)) == 1

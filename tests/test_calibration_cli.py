@@ -1,0 +1,92 @@
+"""`--int8` / `--fp16` on the command line: a real INT8 build with its report, and one clear line per bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from infer_compile.cli import app
+from infer_compile.errors import ExitCode
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("calib-data")
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        np.save(folder / f"{i:03d}.npy", rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
+    return folder
+
+
+def compile_(model: Path, out: Path, *args: str):
+    return runner.invoke(app, [str(model), "--target", "onnxruntime", "-o", str(out), "--no-cache", "--no-tune",
+                               *map(str, args)])
+
+
+def assert_user_error(result, code: ExitCode, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "error:" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_int8_build_reports_precision_calibration_and_accuracy(tiny_cnn_onnx: Path, calib_dir: Path,
+                                                               tmp_path: Path) -> None:
+    out, report = tmp_path / "m.onnx", tmp_path / "build.json"
+    result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", calib_dir, "--calib-method", "percentile",
+                      "--calib-export-trt", tmp_path / "trt.cache", "--report", report)
+    assert result.exit_code == 0, result.output
+    assert "INT8 / 0 FP16 /" in result.stdout and "percentile calibration on 20 samples (4 held out)" in result.stdout
+    record = json.loads(report.read_text())["manifest"]["quantization"]
+    assert record["method"] == "percentile" and record["samples"] == 20 and record["nodes"]["int8"] >= 3
+    assert record["accuracy"]["cosine"] >= 0.99
+    assert json.loads(out.with_name("m.onnx.manifest.json").read_text())["quantization"] == record
+    assert (tmp_path / "trt.cache").read_text().startswith("TRT-")
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+
+
+def test_unreachable_budget_exits_3_with_the_best_figure(tiny_cnn_onnx: Path, calib_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", calib_dir, "--accuracy-budget", "max-abs<=0")
+    assert_user_error(result, ExitCode.ACCURACY, "accuracy budget max-abs<=0 not met: best cosine")
+    assert not out.exists()
+
+
+def test_synthetic_calibration_warns(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    result = compile_(tiny_cnn_onnx, tmp_path / "m.onnx", "--int8", "--calib", "synthetic", "--calib-samples", "4")
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in result.stderr
+
+
+@pytest.fixture
+def wrong_shape_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "wrong"
+    folder.mkdir()
+    np.save(folder / "0.npy", np.zeros((1, 3, 16, 16), np.float32))
+    return folder
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--int8"], ["--int8 needs calibration data", "--calib synthetic"]),
+    (["--int8", "--calib", "no/such/dir"], ["--calib no/such/dir: no such folder"]),
+    (["--int8", "--calib", "WRONG"], ["sample 0: input 'image' has shape [1, 3, 16, 16]", "batchx3x32x32"]),
+    (["--int8", "--calib", "synthetic", "--calib-method", "kl"], ["unknown calibration method 'kl'"]),
+    (["--int8", "--calib-method", "mse"], ["--calib-method need(s) --calib"]),
+    (["--int8", "--calib", "synthetic", "--accuracy-budget", "cosine>>1"], ["accuracy budget 'cosine>>1'"]),
+    (["--exclude-nodes", "conv1"], ["only apply to --int8 or --fp16 builds"]),
+    (["--int8", "--calib", "synthetic", "--exclude-nodes", "convX"], ["no node named convX"]),
+    (["--int8", "--calib", "synthetic", "--calib-preprocess", "crop"], ["--calib-preprocess 'crop' is not valid"]),
+])
+def test_bad_calibration_input(tiny_cnn_onnx: Path, wrong_shape_dir: Path, tmp_path: Path, args: list[str],
+                               fragments: list[str]) -> None:
+    args = [str(wrong_shape_dir) if a == "WRONG" else a for a in args]
+    out = tmp_path / "m.onnx"
+    assert_user_error(compile_(tiny_cnn_onnx, out, *args), ExitCode.USER_ERROR, *fragments)
+    assert not out.exists()

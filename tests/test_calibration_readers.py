@@ -1,0 +1,184 @@
+"""Calibration readers, validation against the model inputs, the range cache and the TensorRT export."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infer_compile.calibration import CalibrationSettings, CalibrationWarning, ImagePreprocess, load_calibration
+from infer_compile.calibration.cache import load_cached_ranges, save_ranges, trt_calibration_table
+from infer_compile.calibration.readers import preprocess_image
+from infer_compile.errors import UserInputError
+from infer_compile.ir import TensorSpec
+
+IMAGE = TensorSpec("image", ("batch", 3, 8, 8), np.dtype(np.float32))
+IDS = TensorSpec("ids", (1, 5), np.dtype(np.int64))
+
+
+def load(source: str | Path, inputs: list[TensorSpec], **settings) -> list[dict[str, np.ndarray]]:
+    return load_calibration(CalibrationSettings(source, **settings), inputs).samples
+
+
+def npy_folder(tmp_path: Path, arrays: list[np.ndarray]) -> Path:
+    for i, array in enumerate(arrays):
+        np.save(tmp_path / f"{i:03d}.npy", array)
+    return tmp_path
+
+
+def test_npy_folder_with_and_without_batch_axis(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    folder = npy_folder(tmp_path, [rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((3, 8, 8))] * 10)
+    data = load_calibration(CalibrationSettings(folder), [IMAGE])
+    assert [s["image"].shape for s in data.samples[:2]] == [(2, 3, 8, 8), (1, 3, 8, 8)]
+    assert all(s["image"].dtype == np.float32 for s in data.samples)  # float64 files converted
+    assert data.count == 30
+
+
+def test_npz_folder_with_several_inputs(tmp_path: Path) -> None:
+    for i in range(16):
+        np.savez(tmp_path / f"{i}.npz", image=np.zeros((1, 3, 8, 8), np.float32), ids=np.ones((1, 5), np.int64))
+    samples = load(tmp_path, [IMAGE, IDS])
+    assert len(samples) == 16 and set(samples[0]) == {"image", "ids"}
+
+
+def test_max_samples_limits_what_is_read(tmp_path: Path) -> None:
+    folder = npy_folder(tmp_path, [np.zeros((1, 3, 8, 8), np.float32)] * 40)
+    assert len(load(folder, [IMAGE], max_samples=20)) == 20
+
+
+@pytest.mark.parametrize(("array", "message"), [
+    (np.zeros((1, 3, 9, 8), np.float32),
+     "input 'image' has shape [1, 3, 9, 8], the model expects image: float32[batchx3x8x8]"),
+    (np.zeros((1, 3, 8, 8), np.int32), "input 'image' is int32, the model expects float32"),
+    (np.zeros((8, 8), np.float32), "input 'image' has shape [8, 8]"),
+])
+def test_mismatches_are_named_exactly(tmp_path: Path, array: np.ndarray, message: str) -> None:
+    folder = npy_folder(tmp_path, [array])
+    with pytest.raises(UserInputError, match="sample 0: " + message.replace("[", r"\[").replace("]", r"\]")):
+        load(folder, [IMAGE])
+
+
+def test_wrong_input_names(tmp_path: Path) -> None:
+    np.savez(tmp_path / "0.npz", image=np.zeros((1, 3, 8, 8), np.float32), mask=np.ones((1, 5), np.int64))
+    with pytest.raises(UserInputError, match="missing ids; unexpected mask"):
+        load(tmp_path, [IMAGE, IDS])
+
+
+def test_npy_for_a_multi_input_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="holds one array but the model has inputs image, ids"):
+        load(npy_folder(tmp_path, [np.zeros((1, 3, 8, 8), np.float32)]), [IMAGE, IDS])
+
+
+def test_pickled_arrays_are_never_loaded(tmp_path: Path) -> None:
+    np.save(tmp_path / "0.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(UserInputError, match="pickled Python objects"):
+        load(tmp_path, [IMAGE])
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p / "missing", "no such folder"),
+    (lambda p: p, "the folder has no .npy, .npz or image files"),
+])
+def test_bad_sources(tmp_path: Path, make, message: str) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserInputError, match=message):
+        load(str(make(tmp_path)), [IMAGE])
+
+
+def test_too_few_samples_warns(tmp_path: Path) -> None:
+    with pytest.warns(CalibrationWarning, match="only 2 calibration samples"):
+        load(npy_folder(tmp_path, [np.zeros((1, 3, 8, 8), np.float32)] * 2), [IMAGE])
+
+
+def test_synthetic_warns_loudly() -> None:
+    with pytest.warns(CalibrationWarning, match="SYNTHETIC"):
+        samples = load("synthetic", [IMAGE], max_samples=4)
+    assert len(samples) == 4 and samples[0]["image"].shape == (1, 3, 8, 8)
+
+
+@pytest.fixture
+def calib_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "my_calib_data.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def samples():
+            for i in range(20):
+                yield np.full((1, 3, 8, 8), i, np.float32)
+
+        def not_iterable():
+            return 3
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_calib_data"
+    sys.modules.pop("my_calib_data", None)
+
+
+def test_callable_reader(calib_module: str) -> None:
+    samples = load(f"{calib_module}:samples", [IMAGE])
+    assert len(samples) == 20 and float(samples[3]["image"][0, 0, 0, 0]) == 3.0
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    ("missing_fn", "has no callable named 'missing_fn'"),
+    ("not_iterable", "returned int, not an iterable of samples"),
+])
+def test_callable_reader_errors(calib_module: str, fn: str, message: str) -> None:
+    with pytest.raises(UserInputError, match=message):
+        load(f"{calib_module}:{fn}", [IMAGE])
+
+
+def test_callable_reader_unknown_module() -> None:
+    with pytest.raises(UserInputError, match="importing 'no_such_module_xyz' failed"):
+        load("no_such_module_xyz:fn", [IMAGE])
+
+
+def test_image_preprocessing_crop_normalise_layout() -> None:
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[..., 0], rgb[..., 2] = 255, 51  # red channel full, blue 0.2
+    pre = ImagePreprocess.parse(["crop=8", "mean=0.5/0/0", "std=0.5/1/1", "channels=bgr"])
+    x = preprocess_image(rgb, pre, "nchw", np.dtype(np.float32))
+    assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, 0, 0], [(0.2 - 0.5) / 0.5, 0.0, 1.0], atol=1e-6)  # BGR order
+    assert preprocess_image(rgb, ImagePreprocess(), "nhwc", np.dtype(np.float32)).shape == (1, 10, 12, 3)
+
+
+@pytest.mark.parametrize("item", ["resize", "crop=0", "mean=a/b", "layout=chw", "colour=rgb"])
+def test_bad_preprocess_options(item: str) -> None:
+    with pytest.raises(UserInputError, match="--calib-preprocess"):
+        ImagePreprocess.parse([item])
+
+
+def test_image_folder(tmp_path: Path) -> None:
+    image = pytest.importorskip("PIL.Image", reason="Pillow is not installed (extra: images)")
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    samples = load(tmp_path, [IMAGE], preprocess=ImagePreprocess.parse(["resize=10", "crop=8"]))
+    assert len(samples) == 16 and samples[0]["image"].shape == (1, 3, 8, 8)
+    assert samples[0]["image"].min() >= 0.0 and samples[0]["image"].max() <= 1.0
+
+
+def test_range_cache_is_keyed(tmp_path: Path) -> None:
+    path = tmp_path / "ranges.json"
+    key = {"model_sha256": "m", "data_sha256": "d", "method": "entropy"}
+    save_ranges(path, key, {"a": 1.5, "b": 2.0})
+    assert load_cached_ranges(path, key, ["a", "b"]) == {"a": 1.5, "b": 2.0}
+    assert load_cached_ranges(path, {**key, "data_sha256": "other"}, ["a"]) is None
+    assert load_cached_ranges(path, key, ["a", "c"]) is None  # does not cover every tensor needed
+    path.write_text("{broken")
+    with pytest.raises(UserInputError, match="not a readable calibration cache"):
+        load_cached_ranges(path, key, ["a"])
+
+
+def test_tensorrt_calibration_table_format() -> None:
+    text = trt_calibration_table({"input": 2.54, "conv1_out": 127.0}, "entropy")
+    header, *lines = text.splitlines()
+    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
+    name, hex_scale = lines[1].split(": ")
+    assert name == "conv1_out" and struct.unpack(">f", bytes.fromhex(hex_scale))[0] == 1.0
+    assert struct.unpack(">f", bytes.fromhex(lines[0].split(": ")[1]))[0] == pytest.approx(0.02)

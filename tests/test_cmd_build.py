@@ -1,0 +1,113 @@
+"""`infer-compile build -c infer.toml`: a models x targets x precisions matrix in parallel processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infer_compile.build_config import load_config
+from infer_compile.errors import UserInputError
+from infer_compile.ir import load_onnx
+from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.targets import load_artifact
+from tests.artifact_helpers import assert_user_error, invoke, write_tiny_cnn
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+MATRIX = """\
+output_dir = "out"
+targets = ["onnxruntime"]
+precisions = ["fp32", "fp16"]
+
+[[models]]
+path = "tiny_cnn.onnx"
+input_shapes = { image = [2, 3, 32, 32] }
+
+[[models]]
+path = "broken.onnx"
+precisions = ["fp32"]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_tiny_cnn(tmp_path / "tiny_cnn.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage")
+    (tmp_path / "infer.toml").write_text(MATRIX)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_matrix_builds_in_parallel_names_each_failure_then_hits_the_cache(project: Path) -> None:
+    config, cache = project / "infer.toml", project / "cache"
+    first = invoke("build", "-c", config, "-j", 2, "--cache-dir", cache, "--report", project / "build.json")
+    assert first.exit_code == 1, first.output
+    assert "broken/onnxruntime/fp32:" in first.stderr and "not a valid ONNX model" in first.stderr
+    assert "1 of 3 job(s) failed" in first.stderr
+    assert first.stdout.count("built") == 2 and "FAILED" in first.stdout
+
+    source = load_onnx(project / "tiny_cnn.onnx")
+    feeds = random_inputs(source.inputs, seed=0, dims={"batch": 2})
+    reference = run_onnx(source, feeds)
+    for precision in ("fp32", "fp16"):
+        runner = load_artifact(project / "out" / f"tiny_cnn.onnxruntime.{precision}.onnx")
+        assert runner.inputs[0].shape == (2, 3, 32, 32)  # the per-model input_shapes reached the build
+        got = runner.run({"image": feeds["image"].astype(runner.inputs[0].dtype)})
+        assert within(reference, compare_outputs(reference, got), TOLERANCES[precision])
+
+    report = json.loads((project / "build.json").read_text())
+    assert report["schema"] == "infer-compile.build-matrix/1"
+    statuses = {(j["model"], j["precision"]): j["status"] for j in report["jobs"]}
+    assert statuses == {("tiny_cnn", "fp32"): "built", ("tiny_cnn", "fp16"): "built", ("broken", "fp32"): "failed"}
+    assert report["jobs"][0]["report"]["schema"] == "infer-compile.build/2"
+
+    second = invoke("build", "-c", config, "-j", 2, "--cache-dir", cache)
+    assert second.exit_code == 1
+    assert second.stdout.count("cached") == 2
+
+
+def test_all_jobs_succeeding_exits_zero(project: Path) -> None:
+    (project / "infer.toml").write_text(MATRIX.split("[[models]]\npath = \"broken")[0])
+    result = invoke("build", "-c", project / "infer.toml", "-j", 1, "--no-cache")
+    assert result.exit_code == 0, result.output
+    assert not (project / "cache").exists()
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("targets = [\n", "not valid TOML"),
+    ("target = 'onnxruntime'\n[[models]]\npath = 'm.onnx'\n", "infer.toml:1: target: unknown key"),
+    ("[[models]]\npath = 'm.onnx'\nprecision = 'fp16'\n", "infer.toml:3: models[0].precision: unknown key"),
+    ("[[models]]\npath = 'a.onnx'\n\n[[models]]\npath = 'b.onnx'\ntargets = ['tpu']\n",
+     "infer.toml:6: models[1].targets: unknown target 'tpu'"),
+    ("precisions = ['int4']\n[[models]]\npath = 'm.onnx'\n", "models[0].precisions: unknown precision 'int4'"),
+    ("precisions = 'fp32'\n[[models]]\npath = 'm.onnx'\n", "infer.toml:1: precisions: expected list, got str"),
+    ("output_dir = 'out'\n", "models: missing or not a list of tables"),
+    ("[[models]]\nname = 'x'\n", "infer.toml:1: models[0].path: missing"),
+    ("[[models]]\npath = 'm.onnx'\ninput_shapes = { image = [1, -3] }\n",
+     "infer.toml:3: models[0].input_shapes.image: expected a list of positive ints"),
+    ("[[models]]\npath = 'm.onnx'\n[[models]]\npath = 'other/m.onnx'\n", "two jobs would write"),
+])
+def test_bad_config_names_file_line_and_key(tmp_path: Path, text: str, fragment: str) -> None:
+    config = tmp_path / "infer.toml"
+    config.write_text(text)
+    result = invoke("build", "-c", config)
+    assert_user_error(result, fragment)
+    assert not (tmp_path / "build").exists()
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    assert_user_error(invoke("build", "-c", tmp_path / "nope.toml"), "no such config file")
+
+
+def test_example_config_builds_tiny_cnn_for_two_targets() -> None:
+    jobs = load_config(EXAMPLES / "infer.toml", cache_dir=None)
+    assert {j.target for j in jobs} == {"onnxruntime", "openvino"}
+    assert all(j.source == EXAMPLES / "tiny_cnn.onnx" and j.source.is_file() for j in jobs)
+
+
+def test_config_error_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "infer.toml").write_text("[[models]]\npath = 3\n")
+    with pytest.raises(UserInputError, match=r"infer.toml:2: models\[0\].path: expected str, got int"):
+        load_config(tmp_path / "infer.toml", cache_dir=None)

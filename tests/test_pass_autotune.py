@@ -1,0 +1,148 @@
+"""The autotune pass: times real runtime configurations, picks deterministically, the artifact loads
+with the choice; INT8 layer selection keeps numerics within INT8 tolerance."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from infer_compile.build import BuildOptions, compile_model
+from infer_compile.calibration import CalibrationSettings
+from infer_compile.cli import app
+from infer_compile.errors import ExitCode
+from infer_compile.ir import Model
+from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.passes import PassContext
+from infer_compile.passes.autotune import RUNS_PER_BLOCK, Autotune, choose, measure, quantized_layers, to_fp32
+from infer_compile.targets import get_target, load_artifact
+from infer_compile.targets.base import TargetRequest, TuningCandidate
+from infer_compile.targets.onnxruntime import OrtTuner
+
+
+def _int8(source: Path, calibration: CalibrationSettings, output: Path, tune_time: float):
+    return compile_model(source, BuildOptions(target="onnxruntime", precision="int8", output=output,
+                                              calibration=calibration, tune_time=tune_time))
+
+
+def _load(path: Path) -> Model:
+    return Model.from_proto(onnx.load_model(str(path)))
+
+
+def test_choose_is_a_pure_function_of_the_medians() -> None:
+    assert choose([1.0, 0.5, 0.7]) == 1
+    assert choose([1.0, 0.5, 0.5]) == 1  # ties go to the earlier candidate
+    assert choose([1.0, 0.99, 1.2]) == 0  # within the noise margin the default stays
+    assert choose([1.0]) == 0
+    assert all(choose([3.0, 2.0, 1.0]) == 2 for _ in range(5))
+
+
+def test_measure_times_every_candidate_and_drops_far_slower_ones() -> None:
+    import time
+
+    times = measure([lambda: time.sleep(0.001), lambda: None, lambda: time.sleep(0.004)], 0.2)
+    assert len(times[2]) == 2 * RUNS_PER_BLOCK  # dropped after two blocks
+    assert len(times[0]) == len(times[1]) > 2 * RUNS_PER_BLOCK  # the default is always timed
+    assert max(times[1]) < min(times[2])
+
+
+class SlowDefaultOrt(OrtTuner):
+    """Real ORT sessions; the listed "default" runs the model five times per call, so it is slower for certain."""
+
+    def candidates(self, model: Model) -> list[TuningCandidate]:
+        return [TuningCandidate("five runs", {"repeat": 5}), TuningCandidate("one thread", {"intra_op_num_threads": 1})]
+
+    def prepare(self, model: Model, settings: dict) -> Callable[[Feeds], object]:
+        settings = dict(settings)
+        repeat = settings.pop("repeat", 1)
+        run = super().prepare(model, settings)
+        return lambda feeds: [run(feeds) for _ in range(repeat)]
+
+
+def test_picks_faster_candidate_and_artifact_loads_with_it(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    model = _load(tiny_cnn_onnx)
+    ctx = PassContext(options={"tune_time": 1.0}, tuner=SlowDefaultOrt())
+    Autotune().run(model, ctx)
+    record = ctx.records["autotune"]
+    assert [c["label"] for c in record["candidates"]] == ["five runs", "one thread"]
+    assert record["chosen"] == "one thread", record["candidates"]
+    assert [c["chosen"] for c in record["candidates"]] == [False, True]
+    # As the build does: the recorded choice reaches emit(), the manifest, and load().
+    target = get_target("onnxruntime")
+    target.compile(model, tmp_path / "m.onnx", TargetRequest(options=record["target_options"]), dict(ctx.records))
+    runner = load_artifact(tmp_path / "m.onnx")
+    assert runner.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_build_records_choice_and_applies_it(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    result = compile_model(tiny_cnn_onnx, BuildOptions(target="onnxruntime", output=tmp_path / "m.onnx",
+                                                         tune_time=0.5))
+    record = result.manifest["autotune"]
+    chosen = [c for c in record["candidates"] if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["label"] == record["chosen"]
+    assert all(c["median_ms"] > 0 and c["runs"] >= RUNS_PER_BLOCK for c in record["candidates"])
+    assert result.manifest["session_options"] == chosen[0]["settings"]
+    options = load_artifact(result.artifact).session.get_session_options()
+    assert options.intra_op_num_threads == chosen[0]["settings"].get("intra_op_num_threads", 0)
+
+
+@pytest.mark.slow
+def test_openvino_choice_applied_at_load(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino", reason="needs the [openvino] extra")
+    result = compile_model(tiny_cnn_onnx, BuildOptions(target="openvino", output=tmp_path / "m.xml",
+                                                         tune_time=1.0))
+    record = result.manifest["autotune"]
+    settings = record["target_options"]["ov_config"]
+    assert result.manifest["ov_config"] == {k: v for k, v in settings.items() if k != "INFERENCE_PRECISION_HINT"}
+    compiled = load_artifact(result.artifact).compiled
+    for key, value in settings.items():
+        assert str(compiled.get_property(key)).upper().endswith(str(value).upper()), (key, value)
+
+
+def test_int8_layer_selection_keeps_int8_numerics(tiny_cnn_onnx: Path, tiny_cnn_calib: CalibrationSettings,
+                                                   tmp_path: Path) -> None:
+    result = _int8(tiny_cnn_onnx, tiny_cnn_calib, tmp_path / "m.onnx", tune_time=2.0)
+    record = result.manifest["autotune"]
+    assert {r["op"] for r in record["layers"]} == {"Conv", "Gemm"}
+    timed = [r for r in record["layers"] if "int8_ms" in r]
+    assert timed and all(r["faster"] == ("int8" if r["int8_ms"] < r["fp32_ms"] else "fp32") for r in timed)
+    in_fp32 = sum(r["precision"] == "fp32" for r in record["layers"])
+    assert len(quantized_layers(_load(result.artifact).graph)) == len(record["layers"]) - in_fp32
+    reference = _load(tiny_cnn_onnx)
+    feeds = random_inputs(reference.inputs, seed=5, dims={"batch": 2})
+    expected = run_onnx(reference, feeds)
+    assert within(expected, compare_outputs(expected, load_artifact(result.artifact).run(feeds)), TOLERANCES["int8"])
+
+
+def test_to_fp32_removes_layer_quantization(tiny_cnn_onnx: Path, tiny_cnn_calib: CalibrationSettings,
+                                            tmp_path: Path) -> None:
+    reference = _load(tiny_cnn_onnx)
+    model = _load(_int8(tiny_cnn_onnx, tiny_cnn_calib, tmp_path / "q.onnx", tune_time=0).artifact)
+    layers = quantized_layers(model.graph)
+    assert len(layers) == 3
+    for index in layers:
+        to_fp32(model.graph.nodes[index])
+    model.graph.cleanup().toposort()
+    assert quantized_layers(model.graph) == []
+    feeds = random_inputs(reference.inputs, seed=2, dims={"batch": 2})
+    expected = run_onnx(reference, feeds)
+    assert within(expected, compare_outputs(expected, run_onnx(model, feeds)), TOLERANCES["int8"])
+
+
+def test_cli_prints_table_and_no_tune_skips(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    tuned = runner.invoke(app, [str(tiny_cnn_onnx), "-t", "ort", "-o", str(tmp_path / "a.onnx"),
+                                "--tune-time", "300ms", "--no-cache"])
+    assert tuned.exit_code == 0, tuned.output
+    assert "median latency" in tuned.output and "intra_op_threads=1" in tuned.output
+    untuned = runner.invoke(app, [str(tiny_cnn_onnx), "-t", "ort", "-o", str(tmp_path / "b.onnx"), "--no-tune",
+                                  "--no-cache"])
+    assert untuned.exit_code == 0 and "median latency" not in untuned.output
+    assert "autotune" in json.loads((tmp_path / "a.onnx.manifest.json").read_text())
+    assert "autotune" not in json.loads((tmp_path / "b.onnx.manifest.json").read_text())
+    bad = runner.invoke(app, [str(tiny_cnn_onnx), "-o", str(tmp_path / "c.onnx"), "--tune-time", "soon"])
+    assert bad.exit_code == ExitCode.USER_ERROR and "--tune-time 'soon' is not a duration" in bad.output

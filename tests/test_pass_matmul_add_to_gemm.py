@@ -1,0 +1,38 @@
+"""matmul-add-to-gemm: 2-D MatMul + Add becomes Gemm only where Gemm's broadcasting allows."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from infer_compile.passes.matmul_add_to_gemm import MatMulAddToGemm
+from tests.builders import make_model, tensor
+from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+
+
+def _matmul_add(a_shape: list[int], bias_shape: list[int], bias_first: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    n = 4
+    out = [*a_shape[:-1], n]
+    add_inputs = ["c", "h"] if bias_first else ["h", "c"]
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["h"]), helper.make_node("Add", add_inputs, ["y"])]
+    # The bias is a graph input: Gemm does not need it constant, only broadcastable.
+    proto = make_model(nodes, [tensor("a", a_shape), tensor("c", bias_shape)],
+                       [tensor("y", list(np.broadcast_shapes(tuple(out), tuple(bias_shape))))],
+                       {"b": rand(rng, a_shape[-1], n)})
+    return onnx.shape_inference.infer_shapes(proto)
+
+
+@pytest.mark.parametrize(("bias_shape", "bias_first"), [([4], False), ([3, 4], True), ([3, 1], False)])
+def test_matmul_add_becomes_gemm(bias_shape: list[int], bias_first: bool) -> None:
+    proto = _matmul_add([3, 5], bias_shape, bias_first)
+    model, result = apply_pass(MatMulAddToGemm(), proto)
+    assert result.counts == {"matmul_add": 1} and op_counts(model) == {"Gemm": 1}
+    assert_same_outputs(proto, model)
+
+
+@pytest.mark.parametrize(("a_shape", "bias_shape"), [([2, 3, 5], [4]), ([3, 5], [2, 3, 4]), ([1, 5], [3, 4])])
+def test_illegal_gemm_is_left_alone(a_shape: list[int], bias_shape: list[int]) -> None:
+    assert_unchanged(MatMulAddToGemm(), _matmul_add(a_shape, bias_shape))

@@ -1,0 +1,153 @@
+"""INT8 Q/DQ insertion: placement, per-channel weights, and accuracy of the real int8 graph in onnxruntime."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from infer_compile.errors import UnsupportedError, UserInputError
+from infer_compile.ir import Model
+from infer_compile.numerics import compare_outputs, run_onnx, summarize
+from infer_compile.passes import PassContext
+from infer_compile.passes.quantize_int8 import QuantizeInt8
+from tests.builders import make_model, tensor, tiny_cnn
+from tests.precision_models import calibration, cleaned, held_out, small_transformer
+
+
+def quantize(proto: onnx.ModelProto, target: str = "trt", **options) -> tuple[Model, PassContext]:
+    model = cleaned(proto)
+    ctx = PassContext(target=target, calibration=options.pop("data", None) or calibration(proto),
+                      options=options)
+    QuantizeInt8().run(model, ctx)
+    onnx.checker.check_model(model.to_proto(), full_check=True)
+    return model, ctx
+
+
+def accuracy(proto: onnx.ModelProto, quantized: Model) -> dict:
+    """The quantized graph as ORT runs it in the artifact (optimized: real int8 kernels) vs fp32."""
+    feeds = held_out(proto)
+    return summarize(compare_outputs(run_onnx(Model.from_proto(proto), feeds), run_onnx(quantized, feeds,
+                                                                                          optimize=True)))
+
+
+def by_op(model: Model, op: str) -> list:
+    return [n for n in model.graph.nodes if n.op == op]
+
+
+def dq_input(node) -> object | None:
+    producer = node.inputs[0].inputs
+    return producer[0] if producer and producer[0].op == "DequantizeLinear" else None
+
+
+@pytest.mark.parametrize("target", ["trt", "onnxruntime"])
+def test_small_cnn_int8_meets_its_bound(target: str) -> None:
+    proto = tiny_cnn()
+    model, ctx = quantize(proto, target)
+    figures = accuracy(proto, model)
+    assert figures["cosine"] >= 0.998 and figures["top1_agreement"] >= 0.9, figures
+    assert ctx.records["quantization"]["nodes"]["int8"] >= 3
+    # Weights: int8 initializers, one scale per output channel, zero-point 0.
+    for conv in by_op(model, "Conv"):
+        dq = conv.inputs[1].inputs[0]
+        q_weight, scale, zero = dq.inputs
+        assert dq.op == "DequantizeLinear" and dq.attrs["axis"] == 0
+        assert q_weight.values.dtype == np.int8 and np.abs(q_weight.values).max() == 127
+        assert scale.values.shape == (conv.inputs[1].shape[0],) and not zero.values.any()
+        assert dq_input(conv) is not None  # activation input quantized per tensor
+    output_quantized = any(c.op == "QuantizeLinear" for conv in by_op(model, "Conv") for c in conv.outputs[0].outputs)
+    assert output_quantized == (target == "onnxruntime")  # ORT needs a quantized Conv output for QLinearConv
+
+
+def test_small_transformer_int8_meets_its_bound() -> None:
+    proto = small_transformer()
+    model, _ = quantize(proto, "trt", data=calibration(proto, method="percentile"))
+    figures = accuracy(proto, model)
+    assert figures["cosine"] >= 0.995, figures
+    matmuls = {n.name: n for n in by_op(model, "MatMul")}
+    assert all(dq_input(n) is not None for n in matmuls.values())  # incl. attention's Q.K^T and attn.V
+    assert matmuls["qk"].inputs[1].inputs[0].op == "DequantizeLinear"
+    assert matmuls["q_proj"].inputs[1].inputs[0].attrs["axis"] == 1  # MatMul weights [K, N]: per column
+
+
+def test_residual_add_input_is_quantized() -> None:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["y"], name="residual")]
+    proto = make_model(nodes, [tensor("x", ["batch", 4, 6, 6])], [tensor("y", ["batch", 4, 6, 6])],
+                       {"w": rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.2})
+    model, _ = quantize(proto)
+    (add,) = by_op(model, "Add")
+    assert [t.inputs[0].op if t.inputs else None for t in add.inputs] == ["Conv", "DequantizeLinear"]
+    assert accuracy(proto, model)["cosine"] >= 0.999
+
+
+def test_exclusions_keep_nodes_in_float() -> None:
+    proto = tiny_cnn()
+    model, ctx = quantize(proto, exclude_nodes=["conv2"], exclude_op_types=["Gemm"])
+    nodes = {n.name: n for n in model.graph.nodes}
+    assert nodes["conv2"].inputs[1].name == "w2" and dq_input(nodes["conv2"]) is None
+    assert dq_input(nodes["fc"]) is None
+    assert nodes["conv1"].inputs[1].inputs[0].op == "DequantizeLinear"
+    assert ctx.records["quantization"]["excluded_nodes"] == ["conv2", "fc"]
+
+
+def test_unknown_excluded_node_is_a_user_error() -> None:
+    with pytest.raises(UserInputError, match="no node named convX"):
+        quantize(tiny_cnn(), exclude_nodes=["convX"])
+
+
+def test_calibration_cache_is_reused_only_for_the_same_data(tmp_path: Path) -> None:
+    proto = tiny_cnn()
+    cache = tmp_path / "ranges.json"
+
+    def with_cache(seed: int):
+        data = calibration(proto, seed=seed)
+        data.settings = dataclasses.replace(data.settings, cache=cache, export_trt=tmp_path / "trt.cache")
+        return quantize(proto, data=data)
+
+    first, ctx1 = with_cache(0)
+    again, ctx2 = with_cache(0)
+    other, ctx3 = with_cache(500)
+    assert [c.records["quantization"]["ranges_from_cache"] for c in (ctx1, ctx2, ctx3)] == [False, True, False]
+    scales = [[c.values.item() for c in m.constants() if c.name == "image_scale"] for m in (first, again, other)]
+    assert scales[0] == scales[1] != scales[2]
+    assert (tmp_path / "trt.cache").read_text().splitlines()[1].startswith("image: ")
+
+
+def test_already_quantized_or_old_opset_models() -> None:
+    model, _ = quantize(tiny_cnn())
+    ctx = PassContext(target="trt", calibration=calibration(tiny_cnn()))
+    assert QuantizeInt8().run(model, ctx).counts == {"already_quantized": 1}
+    old = Model.from_proto(tiny_cnn())
+    old.graph.opset = 12
+    with pytest.raises(UnsupportedError, match="opset >= 13"):
+        QuantizeInt8().run(old, ctx)
+
+
+def test_onnxruntime_style_absorbs_relus_and_gets_real_int8_kernels(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["r1"], name="relu1"),
+             n("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]), n("Relu", ["c2"], ["r2"], name="relu2"),
+             n("GlobalAveragePool", ["r2"], ["y"], name="pool")]
+    proto = make_model(nodes, [tensor("x", ["batch", 4, 8, 8])], [tensor("y", ["batch", 8, 1, 1])],
+                       {"w1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.3,
+                        "w2": rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2})
+    model, _ = quantize(proto, "onnxruntime")
+    assert not by_op(model, "Relu")  # clamping at 0 is the unsigned quantizer's job now
+    out_q = [c for c in by_op(model, "Conv")[0].outputs[0].outputs if c.op == "QuantizeLinear"]
+    assert out_q and out_q[0].inputs[2].values.dtype == np.uint8 and out_q[0].inputs[2].values == 0
+    assert accuracy(proto, model)["cosine"] >= 0.999
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 2 and "Conv" not in ops, ops

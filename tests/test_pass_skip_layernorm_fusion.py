@@ -1,0 +1,50 @@
+"""skip-layernorm-fusion: residual Add + LayerNormalization -> com.microsoft SkipLayerNormalization."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from infer_compile.ir import Model
+from infer_compile.passes.base import PassContext
+from infer_compile.passes.manager import PassManager
+from infer_compile.passes.skip_layernorm_fusion import SkipLayerNormFusion
+from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
+from tests.builders import make_model, tensor
+from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+
+ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
+M = helper.make_node
+
+
+def _residual_ln(skip_shape: list[int] | None = None, gamma_is_input: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    nodes = [M("MatMul", ["x", "w"], ["h"]), M("Add", ["h", "x"] if skip_shape is None else ["h", "skip"], ["s"]),
+             M("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-6)]
+    inits = {"w": rand(rng, 16, 16, scale=0.25), "gamma": rng.uniform(0.5, 1.5, 16).astype(np.float32),
+             "beta": rand(rng, 16)}
+    inputs = [tensor("x", [2, 4, 16])] + ([tensor("skip", skip_shape)] if skip_shape else [])
+    if gamma_is_input:
+        inputs.append(tensor("gamma", [16]))
+        del inits["gamma"]
+    proto = make_model(nodes, inputs, [tensor("y", [2, 4, 16])], inits)
+    return onnx.shape_inference.infer_shapes(proto)
+
+
+def test_residual_add_layernorm_fuses() -> None:
+    proto = _residual_ln()
+    model, result = apply_pass(SkipLayerNormFusion(), proto, ORT)
+    assert result.counts == {"skip_layernorm": 1}
+    assert op_counts(model) == {"MatMul": 1, "SkipLayerNormalization": 1}
+    assert_same_outputs(proto, model)
+
+
+def test_broadcast_skip_or_runtime_gamma_is_left_alone() -> None:
+    assert_unchanged(SkipLayerNormFusion(), _residual_ln(skip_shape=[1, 4, 16]), ORT)
+    assert_unchanged(SkipLayerNormFusion(), _residual_ln(gamma_is_input=True), ORT)
+
+
+def test_skipped_for_targets_without_the_op() -> None:
+    [record] = PassManager([SkipLayerNormFusion()]).run(Model.from_proto(_residual_ln()), PassContext())
+    assert record.status == "skipped" and "SkipLayerNormalization" in record.reason
