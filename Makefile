@@ -29,7 +29,7 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.full
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: $(VENV)/.full
 	$(BIN)/ruff check .

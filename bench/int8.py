@@ -4,7 +4,7 @@
 
 Per model, from the same ONNX export and the same calibration samples (one .npz per sample):
 - ours: `infer-compile MODEL --target onnxruntime --int8 --calib FOLDER` (TensorRT-style Q/DQ,
-  per-channel weights, symmetric int8; entropy calibration unless --method says otherwise);
+  per-channel weights, symmetric int8; min-max calibration unless --method says otherwise);
 - baseline: ``quantize_static`` with QDQ format and per-channel weights, other settings default.
 Each build runs in its own subprocess: compile time is its wall time, peak memory its peak RSS
 (``os.wait4``; tracemalloc would miss native allocations). Latency: both artifacts and the fp32
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet50", "mobilenetv2", "minilm"])
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     parser.add_argument("--seconds", type=float, default=10.0, help="timing budget per model")
-    parser.add_argument("--method", default="entropy", help="our calibration method")
+    parser.add_argument("--method", default="minmax", help="our calibration method")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     results = [bench_model(name, args.out, args.seconds, args.method) for name in args.models]

@@ -39,7 +39,6 @@ class AbsHistogram:
         self.zeros = 0
         self.top = 0.0  # right edge of the last bin; 0 until a non-zero value arrives
         self.amax = 0.0  # exact max |x|
-        self.count = 0  # values seen
 
     @property
     def bins(self) -> int:
@@ -58,7 +57,6 @@ class AbsHistogram:
             x = x[np.isfinite(x)]
             batch_max = float(x.max()) if x.size else 0.0
         nonzero = x[x > 0] if batch_max > 0 else x[:0]
-        self.count += x.size
         self.zeros += x.size - nonzero.size
         self.amax = max(self.amax, batch_max)
         if not nonzero.size:

@@ -26,7 +26,7 @@ class CalibrationSettings:
     """``--calib`` and friends."""
 
     source: str | Path  # folder (a Path, so build-cache keys hash its contents), pkg.mod:fn or "synthetic"
-    method: str = "entropy"
+    method: str = "minmax"
     percentile: float = 99.99
     max_samples: int = 128
     cache: Path | None = None  # JSON range cache, reused when model and data hashes match
@@ -56,10 +56,6 @@ class CalibrationData:
     @property
     def count(self) -> int:
         return sum(sample_count(s) for s in self.samples)
-
-    @property
-    def synthetic(self) -> bool:
-        return self.settings.source == "synthetic"
 
     def split(self) -> tuple[list[Feeds], list[Feeds]]:
         """(calibration, held-out): every 5th sample is held out for accuracy checks (all used if < 2)."""

@@ -44,7 +44,7 @@ def precision_options(precision: str, *, calib: str | None, method: str | None =
     if calib:
         path = Path(calib)
         settings = CalibrationSettings(
-            source=path if path.is_dir() else calib, method=method or "entropy",
+            source=path if path.is_dir() else calib, method=method or "minmax",
             percentile=99.99 if percentile is None else percentile, max_samples=samples or 128,
             cache=cache, export_trt=export_trt, preprocess=ImagePreprocess.parse(preprocess or []))
     pass_options: dict[str, Any] = {

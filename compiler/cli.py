@@ -167,25 +167,31 @@ def parse_duration(value: str, option: str) -> float:
 
 
 def print_tuning(record: dict | None) -> None:
-    """The autotune results: every candidate's median latency and the one chosen."""
+    """The autotune results: every candidate's median and best latency, and the one chosen."""
     if not record:
         return
-    table = Table(title=f"autotune ({record['seconds']:.1f} s of {record['budget_s']:g} s)", title_justify="left",
-                  show_edge=False)
-    for col, justify in (("candidate", "left"), ("median latency", "right"), ("runs", "right"), ("chosen", "left")):
+    title = (f"autotune ({record['seconds']:.1f} s of {record['budget_s']:g} s; load average "
+             f"{record.get('load_average')} on {record.get('cpus')} CPUs; chosen by best latency)")
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for col, justify in (("candidate", "left"), ("median latency", "right"), ("best", "right"), ("runs", "right"),
+                         ("chosen", "left")):
         table.add_column(col, justify=justify)
     for c in record["candidates"]:
         chosen = "[green]yes[/]" if c["chosen"] else ""
-        latency = "not timed (budget)" if c["median_ms"] is None else f"{c['median_ms']:.3f} ms"
-        table.add_row(escape(c["label"]), latency, str(c["runs"]), chosen)
+        if c["median_ms"] is None:
+            table.add_row(escape(c["label"]), "not timed (budget)", "-", "0", chosen)
+        else:
+            table.add_row(escape(c["label"]), f"{c['median_ms']:.3f} ms", f"{c['best_ms']:.3f} ms", str(c["runs"]),
+                          chosen)
     console.print(table)
     if record.get("layers"):
         selection = record["layer_selection"]
         slower = sum(r.get("faster") == "fp32" for r in record["layers"])
         line = f"[bold]INT8 layers[/] {len(record['layers'])}, {slower} not faster than fp32 here"
-        if "int8_ms" in selection:
-            line += (f"; full model {selection['int8_ms']:.3f} ms all INT8, {selection['selected_ms']:.3f} ms with "
-                     f"those in fp32: {'fp32 kept for them' if selection['applied'] else 'all INT8 kept'}")
+        if "chosen" in selection:
+            timings = ", ".join(f"{name[:-3].replace('_', ' ')} {ms:.3f} ms" for name, ms in selection.items()
+                                if name.endswith("_ms"))
+            line += f"; full model (best): {timings}; kept: {selection['chosen'].replace('_', ' ')}"
         console.print(line, highlight=False)
 
 
@@ -267,7 +273,7 @@ def compile_command(
         "--calib", help="Calibration data: folder of .npy/.npz or images, pkg.mod:fn, or 'synthetic' (smoke tests).")]
     = None,
     calib_method: Annotated[str | None, typer.Option(
-        "--calib-method", help="minmax, percentile, entropy or mse [default: entropy].", show_default=False)] = None,
+        "--calib-method", help="minmax, percentile, entropy or mse [default: minmax].", show_default=False)] = None,
     percentile: Annotated[float | None, typer.Option(
         "--percentile", help="Percentile for --calib-method percentile [default: 99.99].", show_default=False)] = None,
     calib_samples: Annotated[int | None, typer.Option(

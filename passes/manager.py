@@ -90,7 +90,10 @@ class PassManager:
 
     def _check(self, p: Pass, model: Model, feeds: Feeds, reference: Feeds) -> tuple[Feeds, dict]:
         try:
-            after = run_onnx(model, feeds)
+            # Precision passes may retype graph inputs (fp16 without --keep-io-types): feed the same
+            # values in the dtype the graph now takes.
+            dtypes = {spec.name: spec.dtype for spec in model.inputs}
+            after = run_onnx(model, {name: value.astype(dtypes.get(name, value.dtype)) for name, value in feeds.items()})
         except InferCompileError:
             raise
         except Exception as exc:

@@ -3,7 +3,7 @@
 - The inputs of weighted ops (Conv, ConvTranspose, Gemm, MatMul) are quantized: activations
   per-tensor, weights per output channel (stored as int8 initializers behind a DequantizeLinear).
 - The skip input of a residual Add fed by a quantized Conv is quantized too, so a backend can fuse
-  Conv+Add in int8.
+  Conv+Add in int8 (for ONNX Runtime also the Add's output: QLinearAdd).
 - Symmetric signed int8 everywhere (zero-point 0), scale = amax / 127 from the calibrator.
 - For ONNX Runtime (``quantize_outputs``), the outputs of Conv/ConvTranspose/Gemm are quantized
   as well: ORT only runs a convolution in int8 (QLinearConv) when its output is quantized; a ReLU
@@ -108,12 +108,8 @@ def plan_quantization(graph: gs.Graph, excluded: frozenset[str], quantize_output
         plan.nodes.append(node)
         quantized_ids.add(id(node))
         chosen.update(dict.fromkeys(t.name for t in acts))
-        out = node.outputs[0]
-        if quantize_outputs and node.op in OUTPUT_QUANTIZED_OPS and is_float_variable(out):
-            chosen[out.name] = None
-            if relu := _absorbable_relu(graph, out, excluded):
-                plan.absorbed_activations[out.name] = relu
-                plan.range_of[out.name] = relu.outputs[0].name
+        if quantize_outputs and node.op in OUTPUT_QUANTIZED_OPS:
+            _quantize_output(graph, plan, chosen, node.outputs[0])
     for node in graph.nodes:
         if node.op != "Add" or node.name in excluded or len(node.inputs) != 2:
             continue
@@ -122,9 +118,22 @@ def plan_quantization(graph: gs.Graph, excluded: frozenset[str], quantize_output
             other = node.inputs[1 - i]
             if src is not None and id(src) in quantized_ids and src.op == "Conv" and is_float_variable(other):
                 chosen[other.name] = None
+                if quantize_outputs:  # both inputs and the output quantized: ORT runs QLinearAdd
+                    _quantize_output(graph, plan, chosen, node.outputs[0])
+                break
     dropped = {relu.outputs[0].name for relu in plan.absorbed_activations.values()}  # read the quantized output now
     plan.activations = [name for name in chosen if name not in dropped]
     return plan
+
+
+def _quantize_output(graph: gs.Graph, plan: QuantizationPlan, chosen: dict[str, None], out: gs.Tensor) -> None:
+    """Quantize a node's output (ORT style), absorbing the ReLU that follows it if it can."""
+    if not is_float_variable(out) or is_graph_io(graph, out):
+        return
+    chosen[out.name] = None
+    if relu := _absorbable_relu(graph, out, plan.excluded):
+        plan.absorbed_activations[out.name] = relu
+        plan.range_of[out.name] = relu.outputs[0].name
 
 
 def _clamps_at_zero(node: gs.Node) -> bool:

@@ -119,3 +119,12 @@ def test_manager_leaves_graph_valid_for_graphsurgeon() -> None:
     PassManager(build_pipeline()).run(model, PassContext())
     assert isinstance(model.graph, gs.Graph)
     assert {n.op for n in model.graph.nodes}.isdisjoint({"Identity", "Dropout"})
+
+
+def test_verify_passes_feeds_retyped_inputs_in_their_new_dtype() -> None:
+    # fp16 without --keep-io-types turns the float32 input into float16.
+    model = _model()
+    records = PassManager(build_pipeline("fp16"), verify=True).run(model, PassContext())
+    assert model.inputs[0].dtype == np.float16
+    fp16 = next(r for r in records if r.name == "fp16")
+    assert fp16.verification["cosine"] > 0.999

@@ -84,6 +84,9 @@ def test_residual_add_input_is_quantized() -> None:
     (add,) = by_op(model, "Add")
     assert [t.inputs[0].op if t.inputs else None for t in add.inputs] == ["Conv", "DequantizeLinear"]
     assert accuracy(proto, model)["cosine"] >= 0.999
+    ort_style, _ = quantize(proto, "onnxruntime")  # y is a graph output: it stays float
+    (add,) = by_op(ort_style, "Add")
+    assert all(t.inputs[0].op == "DequantizeLinear" for t in add.inputs) and add.outputs[0].name == "y"
 
 
 def test_exclusions_keep_nodes_in_float() -> None:
