@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Everything the test suite exercises; `make demo` needs only the core.
-TEST_EXTRAS ?= torch,openvino,tf,tflite,dev,bench
+TEST_EXTRAS ?= torch,openvino,tf,tflite,images,dev,bench
 # onnx2tf pins old numpy/onnx/protobuf and a second tensorflow: installed without its dependencies.
 NO_DEPS := onnx2tf==1.29.24 tf-keras==2.21.0
 

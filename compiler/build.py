@@ -103,6 +103,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     # Fail on an unusable target or precision before any expensive work.
     target.require_available()
     target.check_request(request)
+    target.check_options(options.target_options)
     if target.needs_calibration(request) and options.calibration is None:
         raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
                              "(representative inputs); --calib synthetic only for smoke tests")

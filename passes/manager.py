@@ -93,7 +93,8 @@ class PassManager:
             # Precision passes may retype graph inputs (fp16 without --keep-io-types): feed the same
             # values in the dtype the graph now takes.
             dtypes = {spec.name: spec.dtype for spec in model.inputs}
-            after = run_onnx(model, {name: value.astype(dtypes.get(name, value.dtype)) for name, value in feeds.items()})
+            retyped = {name: value.astype(dtypes.get(name, value.dtype)) for name, value in feeds.items()}
+            after = run_onnx(model, retyped)
         except InferCompileError:
             raise
         except Exception as exc:

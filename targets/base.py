@@ -88,6 +88,8 @@ class Target(ABC):
     suffix: ClassVar[str]
     precisions: ClassVar[frozenset[str]]
     dynamic_shapes: ClassVar[bool]
+    # Keys of TargetRequest.options a user may set for this target (the CLI's target-specific flags).
+    option_keys: ClassVar[frozenset[str]] = frozenset()
     # Fused/contrib op forms the fusion passes may produce for this target (see passes.target_op).
     accepted_ops: ClassVar[frozenset[str]] = frozenset()
     # False: int8 and fp16 builds hand this target the fp32 graph plus TargetRequest.calibration samples
@@ -141,6 +143,12 @@ class Target(ABC):
                 f"target '{self.name}' does not support {request.precision}",
                 hint=f"it supports {', '.join(sorted(self.precisions))}",
             )
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse settings meant for another target instead of silently ignoring them."""
+        if foreign := sorted(set(options) - self.option_keys):
+            raise UserInputError(f"target '{self.name}' does not take the setting(s) {', '.join(foreign)}",
+                                 hint="they come from another target's options: drop them or build for that target")
 
     def needs_calibration(self, request: TargetRequest) -> bool:
         """Whether this build needs representative samples (INT8 activation ranges)."""

@@ -96,6 +96,7 @@ class OnnxRuntimeTarget(Target):
     suffix = ".onnx"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
+    option_keys = frozenset({"session_options"})
     accepted_ops = frozenset({target_op("com.microsoft", op) for op in
                               ("FusedConv", "FusedGemm", "Gelu", "FastGelu", "BiasGelu",
                                "SkipLayerNormalization", "MultiHeadAttention", "Attention")})

@@ -137,6 +137,7 @@ class OpenVinoTarget(Target):
     suffix = ".xml"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
+    option_keys = frozenset({"export_blob", "ov_config"})
     # Not above onnxruntime: OpenVINO is an optional extra, and being installed on the build machine says
     # nothing about the machine that runs the artifact; `auto` keeps emitting what the core install runs
     # (bench/openvino_int8.py shows what --target openvino gains on this CPU).

@@ -172,6 +172,7 @@ class TensorRtTarget(Target):
     suffix = ".engine"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
+    option_keys = frozenset({"timing_cache", "workspace_mib", "opt_level", "hardware_compat", "version_compat"})
     auto_rank = 30
     description = "TensorRT engine for this machine's NVIDIA GPU; --defer writes a bundle to build elsewhere."
 

@@ -251,6 +251,7 @@ class TfliteTarget(Target):
     suffix = ".tflite"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = False  # onnx2tf emits static shapes; we pin symbolic dims at build time
+    option_keys = frozenset({"int8_mode", "int8_io", "keep_nchw"})
     consumes_qdq = False  # TFLiteConverter quantizes the fp32 graph from our calibration samples
     # onnx2tf maps Gelu (any domain) to TFLite's GELU builtin, which has an INT8 kernel.
     accepted_ops = frozenset({target_op(MS_DOMAIN, "Gelu")})

@@ -121,3 +121,10 @@ def test_passes_command_lists_the_pipeline() -> None:
 def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0 and "infer-compile" in result.stdout
+
+
+@pytest.mark.parametrize("flags", [["--trt-workspace", "512"], ["--keep-nchw"], ["--ov-export-blob"]])
+def test_another_targets_options_are_refused_not_ignored(model_path: Path, tmp_path: Path, flags: list[str]) -> None:
+    result = invoke(model_path, "-t", "onnxruntime", "-o", tmp_path / "m.onnx", *flags)
+    assert_user_error(result, ExitCode.USER_ERROR, "target 'onnxruntime' does not take")
+    assert list(tmp_path.iterdir()) == []

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from infer_compile.numerics import TOLERANCES, Tolerance, compare_outputs, rando
 from infer_compile.targets import load_artifact
 from infer_compile.targets.tflite import TfliteRunner, split_batches, static_shapes
 from tests.builders import make_model, tensor
+from tests.hidden_imports import run_cli_without
 
 pytest.importorskip("onnx2tf", reason="the TFLite target needs the [tflite] extra and onnx2tf (--no-deps)")
 pytest.importorskip("ai_edge_litert", reason="the TFLite target needs the [tflite] extra")
@@ -253,24 +252,8 @@ def test_full_int8_needs_calibration(tiny_cnn_onnx: Path, tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
-# Hides tensorflow from the interpreter it runs in, as on a machine without the extra.
-HIDE_TENSORFLOW = """
-import sys
-class HideTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "tensorflow":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, HideTensorFlow())
-"""
-
-
 def test_unavailable_without_tensorflow(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
-    script = HIDE_TENSORFLOW + (
-        "from infer_compile.cli import main\n"
-        f"sys.argv = ['infer-compile', {str(tiny_cnn_onnx)!r}, '-t', 'tflite', '-o', {str(tmp_path / 'm.tflite')!r},"
-        " '--no-cache']\n"
-        "main()\n")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    proc = run_cli_without("tensorflow", [tiny_cnn_onnx, "-t", "tflite", "-o", tmp_path / "m.tflite", "--no-cache"])
     assert proc.returncode == ExitCode.UNAVAILABLE, proc.stderr
     assert "missing tensorflow-cpu" in proc.stderr and "pip install 'infer-compile[tflite]'" in proc.stderr
     assert "pip install --no-deps onnx2tf==1.29.24" in proc.stderr
