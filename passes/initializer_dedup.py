@@ -30,7 +30,7 @@ class InitializerDedup(Pass):
                 continue
             values = np.asarray(tensor.values)
             first = kept.setdefault(_key(values), tensor)
-            if first is not tensor and np.array_equal(values.view(np.uint8), np.asarray(first.values).view(np.uint8)):
+            if first is not tensor:  # same dtype, shape and sha256 of the bytes
                 replace_tensor(tensor, first)
                 result.add("initializers_merged")
         if result.modified:

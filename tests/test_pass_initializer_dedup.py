@@ -24,6 +24,14 @@ def test_identical_constants_merge() -> None:
     assert_same_outputs(proto, model)
 
 
+def test_identical_scalars_merge() -> None:
+    # 0-d constants (exporters emit many: eps, scale factors) used to crash the byte comparison.
+    proto = _two_adds(np.array(2.0, np.float32), np.array(2.0, np.float32))
+    model, result = apply_pass(InitializerDedup(), proto)
+    assert result.counts == {"initializers_merged": 1}
+    assert_same_outputs(proto, model)
+
+
 def test_different_bytes_are_kept_apart() -> None:
     a = np.array([0.0, 1.0, 2.0, 3.0], np.float32)
     b = a.copy()
