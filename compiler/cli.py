@@ -378,7 +378,7 @@ def targets_command() -> None:
     for t in TARGETS:
         status = t.availability()
         table.add_row(t.name, "[green]yes[/]" if status.available else "[red]no[/]", t.suffix,
-                      ", ".join(sorted(t.precisions)), "yes" if t.dynamic_shapes else "no", status.detail)
+                      ", ".join(sorted(t.precisions)), "yes" if t.dynamic_shapes else "no", escape(status.detail))
     console.print(table)
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from infer_compile.cli import app
 from infer_compile.errors import ExitCode
 from tests.builders import tiny_cnn
+from tests.hidden_imports import run_cli_without
 
 runner = CliRunner()
 
@@ -109,6 +110,13 @@ def test_targets_command_lists_availability() -> None:
     result = invoke("targets")
     assert result.exit_code == 0
     assert "onnxruntime" in result.stdout and "yes" in result.stdout
+
+
+def test_targets_command_shows_install_hints_verbatim() -> None:
+    # Square brackets in `pip install 'infer-compile[openvino]'` are not console markup.
+    proc = run_cli_without("openvino", ["targets"])
+    assert proc.returncode == 0, proc.stderr
+    assert "infer-compile[openvino]" in proc.stdout
 
 
 def test_passes_command_lists_the_pipeline() -> None:
