@@ -26,6 +26,7 @@ install: $(VENV)/.full
 
 demo: $(VENV)/.core
 	$(BIN)/infer-compile examples/tiny_cnn.onnx --target auto -o out/tiny_cnn.onnx --verify-passes
+	$(BIN)/infer-compile verify examples/tiny_cnn.onnx out/tiny_cnn.onnx --samples 16
 
 test: $(VENV)/.full
 	$(BIN)/ruff check .
