@@ -37,7 +37,10 @@ lint: $(VENV)/.full
 
 bench: $(VENV)/.full
 	$(BIN)/python bench/passes.py
+	$(BIN)/python bench/int8.py
 	$(BIN)/python bench/openvino_int8.py
+	$(BIN)/python bench/tflite_target.py
+	$(BIN)/python bench/build_cache.py
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache .ruff_cache
