@@ -100,7 +100,7 @@ def bench_command(
     vs: Annotated[Path | None, typer.Option("--vs", help="Another artifact to run alternately and compare.")]
     = None,
     batch_size: Annotated[list[int] | None, typer.Option(
-        "--batch-size", "-b", help="Batch size (repeatable) [default: the artifact's own].", show_default=False)]
+        "--batch-size", "-b", help="Batch size (repeatable) \\[default: the artifact's own].", show_default=False)]
     = None,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 10,
     iterations: Annotated[int, typer.Option("--iterations", "-n", min=1, help="Timed runs per artifact.")] = 100,
@@ -279,9 +279,9 @@ def print_inspection(info: dict[str, Any]) -> None:
 def build_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="The build config (TOML).")] = Path("infer.toml"),
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, show_default=False,
-                                             help="Builds to run at once [default: CPU count].")] = None,
+                                             help="Builds to run at once \\[default: CPU count].")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Build cache folder [default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
+        "--cache-dir", help="Build cache folder \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
         show_default=False)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without reading or writing the cache.")]
     = False,

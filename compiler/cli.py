@@ -232,7 +232,7 @@ def compile_command(
         show_default=False)] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the build report JSON here.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Build cache folder [default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
+        "--cache-dir", help="Build cache folder \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
         show_default=False)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without reading or writing the cache.")]
     = False,
@@ -263,7 +263,7 @@ def compile_command(
     = False,
     tflite_int8_mode: Annotated[str | None, typer.Option(
         "--tflite-int8-mode", help="TFLite --int8: full (int8 weights and activations, needs --calib) or dynamic "
-                                   "(int8 weights only, no calibration) [default: full].", show_default=False)] = None,
+                                   "(int8 weights only, no calibration) \\[default: full].", show_default=False)] = None,
     tflite_int8_io: Annotated[bool, typer.Option(
         "--tflite-int8-io", help="TFLite full INT8: int8 inputs/outputs too (the runner still takes floats).")]
     = False,
@@ -273,11 +273,11 @@ def compile_command(
         "--calib", help="Calibration data: folder of .npy/.npz or images, pkg.mod:fn, or 'synthetic' (smoke tests).")]
     = None,
     calib_method: Annotated[str | None, typer.Option(
-        "--calib-method", help="minmax, percentile, entropy or mse [default: minmax].", show_default=False)] = None,
+        "--calib-method", help="minmax, percentile, entropy or mse \\[default: minmax].", show_default=False)] = None,
     percentile: Annotated[float | None, typer.Option(
-        "--percentile", help="Percentile for --calib-method percentile [default: 99.99].", show_default=False)] = None,
+        "--percentile", help="Percentile for --calib-method percentile \\[default: 99.99].", show_default=False)] = None,
     calib_samples: Annotated[int | None, typer.Option(
-        "--calib-samples", help="Use at most N calibration samples [default: 128].", show_default=False)] = None,
+        "--calib-samples", help="Use at most N calibration samples \\[default: 128].", show_default=False)] = None,
     calib_cache: Annotated[Path | None, typer.Option(
         "--calib-cache", help="JSON range cache: reused when model and data match, else written.")] = None,
     calib_export_trt: Annotated[Path | None, typer.Option(

@@ -136,3 +136,9 @@ def test_another_targets_options_are_refused_not_ignored(model_path: Path, tmp_p
     result = invoke(model_path, "-t", "onnxruntime", "-o", tmp_path / "m.onnx", *flags)
     assert_user_error(result, ExitCode.USER_ERROR, "target 'onnxruntime' does not take")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_shows_defaults_written_in_brackets() -> None:
+    result = runner.invoke(app, ["compile", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "[default: minmax]" in result.stdout
