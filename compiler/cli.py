@@ -263,7 +263,8 @@ def compile_command(
     = False,
     tflite_int8_mode: Annotated[str | None, typer.Option(
         "--tflite-int8-mode", help="TFLite --int8: full (int8 weights and activations, needs --calib) or dynamic "
-                                   "(int8 weights only, no calibration) \\[default: full].", show_default=False)] = None,
+                                   "(int8 weights only, no calibration) \\[default: full].",
+        show_default=False)] = None,
     tflite_int8_io: Annotated[bool, typer.Option(
         "--tflite-int8-io", help="TFLite full INT8: int8 inputs/outputs too (the runner still takes floats).")]
     = False,
@@ -275,7 +276,8 @@ def compile_command(
     calib_method: Annotated[str | None, typer.Option(
         "--calib-method", help="minmax, percentile, entropy or mse \\[default: minmax].", show_default=False)] = None,
     percentile: Annotated[float | None, typer.Option(
-        "--percentile", help="Percentile for --calib-method percentile \\[default: 99.99].", show_default=False)] = None,
+        "--percentile", help="Percentile for --calib-method percentile \\[default: 99.99].",
+        show_default=False)] = None,
     calib_samples: Annotated[int | None, typer.Option(
         "--calib-samples", help="Use at most N calibration samples \\[default: 128].", show_default=False)] = None,
     calib_cache: Annotated[Path | None, typer.Option(
