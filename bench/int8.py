@@ -7,8 +7,8 @@ Per model, from the same ONNX export and the same calibration samples (one .npz 
   per-channel weights, symmetric int8; min-max calibration unless --method says otherwise);
 - baseline: ``quantize_static`` with QDQ format and per-channel weights, other settings default.
 Each build runs in its own subprocess: compile time is its wall time, peak memory its peak RSS
-(``os.wait4``; tracemalloc would miss native allocations). Latency: both artifacts and the fp32
-export in one process, ORT_ENABLE_ALL, batch 1, round-robin (median). Accuracy: vs the fp32
+(``os.wait4`` in a small launcher process; tracemalloc would miss native allocations). Latency: both
+artifacts and the fp32 export in one process, ORT_ENABLE_ALL, batch 1, round-robin (median). Accuracy: vs the fp32
 export on held-out samples (worst-sample cosine; top-1 agreement for classifiers).
 Ratios are ours / baseline: < 1 means ours is faster, builds faster or uses less memory.
 """
@@ -16,11 +16,9 @@ Ratios are ours / baseline: < 1 means ours is faster, builds faster or uses less
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,16 +60,28 @@ class Build:
     peak_rss_mib: float
 
 
+# Runs argv[1:] and prints its wall seconds and peak RSS (KiB) on the last line, its output before. The
+# kernel carries a parent's peak RSS into a child it spawns (vfork + exec), so a build started from this
+# process (torch loaded: 600+ MiB) would report at least that much: builds start from this small one.
+MEASURE_SCRIPT = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+output = child.stdout.read()
+_, status, usage = os.wait4(child.pid, 0)
+print(output)
+print(os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss)
+"""
+
+
 def run_measured(cmd: list[str]) -> Build:
     """Run ``cmd`` as a child process; its wall time and peak resident memory."""
-    start = time.perf_counter()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = child.stdout.read() if child.stdout else ""
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"build failed: {' '.join(cmd)}\n{output}")
-    return Build(seconds, usage.ru_maxrss / 1024)  # ru_maxrss is KiB on Linux
+    lines = subprocess.run([sys.executable, "-c", MEASURE_SCRIPT, *cmd], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    code, seconds, max_rss = lines[-1].split()
+    if int(code) != 0:
+        raise SystemExit(f"build failed: {' '.join(cmd)}\n" + "\n".join(lines[:-1]))
+    return Build(float(seconds), int(max_rss) / 1024)  # ru_maxrss is KiB on Linux
 
 
 def build_ours(source: Path, calib: Path, out: Path, method: str) -> Build:

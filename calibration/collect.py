@@ -6,7 +6,7 @@ calls; each batch's activations go straight into the per-tensor histograms and a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -71,8 +71,10 @@ def exposed(model: Model, names: Iterable[str]) -> Iterator[Model]:
         graph.outputs = outputs
 
 
-def run_exposed(model: Model, names: list[str], samples: list[Feeds]) -> Iterator[dict[str, np.ndarray]]:
-    """Per batch of samples: the values of the tensors ``names`` (graph inputs included).
+def run_exposed(model: Model, names: list[str], samples: list[Feeds],
+                consume: Callable[[dict[str, np.ndarray]], None]) -> None:
+    """Calls ``consume`` with the values of the tensors ``names`` (graph inputs included) per batch of
+    samples; only one batch's values are alive at a time (a ResNet-50 sample exposes ~100 MB).
 
     The first sample runs alone to measure its activation bytes; the rest run in batches that fit
     ACTIVATION_BUDGET.
@@ -90,8 +92,10 @@ def run_exposed(model: Model, names: list[str], samples: list[Feeds]) -> Iterato
         return
     first = run(samples[0])
     per_sample = max(sum(v.nbytes for v in first.values()) // sample_count(samples[0]), 1)
-    yield first
-    yield from map(run, batched(samples[1:], model, max(1, min(MAX_BATCH, ACTIVATION_BUDGET // per_sample))))
+    consume(first)
+    del first  # before the next batch runs
+    for feeds in batched(samples[1:], model, max(1, min(MAX_BATCH, ACTIVATION_BUDGET // per_sample))):
+        consume(run(feeds))
 
 
 def collect_ranges(model: Model, names: list[str], samples: list[Feeds], method_name: str,
@@ -100,15 +104,21 @@ def collect_ranges(model: Model, names: list[str], samples: list[Feeds], method_
     pick = method(method_name, percentile)
     if not needs_histogram(method_name):
         amax = dict.fromkeys(names, 0.0)
-        for values in run_exposed(model, names, samples):
+
+        def track_maxima(values: dict[str, np.ndarray]) -> None:
             for name, value in values.items():
                 if value.size:
                     amax[name] = max(amax[name], float(np.nanmax(np.abs(value))))
+
+        run_exposed(model, names, samples, track_maxima)
         return amax
     histograms = {name: AbsHistogram() for name in names}
-    for values in run_exposed(model, names, samples):
+
+    def fill_histograms(values: dict[str, np.ndarray]) -> None:
         for name, value in values.items():
             histograms[name].update(value)
+
+    run_exposed(model, names, samples, fill_histograms)
     return {name: pick(hist) for name, hist in histograms.items()}
 
 

@@ -10,6 +10,7 @@ import collections
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,12 @@ from google.protobuf.message import DecodeError
 
 from infer_compile.errors import UserInputError
 
-# Above this, protobuf cannot serialize a model in one message: weights must go to external data.
-PROTOBUF_LIMIT = 2**31 - 1
 # Below this many bytes, a model is saved as one self-contained file.
 EXTERNAL_DATA_THRESHOLD = 1 << 30
+# Constants from this many bytes are weights: ``to_proto(weights=False)`` leaves their data out.
+WEIGHT_BYTES = 1024
+# The external-data location of a weight exported without its data.
+LEFT_OUT = "left-out-of-this-export"
 
 Dim = int | str | None
 
@@ -68,17 +71,40 @@ class Model:
         metadata = {p.key: p.value for p in proto.metadata_props}
         return cls(gs.import_onnx(proto), ir_version=proto.ir_version, metadata=metadata)
 
-    def to_proto(self) -> onnx.ModelProto:
+    def to_proto(self, weights: bool = True) -> onnx.ModelProto:
+        """The model as a protobuf. ``weights=False`` exports the ``weight_constants`` as data-less
+        initializers (shape and dtype only): for consumers that need the graph, not the weight bytes
+        (shape inference, onnxruntime given the arrays separately), without copying a large model."""
+        if not weights:
+            with _data_left_out(self.weight_constants()):
+                return self.to_proto()
         proto = gs.export_onnx(self.graph, ir_version=self.ir_version)
         onnx.helper.set_model_props(proto, self.metadata)
         return proto
 
+    def weight_constants(self) -> list[gs.Constant]:
+        """Constants of WEIGHT_BYTES or more with a plain numeric dtype (bool, int, float)."""
+        return [c for c in self.constants() if c.export_dtype == c.dtype and np.dtype(c.dtype).kind in "biuf"
+                and int(np.prod(c.shape)) * np.dtype(c.dtype).itemsize >= WEIGHT_BYTES]
+
     def copy(self) -> Model:
         return Model.from_proto(self.to_proto())
 
+    def copy_sharing_weights(self) -> Model:
+        """A copy with its own nodes and tensors whose constants share their arrays with this model:
+        no weight bytes copied. For callers that replace constants rather than write into their arrays."""
+        return Model(self.graph.copy(), ir_version=self.ir_version, metadata=self.metadata)
+
     def replace_graph(self, proto: onnx.ModelProto) -> None:
-        """Adopt the graph of ``proto`` (for passes that work on protobufs)."""
+        """Adopt the graph of ``proto`` (for passes that work on protobufs); the weights it holds without
+        data (``to_proto(weights=False)``) keep this model's arrays."""
+        left_out = {t.name for t in proto.graph.initializer if _is_left_out(t)}
+        previous = {c.name: c for c in self.constants() if c.name in left_out}
         self.graph = gs.import_onnx(proto)
+        for constant in self.constants():
+            if constant.name in previous:
+                constant.values = previous[constant.name].values
+                constant.data_location = previous[constant.name].data_location  # not the placeholder's
 
     @property
     def opset(self) -> int:
@@ -109,6 +135,28 @@ class Model:
     @property
     def parameter_count(self) -> int:
         return sum(int(np.prod(c.shape)) for c in self.constants())
+
+
+@contextmanager
+def _data_left_out(constants: list[gs.Constant]) -> Iterator[None]:
+    """While the block runs, ``constants`` export as data-less initializers. In place: a copy of the
+    graph would copy the very arrays this avoids copying."""
+    arrays = [c.values for c in constants]
+    for constant, array in zip(constants, arrays, strict=True):
+        constant.values = gs.ir.tensor.LazyValues(onnx.TensorProto(
+            name=constant.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape,
+            data_location=onnx.TensorProto.EXTERNAL,
+            external_data=[onnx.StringStringEntryProto(key="location", value=LEFT_OUT)]))
+    try:
+        yield
+    finally:
+        for constant, array in zip(constants, arrays, strict=True):
+            constant.values = array
+
+
+def _is_left_out(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and any(
+        e.key == "location" and e.value == LEFT_OUT for e in tensor.external_data)
 
 
 def load_onnx(path: str | os.PathLike[str]) -> Model:

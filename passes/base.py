@@ -20,11 +20,20 @@ def target_op(domain: str, op: str) -> str:
     return f"op:{domain or 'ai.onnx'}::{op}"
 
 
+# Q/DQ placement a target's INT8 kernels want beyond TensorRT's rules (advertised like target_op, see
+# passes.quantize_int8): OpenVINO's low-precision transformations keep residual Adds and pooling in int8 only
+# when all their inputs are quantized, and run post-ReLU activations as u8.
+QDQ_PLACEMENT_LPT = "qdq-placement:lpt"
+# ONNX Runtime runs QLinearConv/QLinearAdd only when the op's output is quantized too.
+QDQ_PLACEMENT_QLINEAR = "qdq-placement:qlinear-outputs"
+
+
 @dataclass
 class PassContext:
     """What a pass may use besides the graph.
 
-    ``target_caps`` are the fused/contrib forms the chosen target accepts (``target_op``);
+    ``target_caps`` are the fused/contrib forms the chosen target accepts (``target_op``) and the Q/DQ
+    placement it wants (``QDQ_PLACEMENT_LPT``, ``QDQ_PLACEMENT_QLINEAR``);
     ``options`` are pass options by key (e.g. ``fold_size_limit``); ``calibration`` is whatever
     the calibration package hands over (None when no data was given).
     """

@@ -4,10 +4,15 @@
   per-tensor, weights per output channel (stored as int8 initializers behind a DequantizeLinear).
 - The skip input of a residual Add fed by a quantized Conv is quantized too, so a backend can fuse
   Conv+Add in int8 (for ONNX Runtime also the Add's output: QLinearAdd).
-- Symmetric signed int8 everywhere (zero-point 0), scale = amax / 127 from the calibrator.
-- For ONNX Runtime (``quantize_outputs``), the outputs of Conv/ConvTranspose/Gemm are quantized
+- Symmetric signed int8 (zero-point 0), scale = amax / 127 from the calibrator; uint8 (amax / 255) only
+  where a target's placement below says.
+- For ONNX Runtime (targets advertising ``QDQ_PLACEMENT_QLINEAR``), the outputs of Conv/ConvTranspose/Gemm are quantized
   as well: ORT only runs a convolution in int8 (QLinearConv) when its output is quantized; a ReLU
   after them is absorbed into an unsigned quantizer (see QuantizationPlan.absorbed_activations).
+- For OpenVINO (targets advertising ``QDQ_PLACEMENT_LPT``), as NNCF places them: both inputs of a residual
+  Add and the inputs of pooling are quantized, so the CPU plugin fuses the Add into the Conv and pools in u8
+  (with one float input, each block's Add runs as a separate float eltwise), and activations that are
+  non-negative by construction (after a ReLU) are uint8: twice the resolution, and what LPT expects.
 
 ``--exclude-nodes`` / ``--exclude-op-types`` (and the accuracy fallback) keep nodes in float: they
 get no Q/DQ on their inputs and read the unquantized tensors.
@@ -25,7 +30,14 @@ from infer_compile.calibration.collect import calibrated_ranges
 from infer_compile.calibration.data import CalibrationData
 from infer_compile.errors import UnsupportedError, UserInputError
 from infer_compile.ir import Model
-from infer_compile.passes.base import CALIBRATION, Pass, PassContext, PassResult
+from infer_compile.passes.base import (
+    CALIBRATION,
+    QDQ_PLACEMENT_LPT,
+    QDQ_PLACEMENT_QLINEAR,
+    Pass,
+    PassContext,
+    PassResult,
+)
 from infer_compile.passes.graph_utils import bypass_node, clip_bounds, is_graph_io, producer
 from infer_compile.passes.precision_state import (
     PrecisionState,
@@ -37,6 +49,11 @@ from infer_compile.passes.precision_state import (
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # Ops whose output ORT needs quantized to pick its int8 kernel (QLinearConv, QGemm).
 OUTPUT_QUANTIZED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
+# Pooling whose input OpenVINO wants quantized. ReduceMean only when it pools non-negative activations: a
+# LayerNorm's ReduceMean reads signed values whose int8 error would reach the normalisation.
+POOLING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+# Ops whose output is non-negative when their first input is.
+SIGN_KEEPING_OPS = POOLING_OPS | {"ReduceMean", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis)
 INT8_MAX = 127
 UINT8_MAX = 255
@@ -54,6 +71,7 @@ class QuantizationPlan:
     # post-ReLU values would use half of int8 and, shifted to uint8 by ORT's AVX2 kernels, saturate
     # their 16-bit pair sums; unsigned values keep 8 bits and stay small.
     absorbed_activations: dict[str, gs.Node] = field(default_factory=dict)  # output name -> its ReLU
+    unsigned: set[str] = field(default_factory=set)  # activations quantized to uint8 (absorbed ones too)
     range_of: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -94,7 +112,20 @@ def activation_inputs(node: gs.Node) -> list[gs.Tensor]:
     return [t for t in node.inputs[:count] if is_float_variable(t)]
 
 
-def plan_quantization(graph: gs.Graph, excluded: frozenset[str], quantize_outputs: bool) -> QuantizationPlan:
+@dataclass(frozen=True)
+class Placement:
+    """Where Q/DQ go beyond TensorRT's rules, as the target's INT8 kernels want them."""
+
+    quantize_outputs: bool = False  # ONNX Runtime: Conv/Gemm and residual Add outputs (QLinearConv, QLinearAdd)
+    lpt: bool = False  # OpenVINO: both residual Add inputs, pooling inputs, uint8 non-negative activations
+
+    @classmethod
+    def for_context(cls, ctx: PassContext) -> Placement:
+        return cls(quantize_outputs=bool(ctx.option("quantize_outputs", QDQ_PLACEMENT_QLINEAR in ctx.target_caps)),
+                   lpt=QDQ_PLACEMENT_LPT in ctx.target_caps)
+
+
+def plan_quantization(graph: gs.Graph, excluded: frozenset[str], placement: Placement) -> QuantizationPlan:
     plan = QuantizationPlan(excluded=excluded)
     chosen: dict[str, None] = {}  # ordered set of activation names
     quantized_ids: set[int] = set()
@@ -108,7 +139,7 @@ def plan_quantization(graph: gs.Graph, excluded: frozenset[str], quantize_output
         plan.nodes.append(node)
         quantized_ids.add(id(node))
         chosen.update(dict.fromkeys(t.name for t in acts))
-        if quantize_outputs and node.op in OUTPUT_QUANTIZED_OPS:
+        if placement.quantize_outputs and node.op in OUTPUT_QUANTIZED_OPS:
             _quantize_output(graph, plan, chosen, node.outputs[0])
     for node in graph.nodes:
         if node.op != "Add" or node.name in excluded or len(node.inputs) != 2:
@@ -118,12 +149,35 @@ def plan_quantization(graph: gs.Graph, excluded: frozenset[str], quantize_output
             other = node.inputs[1 - i]
             if src is not None and id(src) in quantized_ids and src.op == "Conv" and is_float_variable(other):
                 chosen[other.name] = None
-                if quantize_outputs:  # both inputs and the output quantized: ORT runs QLinearAdd
+                if placement.lpt:
+                    chosen[node.inputs[i].name] = None
+                if placement.quantize_outputs:  # both inputs and the output quantized: ORT runs QLinearAdd
                     _quantize_output(graph, plan, chosen, node.outputs[0])
                 break
+    if placement.lpt:
+        _quantize_pooling_inputs(graph, excluded, chosen)
     dropped = {relu.outputs[0].name for relu in plan.absorbed_activations.values()}  # read the quantized output now
     plan.activations = [name for name in chosen if name not in dropped]
+    plan.unsigned = set(plan.absorbed_activations)
+    if placement.lpt:
+        tensors = graph.tensors()
+        plan.unsigned |= {name for name in plan.activations if _non_negative(tensors[name])}
     return plan
+
+
+def _quantize_pooling_inputs(graph: gs.Graph, excluded: frozenset[str], chosen: dict[str, None]) -> None:
+    for node in graph.nodes:
+        pools = node.op in POOLING_OPS or (node.op == "ReduceMean" and _non_negative(node.inputs[0]))
+        if pools and node.name not in excluded and is_float_variable(node.inputs[0]):
+            chosen[node.inputs[0].name] = None
+
+
+def _non_negative(tensor: gs.Tensor) -> bool:
+    """True when ``tensor`` comes from a ReLU (or ReLU6) through ops that keep signs (pooling, reshapes)."""
+    src = producer(tensor)
+    while src is not None and src.op in SIGN_KEEPING_OPS:
+        src = producer(src.inputs[0])
+    return src is not None and _clamps_at_zero(src)
 
 
 def _quantize_output(graph: gs.Graph, plan: QuantizationPlan, chosen: dict[str, None], out: gs.Tensor) -> None:
@@ -159,7 +213,7 @@ def apply_plan(graph: gs.Graph, plan: QuantizationPlan, ranges: dict[str, float]
     tensors = graph.tensors()
     for name in plan.activations:
         _quantize_activation(graph, tensors[name], ranges[plan.range_of.get(name, name)], plan.excluded,
-                             unsigned=name in plan.absorbed_activations)
+                             unsigned=name in plan.unsigned)
     weights: dict[str, gs.Variable] = {}
     for node in plan.nodes:
         index = weight_input(node)
@@ -226,7 +280,8 @@ def check_node_names(graph: gs.Graph, names: Iterable[str]) -> None:
 
 class QuantizeInt8(Pass):
     name = "quantize-int8"
-    description = "Insert INT8 Q/DQ (TensorRT placement; per-channel weights) from calibrated ranges."
+    description = ("Insert INT8 Q/DQ (TensorRT placement, ORT/OpenVINO variants; per-channel weights) from "
+                   "calibrated ranges.")
     requires = frozenset({CALIBRATION})
     precision = "int8"
 
@@ -240,15 +295,15 @@ class QuantizeInt8(Pass):
         name_unnamed_nodes(model.graph)
         exclude_nodes, exclude_ops = requested_exclusions(ctx)
         check_node_names(model.graph, exclude_nodes)
-        quantize_outputs = bool(ctx.option("quantize_outputs", ctx.target == "onnxruntime"))
+        placement = Placement.for_context(ctx)
         user_excluded = frozenset(exclude_nodes | {n.name for n in model.graph.nodes if n.op in exclude_ops})
-        full = plan_quantization(model.graph, frozenset(), quantize_outputs)
+        full = plan_quantization(model.graph, frozenset(), placement)
         ranges, cached = calibrated_ranges(model, full.calibrated, data)
-        reference = model.copy()
+        reference = model.copy_sharing_weights()
 
         def build(excluded: frozenset[str], candidate: Model | None = None) -> tuple[Model, dict[str, int]]:
-            candidate = candidate or reference.copy()
-            plan = plan_quantization(candidate.graph, excluded, quantize_outputs)
+            candidate = candidate or reference.copy_sharing_weights()
+            plan = plan_quantization(candidate.graph, excluded, placement)
             return candidate, apply_plan(candidate.graph, plan, ranges)
 
         _, counts = build(user_excluded, model)

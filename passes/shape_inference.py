@@ -16,7 +16,8 @@ class ShapeInference(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         known = _known(model)
         try:
-            proto = onnx.shape_inference.infer_shapes(model.to_proto(), strict_mode=False, data_prop=True)
+            # Without the weight bytes: shape inference needs their shapes, and copies whatever it is given.
+            proto = onnx.shape_inference.infer_shapes(model.to_proto(weights=False), strict_mode=False, data_prop=True)
         except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
             raise UnsupportedError(f"shape inference failed: {str(exc).splitlines()[0]}",
                                    hint="give static input shapes with --input-shape") from exc

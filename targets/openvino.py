@@ -21,6 +21,7 @@ from infer_compile.artifacts import StagedOutput
 from infer_compile.errors import UnsupportedError
 from infer_compile.ir import Model, TensorSpec, serialized
 from infer_compile.numerics import Feeds
+from infer_compile.passes.base import QDQ_PLACEMENT_LPT
 from infer_compile.targets.base import (
     Availability,
     Runner,
@@ -138,6 +139,7 @@ class OpenVinoTarget(Target):
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
     option_keys = frozenset({"export_blob", "ov_config"})
+    accepted_ops = frozenset({QDQ_PLACEMENT_LPT})  # INT8 Q/DQ placed as NNCF does: LPT keeps Adds/pools in int8
     # Not above onnxruntime: OpenVINO is an optional extra, and being installed on the build machine says
     # nothing about the machine that runs the artifact; `auto` keeps emitting what the core install runs
     # (bench/openvino_int8.py shows what --target openvino gains on this CPU).

@@ -14,14 +14,19 @@ from infer_compile.errors import UnsupportedError, UserInputError
 from infer_compile.ir import Model
 from infer_compile.numerics import compare_outputs, run_onnx, summarize
 from infer_compile.passes import PassContext
+from infer_compile.passes.base import QDQ_PLACEMENT_LPT
 from infer_compile.passes.quantize_int8 import QuantizeInt8
+from infer_compile.targets import get_target
 from tests.builders import make_model, tensor, tiny_cnn
 from tests.precision_models import calibration, cleaned, held_out, small_transformer
 
 
-def quantize(proto: onnx.ModelProto, target: str = "trt", **options) -> tuple[Model, PassContext]:
+def quantize(proto: onnx.ModelProto, target: str = "trt", caps: frozenset[str] | None = None,
+             **options) -> tuple[Model, PassContext]:
+    """Quantize as for ``target`` (its declared capabilities, unless ``caps`` overrides them)."""
     model = cleaned(proto)
-    ctx = PassContext(target=target, calibration=options.pop("data", None) or calibration(proto),
+    caps = get_target(target).accepted_ops if caps is None else caps
+    ctx = PassContext(target=target, target_caps=caps, calibration=options.pop("data", None) or calibration(proto),
                       options=options)
     QuantizeInt8().run(model, ctx)
     onnx.checker.check_model(model.to_proto(), full_check=True)
@@ -87,6 +92,26 @@ def test_residual_add_input_is_quantized() -> None:
     ort_style, _ = quantize(proto, "onnxruntime")  # y is a graph output: it stays float
     (add,) = by_op(ort_style, "Add")
     assert all(t.inputs[0].op == "DequantizeLinear" for t in add.inputs) and add.outputs[0].name == "y"
+
+
+def test_lpt_placement_quantizes_add_and_pool_inputs_and_uses_uint8_after_relu() -> None:
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["r1"], name="relu1"),
+             n("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             n("Add", ["c2", "r1"], ["s"], name="residual"), n("Relu", ["s"], ["r2"], name="relu2"),
+             n("GlobalAveragePool", ["r2"], ["y"], name="pool")]
+    proto = make_model(nodes, [tensor("x", ["batch", 4, 8, 8])], [tensor("y", ["batch", 8, 1, 1])],
+                       {"w1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.3,
+                        "w2": rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2})
+    model, _ = quantize(proto, caps=frozenset({QDQ_PLACEMENT_LPT}))
+    (add,), (pool,) = by_op(model, "Add"), by_op(model, "GlobalAveragePool")
+    assert all(t.inputs[0].op == "DequantizeLinear" for t in [*add.inputs, pool.inputs[0]])
+    # ReLU outputs are non-negative: uint8 with the ReLU kept (OpenVINO fuses it); the Conv output stays signed.
+    signs = {t.name: t.inputs[0].inputs[2].values.dtype for t in [*add.inputs, pool.inputs[0]]}
+    assert signs == {"c2_dequantized": np.int8, "r1_dequantized": np.uint8, "r2_dequantized": np.uint8}, signs
+    assert len(by_op(model, "Relu")) == 2
+    assert accuracy(proto, model)["cosine"] >= 0.999
 
 
 def test_exclusions_keep_nodes_in_float() -> None:

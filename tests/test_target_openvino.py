@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
@@ -113,3 +114,48 @@ def test_inference_precisions_follow_cpu_capabilities() -> None:
     assert inference_precisions("fp16", {"FP32"}) == ["f32"]
     assert inference_precisions("int8", {"FP32", "INT8", "BF16", "FP16"}) == ["bf16", "f32"]
     assert all(inference_precisions(p, set()) == ["f32"] for p in ("fp32", "fp16", "int8"))
+
+
+def _residual_block() -> onnx.ModelProto:
+    """ResNet's identity block: the ReLU output r0 feeds both the next conv and the residual Add, then max pooling."""
+    from onnx import helper
+
+    from tests.builders import make_model, tensor
+
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w0", "b0"], ["c0"], name="stem", pads=[1, 1, 1, 1]),
+             n("Relu", ["c0"], ["r0"], name="relu0"),
+             n("Conv", ["r0", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             n("Relu", ["c1"], ["r1"], name="relu1"),
+             n("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             n("Add", ["c2", "r0"], ["s"], name="residual"), n("Relu", ["s"], ["r2"], name="relu2"),
+             n("MaxPool", ["r2"], ["p"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]),
+             n("Conv", ["p", "w3", "b3"], ["y"], name="head", pads=[1, 1, 1, 1])]
+    weights = {f"w{i}": rng.normal(0, (2 / (9 * cin)) ** 0.5, (16, cin, 3, 3)).astype(np.float32)
+               for i, cin in enumerate((8, 16, 16, 16))}
+    biases = {f"b{i}": rng.normal(0, 0.1, 16).astype(np.float32) for i in range(4)}
+    return make_model(nodes, [tensor("x", [1, 8, 16, 16])], [tensor("y", [1, 16, 8, 8])], {**weights, **biases})
+
+
+def test_int8_residual_add_and_pooling_run_in_int8(tmp_path: Path) -> None:
+    """OpenVINO's placement (both Add inputs quantized, pooling input quantized, u8 after ReLU): the CPU plugin
+    fuses the Add into the u8 Convolution and pools in u8, as it does for NNCF's graphs; with one float Add
+    input it runs the Add as a separate float eltwise."""
+    proto = _residual_block()
+    source, calib = tmp_path / "block.onnx", tmp_path / "calib"
+    onnx.save_model(proto, str(source))
+    calib.mkdir()
+    reference = Model.from_proto(proto)
+    for seed in range(16):
+        np.save(calib / f"{seed:03d}.npy", random_inputs(reference.inputs, seed=seed)["x"])
+    artifact = compile_model(source, BuildOptions(target="openvino", precision="int8", output=tmp_path / "m.xml",
+                                                  calibration=CalibrationSettings(calib, method="minmax"))).artifact
+    runner = load_artifact(artifact)
+    layers = [op.get_rt_info() for op in runner.compiled.get_runtime_model().get_ordered_ops()]
+    fused_with = {name: info["layerType"].astype(str) + ":" + info["runtimePrecision"].astype(str)
+                  for info in layers for name in info["originalLayersNames"].astype(str).split(",")}
+    assert fused_with["residual"] == "Convolution:u8" and fused_with["maxpool"] == "Pooling:u8", fused_with
+    feeds = random_inputs(reference.inputs, seed=42)
+    expected = run_onnx(reference, feeds)
+    assert within(expected, compare_outputs(expected, runner.run(feeds)), TOLERANCES["int8"])

@@ -57,7 +57,8 @@ class OnnxFrontend(Frontend):
             details["upgraded_to_opset"] = UPGRADE_OPSET
         apply_input_shapes(model, options.input_shapes)
         try:
-            onnx.checker.check_model(model.to_proto())
+            # The file, not model.to_proto(): the checker would hold three more copies of the weights.
+            onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as exc:
             raise UserInputError(f"{path}: invalid ONNX model: {str(exc).splitlines()[0]}",
                                  hint="fix the exporter settings or run onnx.checker.check_model for details") from exc
