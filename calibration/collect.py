@@ -98,28 +98,41 @@ def run_exposed(model: Model, names: list[str], samples: list[Feeds],
         consume(run(feeds))
 
 
+# A name in ``names`` ending in one of these asks for that tensor's signed minimum / maximum (0 included)
+# instead of its amax: asymmetric quantizers need both ends. Measured in the same run as the amax.
+SIGNED_MIN, SIGNED_MAX = "@min", "@max"
+
+
+def signed_range_names(name: str) -> tuple[str, str]:
+    """The names under which ``collect_ranges`` reports ``name``'s signed minimum and maximum."""
+    return name + SIGNED_MIN, name + SIGNED_MAX
+
+
 def collect_ranges(model: Model, names: list[str], samples: list[Feeds], method_name: str,
                    percentile: float = 99.99) -> dict[str, float]:
-    """amax per tensor in ``names`` by the calibrator ``method_name``."""
-    pick = method(method_name, percentile)
-    if not needs_histogram(method_name):
-        amax = dict.fromkeys(names, 0.0)
+    """amax per tensor in ``names`` by the calibrator ``method_name`` (signed extremes for SIGNED_MIN/MAX names)."""
+    pick, histogram = method(method_name, percentile), needs_histogram(method_name)
+    signed = [n for n in names if n.endswith((SIGNED_MIN, SIGNED_MAX))]
+    magnitudes = [n for n in names if n not in signed]
+    tensor_of = {n: n.rpartition("@")[0] for n in signed}
+    tensors = list(dict.fromkeys([*magnitudes, *tensor_of.values()]))
+    # Extremes start at 0 (always representable); min-max's amax is max(-low, high), without an |x| copy.
+    tracked = set(tensor_of.values()) | (set() if histogram else set(magnitudes))
+    lows, highs = dict.fromkeys(tracked, 0.0), dict.fromkeys(tracked, 0.0)
+    histograms = {name: AbsHistogram() for name in magnitudes} if histogram else {}
 
-        def track_maxima(values: dict[str, np.ndarray]) -> None:
-            for name, value in values.items():
-                if value.size:
-                    amax[name] = max(amax[name], float(np.nanmax(np.abs(value))))
+    def consume(values: dict[str, np.ndarray]) -> None:
+        for name in tensors:
+            value = values[name]
+            if name in histograms:
+                histograms[name].update(value)
+            if name in tracked and value.size:
+                lows[name] = min(lows[name], float(np.nanmin(value)))
+                highs[name] = max(highs[name], float(np.nanmax(value)))
 
-        run_exposed(model, names, samples, track_maxima)
-        return amax
-    histograms = {name: AbsHistogram() for name in names}
-
-    def fill_histograms(values: dict[str, np.ndarray]) -> None:
-        for name, value in values.items():
-            histograms[name].update(value)
-
-    run_exposed(model, names, samples, fill_histograms)
-    return {name: pick(hist) for name, hist in histograms.items()}
+    run_exposed(model, tensors, samples, consume)
+    amax = {n: pick(histograms[n]) if histogram else max(-lows[n], highs[n]) for n in magnitudes}
+    return {**amax, **{n: (lows if n.endswith(SIGNED_MIN) else highs)[tensor_of[n]] for n in signed}}
 
 
 def value_maxima(model: Model, names: list[str], samples: list[Feeds]) -> dict[str, float]:
@@ -138,6 +151,7 @@ def calibrated_ranges(model: Model, names: list[str], data: CalibrationData) -> 
         ranges = collect_ranges(model, names, data.split()[0], settings.method, settings.percentile)
         if settings.cache:
             save_ranges(settings.cache, key, ranges)
-    if settings.export_trt:
-        export_trt(settings.export_trt, ranges, settings.method)
+    if settings.export_trt:  # TensorRT's table holds amax scales only
+        export_trt(settings.export_trt, {n: r for n, r in ranges.items() if not n.endswith((SIGNED_MIN, SIGNED_MAX))},
+                   settings.method)
     return ranges, cached

@@ -26,6 +26,9 @@ def target_op(domain: str, op: str) -> str:
 QDQ_PLACEMENT_LPT = "qdq-placement:lpt"
 # ONNX Runtime runs QLinearConv/QLinearAdd only when the op's output is quantized too.
 QDQ_PLACEMENT_QLINEAR = "qdq-placement:qlinear-outputs"
+# Signed activations get an asymmetric int8 quantizer (zero-point, scale = (max - min) / 255) instead of a
+# symmetric one: ONNX Runtime takes any zero-point; TensorRT needs zero-point 0.
+QDQ_ASYMMETRIC_ACTIVATIONS = "qdq-activations:asymmetric"
 
 
 @dataclass
@@ -33,7 +36,7 @@ class PassContext:
     """What a pass may use besides the graph.
 
     ``target_caps`` are the fused/contrib forms the chosen target accepts (``target_op``) and the Q/DQ
-    placement it wants (``QDQ_PLACEMENT_LPT``, ``QDQ_PLACEMENT_QLINEAR``);
+    placement it wants (``QDQ_PLACEMENT_LPT``, ``QDQ_PLACEMENT_QLINEAR``, ``QDQ_ASYMMETRIC_ACTIVATIONS``);
     ``options`` are pass options by key (e.g. ``fold_size_limit``); ``calibration`` is whatever
     the calibration package hands over (None when no data was given).
     """

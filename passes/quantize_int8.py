@@ -5,10 +5,13 @@
 - The skip input of a residual Add fed by a quantized Conv is quantized too, so a backend can fuse
   Conv+Add in int8 (for ONNX Runtime also the Add's output: QLinearAdd).
 - Symmetric signed int8 (zero-point 0), scale = amax / 127 from the calibrator; uint8 (amax / 255) only
-  where a target's placement below says.
+  where a target's placement below says. Targets advertising ``QDQ_ASYMMETRIC_ACTIVATIONS`` (ONNX Runtime)
+  get asymmetric int8 for signed activations instead: scale = (max - min) / 255 and a zero-point, as
+  quantize_static does; all 256 levels used even when a tensor is skewed (the network input, residual sums).
 - For ONNX Runtime (targets advertising ``QDQ_PLACEMENT_QLINEAR``), the outputs of Conv/ConvTranspose/Gemm are quantized
   as well: ORT only runs a convolution in int8 (QLinearConv) when its output is quantized; a ReLU
-  after them is absorbed into an unsigned quantizer (see QuantizationPlan.absorbed_activations).
+  after them is absorbed into an unsigned quantizer (see QuantizationPlan.absorbed_activations). So is
+  the sum of a MatMul and its bias, unless it feeds a residual Add (QGemm, see _bias_add).
 - For OpenVINO (targets advertising ``QDQ_PLACEMENT_LPT``), as NNCF places them: both inputs of a residual
   Add and the inputs of pooling are quantized, so the CPU plugin fuses the Add into the Conv and pools in u8
   (with one float input, each block's Add runs as a separate float eltwise), and activations that are
@@ -26,12 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.calibration.collect import calibrated_ranges
+from infer_compile.calibration.collect import calibrated_ranges, signed_range_names
 from infer_compile.calibration.data import CalibrationData
 from infer_compile.errors import UnsupportedError, UserInputError
 from infer_compile.ir import Model
 from infer_compile.passes.base import (
     CALIBRATION,
+    QDQ_ASYMMETRIC_ACTIVATIONS,
     QDQ_PLACEMENT_LPT,
     QDQ_PLACEMENT_QLINEAR,
     Pass,
@@ -55,7 +59,7 @@ POOLING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalM
 # Ops whose output is non-negative when their first input is.
 SIGN_KEEPING_OPS = POOLING_OPS | {"ReduceMean", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis)
-INT8_MAX = 127
+INT8_MIN, INT8_MAX = -128, 127
 UINT8_MAX = 255
 
 
@@ -72,12 +76,16 @@ class QuantizationPlan:
     # their 16-bit pair sums; unsigned values keep 8 bits and stay small.
     absorbed_activations: dict[str, gs.Node] = field(default_factory=dict)  # output name -> its ReLU
     unsigned: set[str] = field(default_factory=set)  # activations quantized to uint8 (absorbed ones too)
+    asymmetric: bool = False  # activations not in ``unsigned`` get int8 with a zero-point
     range_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def calibrated(self) -> list[str]:
-        """Tensors whose ranges the plan needs."""
-        return list(dict.fromkeys([*self.activations, *self.range_of.values()]))
+        """Tensors whose ranges the plan needs. Asymmetric plans need signed extremes too, also of unsigned
+        tensors: with nodes excluded (accuracy fallback) a ReLU may stay and both its sides be quantized signed."""
+        amax = [*self.activations, *self.range_of.values()]
+        signed = [name for t in amax for name in signed_range_names(t)] if self.asymmetric else []
+        return list(dict.fromkeys([*amax, *signed]))
 
 
 def is_float_variable(tensor: gs.Tensor) -> bool:
@@ -118,11 +126,12 @@ class Placement:
 
     quantize_outputs: bool = False  # ONNX Runtime: Conv/Gemm and residual Add outputs (QLinearConv, QLinearAdd)
     lpt: bool = False  # OpenVINO: both residual Add inputs, pooling inputs, uint8 non-negative activations
+    asymmetric: bool = False  # ONNX Runtime: signed activations get a zero-point (int8, (max - min) / 255)
 
     @classmethod
     def for_context(cls, ctx: PassContext) -> Placement:
         return cls(quantize_outputs=bool(ctx.option("quantize_outputs", QDQ_PLACEMENT_QLINEAR in ctx.target_caps)),
-                   lpt=QDQ_PLACEMENT_LPT in ctx.target_caps)
+                   lpt=QDQ_PLACEMENT_LPT in ctx.target_caps, asymmetric=QDQ_ASYMMETRIC_ACTIVATIONS in ctx.target_caps)
 
 
 def plan_quantization(graph: gs.Graph, excluded: frozenset[str], placement: Placement) -> QuantizationPlan:
@@ -141,6 +150,8 @@ def plan_quantization(graph: gs.Graph, excluded: frozenset[str], placement: Plac
         chosen.update(dict.fromkeys(t.name for t in acts))
         if placement.quantize_outputs and node.op in OUTPUT_QUANTIZED_OPS:
             _quantize_output(graph, plan, chosen, node.outputs[0])
+        elif placement.quantize_outputs and (add := _bias_add(node)):
+            _quantize_output(graph, plan, chosen, add.outputs[0])
     for node in graph.nodes:
         if node.op != "Add" or node.name in excluded or len(node.inputs) != 2:
             continue
@@ -162,6 +173,7 @@ def plan_quantization(graph: gs.Graph, excluded: frozenset[str], placement: Plac
     if placement.lpt:
         tensors = graph.tensors()
         plan.unsigned |= {name for name in plan.activations if _non_negative(tensors[name])}
+    plan.asymmetric = placement.asymmetric
     return plan
 
 
@@ -190,6 +202,25 @@ def _quantize_output(graph: gs.Graph, plan: QuantizationPlan, chosen: dict[str, 
         plan.range_of[out.name] = relu.outputs[0].name
 
 
+def _bias_add(node: gs.Node) -> gs.Node | None:
+    """The Add of a constant bias that alone reads a weighted MatMul's output, unless its sum feeds another Add.
+
+    With static shapes ORT fuses MatMul+bias into a Gemm before it fuses Q/DQ, and runs that Gemm in int8
+    (QGemm) only when the sum is quantized: else in float, dequantizing its weights on every run (with dynamic
+    shapes it keeps MatMul and Add apart, and quantizing the sum would only add error). Sums feeding a residual
+    Add stay float: the residual stream's outlier channels lose too much to a per-tensor quantizer (MiniLM's
+    cosine 0.94 -> 0.82)."""
+    consumers = node.outputs[0].outputs
+    if node.op != "MatMul" or weight_input(node) is None or len(consumers) != 1 or consumers[0].op != "Add":
+        return None
+    if not node.inputs[0].shape or not all(isinstance(d, int) and d >= 0 for d in node.inputs[0].shape):
+        return None
+    add = consumers[0]
+    if len(add.inputs) != 2 or not any(is_float_constant(t) for t in add.inputs):
+        return None
+    return None if any(c.op == "Add" for c in add.outputs[0].outputs) else add
+
+
 def _clamps_at_zero(node: gs.Node) -> bool:
     """ReLU, or Clip(0, max) such as ReLU6: an unsigned quantizer with the output's range does the same."""
     return node.op == "Relu" or (node.op == "Clip" and (clip_bounds(node) or (None,))[0] == 0.0)
@@ -212,8 +243,7 @@ def apply_plan(graph: gs.Graph, plan: QuantizationPlan, ranges: dict[str, float]
         bypass_node(graph, relu)
     tensors = graph.tensors()
     for name in plan.activations:
-        _quantize_activation(graph, tensors[name], ranges[plan.range_of.get(name, name)], plan.excluded,
-                             unsigned=name in plan.unsigned)
+        _quantize_activation(graph, tensors[name], *_activation_quantizer(plan, name, ranges), plan.excluded)
     weights: dict[str, gs.Variable] = {}
     for node in plan.nodes:
         index = weight_input(node)
@@ -232,12 +262,28 @@ def _scale(amax: float, levels: int = INT8_MAX) -> np.float32:
     return np.float32(amax / levels if amax > 0 and np.isfinite(amax) else 1.0)
 
 
-def _quantize_activation(graph: gs.Graph, tensor: gs.Variable, amax: float, excluded: frozenset[str],
-                         unsigned: bool = False) -> None:
-    dtype = np.uint8 if unsigned else np.int8
-    scale = gs.Constant(f"{tensor.name}_scale", np.array(_scale(amax, UINT8_MAX if unsigned else INT8_MAX),
-                                                         np.float32))
-    zero = gs.Constant(f"{tensor.name}_zero_point", np.array(0, dtype))
+def _activation_quantizer(plan: QuantizationPlan, name: str, ranges: dict[str, float]) -> tuple[np.float32, np.ndarray]:
+    """Scale and zero-point (whose dtype is the quantized type) of the activation ``name``."""
+    amax = ranges[plan.range_of.get(name, name)]
+    if plan.asymmetric and name not in plan.unsigned:
+        low, high = (ranges[n] for n in signed_range_names(name))
+        return _asymmetric_quantizer(max(low, -amax), min(high, amax))  # the calibrator's clipping, both ends
+    if name in plan.unsigned:
+        return _scale(amax, UINT8_MAX), np.array(0, np.uint8)
+    return _scale(amax), np.array(0, np.int8)
+
+
+def _asymmetric_quantizer(low: float, high: float) -> tuple[np.float32, np.ndarray]:
+    """int8 covering [low, high] (0 inside it) with all 256 levels: zero-point = -128 - low / scale."""
+    scale = _scale(high - low, UINT8_MAX)
+    return scale, np.array(np.clip(np.round(INT8_MIN - low / scale), INT8_MIN, INT8_MAX), np.int8)
+
+
+def _quantize_activation(graph: gs.Graph, tensor: gs.Variable, scale_value: np.float32, zero_point: np.ndarray,
+                         excluded: frozenset[str]) -> None:
+    dtype = zero_point.dtype
+    scale = gs.Constant(f"{tensor.name}_scale", np.array(scale_value, np.float32))
+    zero = gs.Constant(f"{tensor.name}_zero_point", zero_point)
     quantized = gs.Variable(f"{tensor.name}_quantized", dtype=dtype, shape=tensor.shape)
     dequantized = gs.Variable(f"{tensor.name}_dequantized", dtype=np.float32, shape=tensor.shape)
     consumers = [n for n in tensor.outputs if n.name not in excluded]

@@ -15,7 +15,7 @@ import onnxruntime as ort
 from infer_compile.artifacts import StagedOutput
 from infer_compile.ir import Model, TensorSpec, save_onnx, serialized
 from infer_compile.numerics import Feeds
-from infer_compile.passes.base import QDQ_PLACEMENT_QLINEAR, target_op
+from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_QLINEAR, target_op
 from infer_compile.targets.base import (
     Availability,
     Runner,
@@ -97,7 +97,8 @@ class OnnxRuntimeTarget(Target):
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
     option_keys = frozenset({"session_options"})
-    accepted_ops = frozenset({QDQ_PLACEMENT_QLINEAR} | {target_op("com.microsoft", op) for op in
+    accepted_ops = frozenset({QDQ_PLACEMENT_QLINEAR, QDQ_ASYMMETRIC_ACTIVATIONS} |
+                             {target_op("com.microsoft", op) for op in
                               ("FusedConv", "FusedGemm", "Gelu", "FastGelu", "BiasGelu",
                                "SkipLayerNormalization", "MultiHeadAttention", "Attention")})
     auto_rank = 0

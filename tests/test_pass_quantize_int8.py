@@ -14,7 +14,7 @@ from infer_compile.errors import UnsupportedError, UserInputError
 from infer_compile.ir import Model
 from infer_compile.numerics import compare_outputs, run_onnx, summarize
 from infer_compile.passes import PassContext
-from infer_compile.passes.base import QDQ_PLACEMENT_LPT
+from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_LPT
 from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.targets import get_target
 from tests.builders import make_model, tensor, tiny_cnn
@@ -179,3 +179,39 @@ def test_onnxruntime_style_absorbs_relus_and_gets_real_int8_kernels(tmp_path: Pa
     ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
     ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
     assert ops.count("QLinearConv") == 2 and "Conv" not in ops, ops
+
+
+
+def test_onnxruntime_quantizes_skewed_activations_asymmetrically() -> None:
+    # Only the sigmoid output is quantized (the Conv output is the graph output): its error alone shows.
+    n = helper.make_node
+    nodes = [n("Sigmoid", ["x"], ["s"], name="gate"), n("Conv", ["s", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    proto = make_model(nodes, [tensor("x", ["batch", 8, 8, 8])], [tensor("y", ["batch", 8, 8, 8])],
+                       {"w": np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2})
+    asymmetric, _ = quantize(proto, "onnxruntime")
+    symmetric, _ = quantize(proto, caps=get_target("onnxruntime").accepted_ops - {QDQ_ASYMMETRIC_ACTIVATIONS})
+    # s lies in (0, 1): with a zero-point its int8 codes cover [0, max] instead of [-max, max], twice the resolution.
+    scale, zero = dq_input(by_op(asymmetric, "Conv")[0]).inputs[1:]
+    assert zero.values.dtype == np.int8 and zero.values == -128 and 0.9 / 255 < scale.values < 1.0 / 255
+    assert dq_input(by_op(symmetric, "Conv")[0]).inputs[2].values == 0
+    better, worse = accuracy(proto, asymmetric), accuracy(proto, symmetric)
+    assert better["max_abs"] < 0.9 * worse["max_abs"], (better, worse)
+    assert 1 - better["cosine"] < 0.8 * (1 - worse["cosine"]), (better, worse)
+
+
+def test_onnxruntime_runs_matmul_plus_bias_as_qgemm(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    proto = small_transformer()
+    for io in (proto.graph.input[0], proto.graph.output[0]):  # static shapes: ORT fuses MatMul+Add into a Gemm
+        io.type.tensor_type.shape.dim[0].dim_value = 4
+    model, _ = quantize(proto, "onnxruntime", data=calibration(proto, method="percentile"))
+    # ffn1 + bias: its sum is quantized (uint8, the ReLU absorbed), so that Gemm runs as QGemm.
+    (bias_q,) = [c for c in {n.name: n for n in model.graph.nodes}["ffn1_bias"].outputs[0].outputs]
+    assert bias_q.op == "QuantizeLinear" and bias_q.inputs[2].values.dtype == np.uint8
+    assert accuracy(proto, model)["cosine"] >= 0.995
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "QGemm" in ops and "Gemm" not in ops, " ".join(ops)
