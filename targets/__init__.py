@@ -30,11 +30,8 @@ def auto_target() -> tuple[Target, str]:
     for target in ranked:
         status = target.availability()
         if status.available:
-            why = f"best available here ({status.detail})"
-            if passed_over:
-                why += "; not available: " + "; ".join(passed_over)
-            return target, why
-        passed_over.append(f"{target.name} ({status.detail})")
+            return target, "; ".join([f"auto: best available here, {status.detail}", *passed_over])
+        passed_over.append(f"passed over {target.name}: {status.detail}")
     raise AssertionError("the onnxruntime target is always available")
 
 

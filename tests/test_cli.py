@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from infer_compile.cli import app
 from infer_compile.errors import ExitCode
+from infer_compile.targets import get_target
 from tests.builders import tiny_cnn
 from tests.hidden_imports import run_cli_without
 
@@ -59,7 +60,9 @@ def test_default_output_goes_beside_the_source(model_path: Path) -> None:
 def test_auto_target_says_which_and_why(model_path: Path, tmp_path: Path) -> None:
     result = invoke(model_path, "-o", tmp_path / "m.onnx")
     assert result.exit_code == 0, result.output
-    assert "best available here" in result.stdout
+    assert "auto: best available here" in result.stdout
+    if not get_target("trt").availability().available:  # TensorRT ranks first where it can build
+        assert "passed over trt" in result.stdout
 
 
 def test_missing_file(tmp_path: Path) -> None:
