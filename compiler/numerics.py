@@ -27,9 +27,16 @@ def ort_session(model: Model, *, optimize: bool = False, threads: int | None = N
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    # The weights reach ORT as OrtValues over the graph's own arrays, not inside the serialized model:
-    # opening a session copies no weight bytes (no protobuf, bytes or session-owned duplicates), and
-    # no model hits protobuf's 2 GB limit.
+    return open_session(model, options)
+
+
+def open_session(model: Model, options: ort.SessionOptions) -> ort.InferenceSession:
+    """A CPU session for the in-memory ``model`` with ``options``.
+
+    The weights reach ORT as OrtValues over the graph's own arrays, not inside the serialized model:
+    opening a session copies no weight bytes (no protobuf, bytes or session-owned duplicates), and
+    no model hits protobuf's 2 GB limit.
+    """
     weights = model.weight_constants()
     values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(c.values)) for c in weights]
     options.add_external_initializers([c.name for c in weights], values)

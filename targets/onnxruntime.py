@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from infer_compile.artifacts import StagedOutput
-from infer_compile.ir import Model, TensorSpec, save_onnx, serialized
-from infer_compile.numerics import Feeds
+from infer_compile.ir import Model, TensorSpec, save_onnx
+from infer_compile.numerics import Feeds, open_session
 from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_QLINEAR, target_op
 from infer_compile.targets.base import (
     Availability,
@@ -85,8 +85,7 @@ class OrtTuner(Tuner):
         ]
 
     def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
-        session = ort.InferenceSession(serialized(model), session_options(settings),
-                                       providers=["CPUExecutionProvider"])
+        session = open_session(model, session_options(settings))
         return lambda feeds: session.run(None, feeds)
 
 
