@@ -5,24 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import onnx
 import pytest
 from typer.testing import CliRunner
 
 from infer_compile.cli import app
 from infer_compile.errors import ExitCode
 from infer_compile.targets import get_target
-from tests.builders import tiny_cnn
 from tests.hidden_imports import run_cli_without
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cli") / "tiny_cnn.onnx"
-    onnx.save_model(tiny_cnn(), str(path))
-    return path
 
 
 def invoke(*args: str):
@@ -38,9 +29,9 @@ def assert_user_error(result, code: ExitCode, *fragments: str) -> None:
     assert "hint:" in result.stderr
 
 
-def test_compile_prints_the_build_table_and_writes_report(model_path: Path, tmp_path: Path) -> None:
+def test_compile_prints_the_build_table_and_writes_report(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "model.onnx"
-    result = invoke(model_path, "-o", out, "--verify-passes", "--report", tmp_path / "build.json")
+    result = invoke(tiny_cnn_onnx, "-o", out, "--verify-passes", "--report", tmp_path / "build.json")
     assert result.exit_code == 0, result.output
     for text in ("identity-elimination", "dropout=1", "onnxruntime", "13 -> ", str(out)):
         assert text in result.stdout
@@ -51,14 +42,14 @@ def test_compile_prints_the_build_table_and_writes_report(model_path: Path, tmp_
     assert report["nodes"]["after"] < report["nodes"]["before"]
 
 
-def test_default_output_goes_beside_the_source(model_path: Path) -> None:
-    result = invoke(model_path, "--target", "onnxruntime")
+def test_default_output_goes_beside_the_source(tiny_cnn_onnx: Path) -> None:
+    result = invoke(tiny_cnn_onnx, "--target", "onnxruntime")
     assert result.exit_code == 0, result.output
-    assert (model_path.parent / "tiny_cnn.onnxruntime.onnx").is_file()
+    assert (tiny_cnn_onnx.parent / "tiny_cnn.onnxruntime.onnx").is_file()
 
 
-def test_auto_target_says_which_and_why(model_path: Path, tmp_path: Path) -> None:
-    result = invoke(model_path, "-o", tmp_path / "m.onnx")
+def test_auto_target_says_which_and_why(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    result = invoke(tiny_cnn_onnx, "-o", tmp_path / "m.onnx")
     assert result.exit_code == 0, result.output
     assert "auto: best available here" in result.stdout
     if not get_target("trt").availability().available:  # TensorRT ranks first where it can build
@@ -77,26 +68,26 @@ def test_corrupt_model(tmp_path: Path) -> None:
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_unknown_target(model_path: Path) -> None:
-    assert_user_error(invoke(model_path, "--target", "tpu"), ExitCode.USER_ERROR, "unknown target 'tpu'")
+def test_unknown_target(tiny_cnn_onnx: Path) -> None:
+    assert_user_error(invoke(tiny_cnn_onnx, "--target", "tpu"), ExitCode.USER_ERROR, "unknown target 'tpu'")
 
 
-def test_conflicting_precisions(model_path: Path) -> None:
-    assert_user_error(invoke(model_path, "--fp16", "--int8"), ExitCode.USER_ERROR, "--fp16 and --int8")
+def test_conflicting_precisions(tiny_cnn_onnx: Path) -> None:
+    assert_user_error(invoke(tiny_cnn_onnx, "--fp16", "--int8"), ExitCode.USER_ERROR, "--fp16 and --int8")
 
 
 @pytest.mark.parametrize("value", ["image", "image:1xax3", ":1x3", "image:0x3x32x32"])
-def test_bad_input_shape(model_path: Path, value: str) -> None:
-    assert_user_error(invoke(model_path, "--input-shape", value), ExitCode.USER_ERROR, "--input-shape")
+def test_bad_input_shape(tiny_cnn_onnx: Path, value: str) -> None:
+    assert_user_error(invoke(tiny_cnn_onnx, "--input-shape", value), ExitCode.USER_ERROR, "--input-shape")
 
 
-def test_input_shape_for_unknown_input(model_path: Path) -> None:
-    assert_user_error(invoke(model_path, "--input-shape", "pixels:1x3x32x32"), ExitCode.USER_ERROR,
+def test_input_shape_for_unknown_input(tiny_cnn_onnx: Path) -> None:
+    assert_user_error(invoke(tiny_cnn_onnx, "--input-shape", "pixels:1x3x32x32"), ExitCode.USER_ERROR,
                       "pixels", "image")
 
 
-def test_unknown_skip_pass(model_path: Path) -> None:
-    assert_user_error(invoke(model_path, "--skip-pass", "warp-drive"), ExitCode.USER_ERROR, "warp-drive")
+def test_unknown_skip_pass(tiny_cnn_onnx: Path) -> None:
+    assert_user_error(invoke(tiny_cnn_onnx, "--skip-pass", "warp-drive"), ExitCode.USER_ERROR, "warp-drive")
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -105,8 +96,8 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in result.stderr
 
 
-def test_usage_error_exit_code(model_path: Path) -> None:
-    assert invoke(model_path, "--no-such-flag").exit_code == ExitCode.USAGE
+def test_usage_error_exit_code(tiny_cnn_onnx: Path) -> None:
+    assert invoke(tiny_cnn_onnx, "--no-such-flag").exit_code == ExitCode.USAGE
 
 
 def test_targets_command_lists_availability() -> None:
@@ -135,8 +126,8 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize("flags", [["--trt-workspace", "512"], ["--keep-nchw"], ["--ov-export-blob"]])
-def test_another_targets_options_are_refused_not_ignored(model_path: Path, tmp_path: Path, flags: list[str]) -> None:
-    result = invoke(model_path, "-t", "onnxruntime", "-o", tmp_path / "m.onnx", *flags)
+def test_another_targets_options_are_refused_not_ignored(tiny_cnn_onnx: Path, tmp_path: Path, flags: list[str]) -> None:
+    result = invoke(tiny_cnn_onnx, "-t", "onnxruntime", "-o", tmp_path / "m.onnx", *flags)
     assert_user_error(result, ExitCode.USER_ERROR, "target 'onnxruntime' does not take")
     assert list(tmp_path.iterdir()) == []
 

@@ -14,14 +14,12 @@ from infer_compile.errors import UserInputError
 from infer_compile.ir import Model
 from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.targets import get_target, load_artifact
-from tests.builders import tiny_cnn
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("src") / "tiny_cnn.onnx"
-    onnx.save_model(tiny_cnn(), str(path))
-    return path
+def source(tiny_cnn_onnx: Path) -> Path:
+    """The tiny CNN saved as ONNX (conftest's shared fixture, under this module's name for it)."""
+    return tiny_cnn_onnx
 
 
 def _assert_matches_source(source: Path, artifact: Path, batch: int = 3) -> None:

@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -50,10 +49,9 @@ def invoke(*args: object):
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trt-src") / "tiny_cnn.onnx"
-    onnx.save_model(tiny_cnn(), str(path))
-    return path
+def source(tiny_cnn_onnx: Path) -> Path:
+    """The tiny CNN saved as ONNX (conftest's shared fixture, under this module's name for it)."""
+    return tiny_cnn_onnx
 
 
 def bundle_build(source: Path, out: Path, precision: str, **options) -> Path:
