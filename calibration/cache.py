@@ -1,10 +1,9 @@
-"""Calibration range cache (JSON, keyed by model and data hashes) and TensorRT calibration-table export."""
+"""Calibration range cache (JSON, keyed by model and data hashes)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,6 @@ from infer_compile.errors import UserInputError
 from infer_compile.ir import Model, serialized
 
 CACHE_SCHEMA = "infer-compile.calibration/1"
-# trtexec reads "TRT-<version>-<algorithm>" then one "tensor: <big-endian float32 scale in hex>" per line.
-TRT_CACHE_VERSION = "100000"
-TRT_ALGORITHMS = {"minmax": "MinMaxCalibration", "entropy": "EntropyCalibration2"}
 
 
 def model_digest(model: Model) -> str:
@@ -50,14 +46,3 @@ def save_ranges(path: Path, key: dict[str, Any], ranges: dict[str, float]) -> No
     body = {"schema": CACHE_SCHEMA, "key": key, "ranges": ranges}
     atomic_write_text(path, json.dumps(body, indent=1) + "\n")
 
-
-def trt_calibration_table(ranges: dict[str, float], method: str) -> str:
-    """TensorRT's calibration cache text: per tensor its int8 scale (amax / 127) as big-endian float hex."""
-    algorithm = TRT_ALGORITHMS.get(method, TRT_ALGORITHMS["entropy"])
-    lines = [f"TRT-{TRT_CACHE_VERSION}-{algorithm}"]
-    lines += [f"{name}: {struct.pack('>f', amax / 127.0).hex()}" for name, amax in ranges.items()]
-    return "\n".join(lines) + "\n"
-
-
-def export_trt(path: Path, ranges: dict[str, float], method: str) -> None:
-    atomic_write_text(path, trt_calibration_table(ranges, method))

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.calibration.cache import cache_key, export_trt, load_cached_ranges, model_digest, save_ranges
+from infer_compile.calibration.cache import cache_key, load_cached_ranges, model_digest, save_ranges
 from infer_compile.calibration.calibrators import AbsHistogram, method, needs_histogram
 from infer_compile.calibration.data import CalibrationData, sample_count
 from infer_compile.ir import Model
@@ -142,7 +142,7 @@ def value_maxima(model: Model, names: list[str], samples: list[Feeds]) -> dict[s
 
 def calibrated_ranges(model: Model, names: list[str], data: CalibrationData) -> tuple[dict[str, float], bool]:
     """amax per tensor for this build: from the --calib-cache file when its key matches, else measured
-    on the calibration split (then cached, and exported for TensorRT when asked). Also says if cached."""
+    on the calibration split (then cached). Also says if cached."""
     settings = data.settings
     key = cache_key(model_digest(model), data.digest(), settings.method, settings.percentile) if settings.cache else {}
     ranges = load_cached_ranges(settings.cache, key, names) if settings.cache else None
@@ -151,7 +151,4 @@ def calibrated_ranges(model: Model, names: list[str], data: CalibrationData) -> 
         ranges = collect_ranges(model, names, data.split()[0], settings.method, settings.percentile)
         if settings.cache:
             save_ranges(settings.cache, key, ranges)
-    if settings.export_trt:  # TensorRT's table holds amax scales only
-        export_trt(settings.export_trt, {n: r for n, r in ranges.items() if not n.endswith((SIGNED_MIN, SIGNED_MAX))},
-                   settings.method)
     return ranges, cached

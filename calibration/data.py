@@ -30,7 +30,6 @@ class CalibrationSettings:
     percentile: float = 99.99
     max_samples: int = 128
     cache: Path | None = None  # JSON range cache, reused when model and data hashes match
-    export_trt: Path | None = None  # TensorRT calibration-cache text file for trtexec users
     preprocess: ImagePreprocess = field(default_factory=ImagePreprocess)
 
     def __post_init__(self) -> None:

@@ -21,13 +21,13 @@ def _names(values: list[str] | None) -> list[str]:
 
 def precision_options(precision: str, *, calib: str | None, method: str | None = None,
                       percentile: float | None = None, samples: int | None = None, cache: Path | None = None,
-                      export_trt: Path | None = None, preprocess: list[str] | None = None,
+                      preprocess: list[str] | None = None,
                       keep_io_types: bool = False, fp16_block: list[str] | None = None,
                       exclude_nodes: list[str] | None = None, exclude_op_types: list[str] | None = None,
                       accuracy_budget: str | None = None) -> tuple[CalibrationSettings | None, dict[str, Any]]:
     """Check the precision options fit together; return (calibration settings, pass options)."""
     calib_only = {"--calib-method": method, "--percentile": percentile, "--calib-samples": samples,
-                  "--calib-cache": cache, "--calib-export-trt": export_trt, "--calib-preprocess": preprocess}
+                  "--calib-cache": cache, "--calib-preprocess": preprocess}
     given = [flag for flag, value in calib_only.items() if value]
     if given and not calib:
         raise UserInputError(f"{', '.join(given)} need(s) --calib", hint="give calibration data with --calib PATH")
@@ -46,7 +46,7 @@ def precision_options(precision: str, *, calib: str | None, method: str | None =
         settings = CalibrationSettings(
             source=path if path.is_dir() else calib, method=method or "minmax",
             percentile=99.99 if percentile is None else percentile, max_samples=samples or 128,
-            cache=cache, export_trt=export_trt, preprocess=ImagePreprocess.parse(preprocess or []))
+            cache=cache, preprocess=ImagePreprocess.parse(preprocess or []))
     pass_options: dict[str, Any] = {
         "keep_io_types": keep_io_types, "fp16_block": _names(fp16_block), "exclude_nodes": _names(exclude_nodes),
         "exclude_op_types": _names(exclude_op_types), "accuracy_budget": accuracy_budget}

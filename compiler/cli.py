@@ -282,8 +282,6 @@ def compile_command(
         "--calib-samples", help="Use at most N calibration samples \\[default: 128].", show_default=False)] = None,
     calib_cache: Annotated[Path | None, typer.Option(
         "--calib-cache", help="JSON range cache: reused when model and data match, else written.")] = None,
-    calib_export_trt: Annotated[Path | None, typer.Option(
-        "--calib-export-trt", help="Also write the ranges as a TensorRT calibration cache (for trtexec).")] = None,
     calib_preprocess: Annotated[list[str] | None, typer.Option(
         "--calib-preprocess", help="Image folder preprocessing KEY=VALUE (repeatable): resize=256 crop=224 "
                                    "scale=0.00392 mean=0.485/0.456/0.406 std=... channels=rgb|bgr "
@@ -321,7 +319,7 @@ def compile_command(
         precision = "int8" if int8 else "fp16" if fp16 else "fp32"
         calibration, precision_pass_options = precision_options(
             precision, calib=calib, method=calib_method, percentile=percentile, samples=calib_samples,
-            cache=calib_cache, export_trt=calib_export_trt, preprocess=calib_preprocess, keep_io_types=keep_io_types,
+            cache=calib_cache, preprocess=calib_preprocess, keep_io_types=keep_io_types,
             fp16_block=fp16_block, exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types,
             accuracy_budget=accuracy_budget)
         options = BuildOptions(
@@ -415,8 +413,9 @@ def print_deferred(result) -> None:  # BuildResult
     """For a --defer build: the equivalent trtexec command and the step that builds the engine."""
     if result.manifest.get("format") != "trtbundle":
         return
-    console.print(f"[bold]{'trtexec':<10}[/] (run inside the bundle) {escape(result.manifest['trtexec'])}",
-                  soft_wrap=True, highlight=False)
+    for major, command in result.manifest["trtexec"].items():
+        console.print(f"[bold]{'trtexec':<10}[/] (TensorRT {major}.x, inside the bundle) {escape(command)}",
+                      soft_wrap=True, highlight=False)
     console.print(f"[bold]{'next':<10}[/] on a GPU machine: infer-compile finalize {escape(str(result.artifact))}",
                   soft_wrap=True, highlight=False)
 
@@ -427,7 +426,8 @@ def finalize_command(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Engine path (default: beside the bundle, named as at --defer).")] = None,
     timing_cache: Annotated[Path | None, typer.Option(
-        "--timing-cache", help="Timing cache to read and update instead of the bundle's own.")] = None,
+        "--timing-cache", help="Timing cache to read (else the bundle's own) and write this build's timings to; "
+                               "the bundle itself is never changed.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Build the TensorRT engine a deferred-build bundle describes (on a machine with an NVIDIA GPU)."""

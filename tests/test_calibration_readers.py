@@ -1,8 +1,7 @@
-"""Calibration readers, validation against the model inputs, the range cache and the TensorRT export."""
+"""Calibration readers, validation against the model inputs and the range cache."""
 
 from __future__ import annotations
 
-import struct
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from infer_compile.calibration import CalibrationSettings, CalibrationWarning, ImagePreprocess, load_calibration
-from infer_compile.calibration.cache import load_cached_ranges, save_ranges, trt_calibration_table
+from infer_compile.calibration.cache import load_cached_ranges, save_ranges
 from infer_compile.calibration.readers import preprocess_image
 from infer_compile.errors import UserInputError
 from infer_compile.ir import TensorSpec
@@ -174,11 +173,3 @@ def test_range_cache_is_keyed(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="not a readable calibration cache"):
         load_cached_ranges(path, key, ["a"])
 
-
-def test_tensorrt_calibration_table_format() -> None:
-    text = trt_calibration_table({"input": 2.54, "conv1_out": 127.0}, "entropy")
-    header, *lines = text.splitlines()
-    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
-    name, hex_scale = lines[1].split(": ")
-    assert name == "conv1_out" and struct.unpack(">f", bytes.fromhex(hex_scale))[0] == 1.0
-    assert struct.unpack(">f", bytes.fromhex(lines[0].split(": ")[1]))[0] == pytest.approx(0.02)
