@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 TEST_EXTRAS ?= torch,openvino,tf,tflite,images,dev,bench
 # onnx2tf pins old numpy/onnx/protobuf and a second tensorflow: installed without its dependencies.
 NO_DEPS := onnx2tf==1.29.24 tf-keras==2.21.0
+# TensorRT's and cuda-python's APIs as mypy sees them (tests/stubs/make_stubs.py); not on the import path.
+STUBS := $(VENV)/typestubs
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint typecheck bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +24,27 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@ $(VENV)/.core
 
-install: $(VENV)/.full
+$(STUBS)/.done: tests/stubs/make_stubs.py pyproject.toml | $(VENV)/.full
+	rm -rf $(STUBS)
+	$(BIN)/python tests/stubs/make_stubs.py $(STUBS)
+	touch $@
+
+install: $(VENV)/.full $(STUBS)/.done
 
 demo: $(VENV)/.core
 	$(BIN)/infer-compile examples/tiny_cnn.onnx --target auto -o out/tiny_cnn.onnx --verify-passes
 	$(BIN)/infer-compile verify examples/tiny_cnn.onnx out/tiny_cnn.onnx --samples 16
 
-test: $(VENV)/.full
+test: $(VENV)/.full typecheck
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: $(VENV)/.full
 	$(BIN)/ruff check .
+
+# The TensorRT target against TensorRT's and cuda-python's APIs (no TensorRT runs here; see pyproject [tool.mypy]).
+typecheck: $(STUBS)/.done
+	MYPYPATH=$(STUBS) $(BIN)/mypy
 
 bench: $(VENV)/.full
 	$(BIN)/python bench/passes.py

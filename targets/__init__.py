@@ -26,7 +26,7 @@ def get_target(name: str) -> Target:
 def auto_target() -> tuple[Target, str]:
     """The best target that can build on this machine, and why it was chosen."""
     ranked = sorted(TARGETS, key=lambda t: -t.auto_rank)
-    passed_over = []
+    passed_over: list[str] = []
     for target in ranked:
         status = target.availability()
         if status.available:

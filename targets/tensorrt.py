@@ -15,18 +15,31 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infer_compile.artifacts import StagedOutput, atomic_write_bytes
 from infer_compile.errors import TargetUnavailableError, UnsupportedError, UserInputError
 from infer_compile.ir import Model, save_onnx
 from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
-from infer_compile.targets.tensorrt_settings import HARDWARE_COMPAT, BuilderSettings, BuildPlatform, derive_settings
+from infer_compile.targets.tensorrt_settings import (
+    ALWAYS_STRONGLY_TYPED,
+    HARDWARE_COMPAT,
+    BuilderSettings,
+    BuildPlatform,
+    check_build_platform,
+    derive_settings,
+    version_tuple,
+)
+
+if TYPE_CHECKING:  # annotations only: tensorrt is imported where a build or load needs it
+    import tensorrt as trt
 
 log = logging.getLogger(__name__)
 
-# request.options key carrying finished BuilderSettings JSON (finalize builds exactly what the bundle says).
+# request.options keys from finalize: finished BuilderSettings JSON (it builds exactly what the bundle says),
+# and a timing cache to start from that is read, never written (the bundle's own).
 PRESET_SETTINGS = "builder_settings"
+CACHE_SEED = "timing_cache_seed"
 INSTALL_HINT = "pip install 'infer-compile[tensorrt]'"
 _CUDA_DRIVER_LIBRARIES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
 # cuDeviceGetAttribute ids (CUdevice_attribute in cuda.h).
@@ -77,6 +90,18 @@ def tensorrt_version() -> str | None:
     return str(tensorrt.__version__)
 
 
+@functools.cache
+def trt_logger() -> trt.Logger:
+    """The one TensorRT logger of this process (TensorRT keeps a pointer to it in every builder and runtime)."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    # Register TensorRT's own plugins once, as Polygraphy does before parsing and before deserializing:
+    # the ONNX parser maps some ops to them and engines that use them do not load without.
+    trt.init_libnvinfer_plugins(logger, "")
+    return logger
+
+
 def this_platform() -> BuildPlatform:
     """TensorRT and GPU here; call only when the target is available."""
     gpu = probe_gpu()
@@ -86,8 +111,10 @@ def this_platform() -> BuildPlatform:
     return BuildPlatform(version, gpu.name, gpu.compute_capability)
 
 
-def apply_settings(trt: Any, builder: Any, config: Any, settings: BuilderSettings) -> None:
+def apply_settings(builder: trt.Builder, config: trt.IBuilderConfig, settings: BuilderSettings) -> None:
     """Configure a real ``trt.IBuilderConfig`` from ``settings`` (everything except the timing cache)."""
+    import tensorrt as trt
+
     if settings.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     config.builder_optimization_level = settings.opt_level
@@ -96,7 +123,7 @@ def apply_settings(trt: Any, builder: Any, config: Any, settings: BuilderSetting
     if settings.version_compat:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                  HARDWARE_COMPAT[settings.hardware_compat][0])
+                                                  HARDWARE_COMPAT[settings.hardware_compat].member)
     if settings.profiles:
         profile = builder.create_optimization_profile()
         for p in settings.profiles:
@@ -104,7 +131,7 @@ def apply_settings(trt: Any, builder: Any, config: Any, settings: BuilderSetting
         config.add_optimization_profile(profile)
 
 
-def attach_timing_cache(config: Any, serialized: bytes | None, source: str) -> Any:
+def attach_timing_cache(config: trt.IBuilderConfig, serialized: bytes | None, source: str) -> trt.ITimingCache:
     """Give the builder the persisted timing cache; one from another TensorRT/GPU is dropped with a warning."""
     if serialized:
         try:
@@ -120,31 +147,42 @@ def attach_timing_cache(config: Any, serialized: bytes | None, source: str) -> A
     return cache
 
 
-def build_plan(onnx_path: Path, settings: BuilderSettings) -> bytes:
-    """Parse ``onnx_path`` into a strongly typed network and build the serialized engine."""
+def build_plan(onnx_path: Path, settings: BuilderSettings, cache_seed: Path | None = None) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network and build the serialized engine.
+
+    The timing cache is read from ``settings.timing_cache`` (else from ``cache_seed``) and written back to
+    ``settings.timing_cache``.
+    """
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger()
     builder = trt.Builder(logger)
-    # EXPLICIT_BATCH is the only mode (and its flag deprecated) in TensorRT 10: only STRONGLY_TYPED is set.
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(network_flags())
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise _parser_error(parser)
     config = builder.create_builder_config()
-    apply_settings(trt, builder, config, settings)
+    apply_settings(builder, config, settings)
     cache_path = Path(settings.timing_cache) if settings.timing_cache else None
-    cache = None
-    if cache_path:
-        cache = attach_timing_cache(config, cache_path.read_bytes() if cache_path.is_file() else None,
-                                    str(cache_path))
+    source = next((p for p in (cache_path, cache_seed) if p is not None and p.is_file()), None)
+    cache = attach_timing_cache(config, source.read_bytes() if source else None, str(source))
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise UnsupportedError("TensorRT could not build the engine (its log above says why)",
                                hint="try --trt-workspace with more memory, or --debug for details")
-    if cache_path and cache is not None:
+    if cache_path is not None:
         _save_timing_cache(cache_path, bytes(cache.serialize()))
     return bytes(plan)
+
+
+def network_flags() -> int:
+    """STRONGLY_TYPED on TensorRT 10 (EXPLICIT_BATCH is implied there, its flag deprecated); nothing on 11+,
+    where every network is strongly typed and the flag is deprecated and ignored."""
+    import tensorrt as trt
+
+    if version_tuple(trt.__version__)[0] >= ALWAYS_STRONGLY_TYPED:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def _save_timing_cache(path: Path, data: bytes) -> None:
@@ -154,7 +192,7 @@ def _save_timing_cache(path: Path, data: bytes) -> None:
         log.warning("timing cache not saved to %s: %s", path, exc)
 
 
-def _parser_error(parser: Any) -> UnsupportedError:
+def _parser_error(parser: trt.OnnxParser) -> UnsupportedError:
     errors = [parser.get_error(i) for i in range(parser.num_errors)]
     if not errors:
         return UnsupportedError("TensorRT's ONNX parser rejected the model without saying why",
@@ -179,11 +217,9 @@ class TensorRtTarget(Target):
     def availability(self) -> Availability:
         version = tensorrt_version()
         gpu = probe_gpu()
-        missing = [f"the tensorrt package is not installed ({INSTALL_HINT})"] if version is None else []
-        if isinstance(gpu, str):
-            missing.append(gpu)
-        if missing:
-            return Availability(False, "; ".join(missing))
+        if version is None or isinstance(gpu, str):
+            missing = [f"the tensorrt package is not installed ({INSTALL_HINT})"] if version is None else []
+            return Availability(False, "; ".join([*missing, *([gpu] if isinstance(gpu, str) else [])]))
         return Availability(True, f"TensorRT {version} on {gpu.name} (sm {gpu.compute_capability}, "
                                   f"CUDA driver {gpu.driver})")
 
@@ -220,10 +256,12 @@ class TensorRtTarget(Target):
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
         settings = self.settings(model, request)
         platform = this_platform()
+        check_build_platform(settings, platform)
         with tempfile.TemporaryDirectory(prefix="infer-compile-trt-") as tmp:
             onnx_path = Path(tmp) / "model.onnx"
             save_onnx(model, onnx_path)
-            stage.artifact.write_bytes(build_plan(onnx_path, settings))
+            seed = request.options.get(CACHE_SEED)
+            stage.artifact.write_bytes(build_plan(onnx_path, settings, None if seed is None else Path(seed)))
         return {"format": "engine", "builder_settings": settings.to_json(),
                 "tensorrt": {"version": platform.tensorrt, "gpu": platform.gpu,
                              "compute_capability": platform.compute_capability}}

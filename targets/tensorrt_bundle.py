@@ -6,15 +6,22 @@ writes ``<name>.trtbundle/`` instead of an engine:
     model.onnx[.data]  the final optimized graph, Q/DQ nodes and casts included
     settings.json      the BuilderSettings (profile, workspace, level, compatibility)
     timing.cache       the --timing-cache file, when it existed
-    manifest.json      bundle format, engine name, ONNX digest, the build's manifest, the trtexec command
+    manifest.json      bundle format, engine name, a digest of every file above and of itself, the build's
+                       manifest, the trtexec command per TensorRT major version
 
-``infer-compile finalize X.trtbundle`` on a GPU machine builds exactly those settings into
-``X.engine`` with no source model or calibration data. A folder rather than an archive: CI systems
-upload folders as artifacts, and trtexec users run the recorded command inside it.
+``infer-compile finalize X.trtbundle`` on a GPU machine checks every digest and the settings (the
+same rules as the command line) before anything else, then builds exactly those settings into
+``X.engine`` with no source model or calibration data. It never writes into the bundle. A folder
+rather than an archive: CI systems upload folders as artifacts, and trtexec users run the recorded
+command inside it.
+
+The digests catch a bundle changed after it was written (by accident or by hand); they are not a
+signature: whoever can write the bundle can also rewrite its manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, replace
@@ -25,14 +32,15 @@ from infer_compile.artifacts import StagedOutput
 from infer_compile.errors import TargetUnavailableError, UserInputError
 from infer_compile.ir import Model, file_digest, load_onnx, save_onnx
 from infer_compile.targets.base import Availability, TargetRequest
-from infer_compile.targets.tensorrt import INSTALL_HINT, PRESET_SETTINGS, TensorRtTarget
-from infer_compile.targets.tensorrt_settings import BuilderSettings, trtexec_command
+from infer_compile.targets.tensorrt import CACHE_SEED, INSTALL_HINT, PRESET_SETTINGS, TensorRtTarget
+from infer_compile.targets.tensorrt_settings import BuilderSettings, trtexec_commands
 
 BUNDLE_SUFFIX = ".trtbundle"
 BUNDLE_FORMAT = "infer-compile/trtbundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: every file and the manifest itself under a digest
 ONNX_FILE, SETTINGS_FILE, MANIFEST_FILE, CACHE_FILE = "model.onnx", "settings.json", "manifest.json", "timing.cache"
 WRITE_HINT = "bundles are written by 'infer-compile MODEL --target trt --defer'"
+REWRITE_HINT = "write the bundle again with --defer (finalize builds only what --defer wrote)"
 # request.options key under which compile() hands the build's manifest to emit(), which stores it in the bundle.
 _BUILD_MANIFEST = "_build_manifest"
 
@@ -61,18 +69,28 @@ class TensorRtBundleTarget(TensorRtTarget):
         settings = self.settings(model, request)
         bundle = stage.artifact
         bundle.mkdir()
-        onnx_files = save_onnx(model, bundle / ONNX_FILE)
+        files = [p.name for p in save_onnx(model, bundle / ONNX_FILE)]
         cache = Path(settings.timing_cache) if settings.timing_cache else None
         if cache and cache.is_file():
             shutil.copyfile(cache, bundle / CACHE_FILE)
-        settings = replace(settings, timing_cache=CACHE_FILE if (bundle / CACHE_FILE).is_file() else None)
+            files.append(CACHE_FILE)
+        settings = replace(settings, timing_cache=CACHE_FILE if CACHE_FILE in files else None)
         engine = stage.final.with_suffix(".engine").name
-        command = trtexec_command(settings, ONNX_FILE, engine)
+        commands = trtexec_commands(settings, ONNX_FILE, engine)
         _write_json(bundle / SETTINGS_FILE, settings.to_json())
-        _write_json(bundle / MANIFEST_FILE, {
-            "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "engine": engine,
-            "onnx_sha256": file_digest(onnx_files), "trtexec": command, "build": request.options[_BUILD_MANIFEST]})
-        return {"format": "trtbundle", "builder_settings": settings.to_json(), "trtexec": command}
+        files.append(SETTINGS_FILE)
+        manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "engine": engine,
+                    "files": {name: file_digest(bundle / name) for name in files}, "trtexec": commands,
+                    "build": request.options[_BUILD_MANIFEST]}
+        manifest = json.loads(json.dumps(manifest, default=str))  # digest what a reader will see
+        _write_json(bundle / MANIFEST_FILE, {**manifest, "sha256": manifest_digest(manifest)})
+        return {"format": "trtbundle", "builder_settings": settings.to_json(), "trtexec": commands}
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's content (without its own ``sha256`` key), independent of formatting."""
+    body = {key: value for key, value in manifest.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -91,49 +109,109 @@ class Bundle:
     def engine_name(self) -> str:
         return str(self.manifest["engine"])
 
+    @property
+    def timing_cache(self) -> Path | None:
+        return self.path / CACHE_FILE if self.settings.timing_cache else None
+
 
 def read_bundle(path: Path) -> Bundle:
-    """Read and verify a bundle; UserInputError says what is wrong with a damaged or foreign one."""
+    """Read and verify a bundle: format, then every digest, then the settings; UserInputError says what is wrong."""
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"{path}: no such bundle", hint=WRITE_HINT)
     if not (path / MANIFEST_FILE).is_file():
         raise UserInputError(f"{path}: not a TensorRT build bundle (no {MANIFEST_FILE} inside)", hint=WRITE_HINT)
+    manifest = _read_json(path, MANIFEST_FILE)
+    _check_format(path, manifest)
+    _check_digests(path, manifest)
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
-        settings = BuilderSettings.from_json(json.loads((path / SETTINGS_FILE).read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserInputError(f"{path}: damaged bundle ({type(exc).__name__}: {exc})", hint=WRITE_HINT) from exc
-    missing = [key for key in ("onnx_sha256", "engine", "build") if key not in manifest]
-    if missing:
-        raise UserInputError(f"{path}: damaged bundle ({MANIFEST_FILE} lacks {', '.join(missing)})", hint=WRITE_HINT)
-    if manifest.get("format") != BUNDLE_FORMAT or int(manifest.get("version", 0)) > BUNDLE_VERSION:
-        raise UserInputError(f"{path}: bundle format {manifest.get('format')} v{manifest.get('version')} "
-                             f"is not one this infer-compile reads",
-                             hint="finalize it with the infer-compile version that wrote it")
-    onnx_files = [path / ONNX_FILE, *[p for p in [path / (ONNX_FILE + ".data")] if p.is_file()]]
-    if not onnx_files[0].is_file() or file_digest(onnx_files) != manifest["onnx_sha256"]:
-        raise UserInputError(f"{path}: {ONNX_FILE} does not match the bundle manifest (changed or truncated)",
-                             hint="write the bundle again with --defer")
+        settings = BuilderSettings.from_json(_read_json(path, SETTINGS_FILE))
+    except UserInputError as exc:
+        raise UserInputError(f"{path}: {SETTINGS_FILE}: {exc.message}", hint=REWRITE_HINT) from None
+    listed = settings.timing_cache is None or settings.timing_cache in manifest["files"]
+    if settings.timing_cache not in (None, CACHE_FILE) or not listed:
+        raise UserInputError(f"{path}: {SETTINGS_FILE} names timing cache {settings.timing_cache!r}; a bundle may "
+                             f"name only its own {CACHE_FILE}", hint=REWRITE_HINT)
+    engine = manifest.get("engine")
+    if not isinstance(engine, str) or not _is_bare_name(engine) or not engine.endswith(".engine"):
+        raise UserInputError(f"{path}: {MANIFEST_FILE} names engine {engine!r}, not a file name ending in .engine",
+                             hint=REWRITE_HINT)
+    if "build" not in manifest or not isinstance(manifest["build"], dict):
+        raise UserInputError(f"{path}: damaged bundle ({MANIFEST_FILE} lacks the build record)", hint=REWRITE_HINT)
     return Bundle(path, settings, manifest)
+
+
+def _read_json(path: Path, name: str) -> Any:
+    try:
+        return json.loads((path / name).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserInputError(f"{path}: damaged bundle ({name}: {type(exc).__name__}: {exc})",
+                             hint=REWRITE_HINT) from None
+
+
+def _check_format(path: Path, manifest: Any) -> None:
+    """A manifest of a bundle format and version this infer-compile reads (checked before its digest)."""
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserInputError(f"{path}: not a TensorRT build bundle ({MANIFEST_FILE} format {found!r})",
+                             hint=WRITE_HINT)
+    version = manifest.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserInputError(f"{path}: bundle version {version!r} is not a version number (damaged or tampered)",
+                             hint=REWRITE_HINT)
+    if version != BUNDLE_VERSION:
+        raise UserInputError(f"{path}: bundle format v{version} is not the one this infer-compile reads "
+                             f"(v{BUNDLE_VERSION})",
+                             hint="finalize it with the infer-compile version that wrote it, or " + REWRITE_HINT)
+
+
+def _check_digests(path: Path, manifest: dict[str, Any]) -> None:
+    """Every file the bundle lists, and the manifest itself, unchanged since --defer wrote them."""
+    files = manifest.get("files")
+    problem = None
+    if manifest.get("sha256") != manifest_digest(manifest) or not isinstance(files, dict):
+        problem = f"{MANIFEST_FILE} does not match its digest"
+    elif missing := sorted({ONNX_FILE, SETTINGS_FILE} - set(files)):
+        problem = f"{MANIFEST_FILE} does not cover {', '.join(missing)}"
+    else:
+        for name, digest in files.items():
+            if not _is_bare_name(name):
+                problem = f"{MANIFEST_FILE} lists {name!r}, a path outside the bundle"
+            elif not (path / name).is_file():
+                problem = f"{name} is missing"
+            elif file_digest(path / name) != digest:
+                problem = f"{name} does not match its digest (changed or truncated)"
+            if problem:
+                break
+    if problem:
+        raise UserInputError(f"{path}: bundle was changed after it was written (tampered or damaged): {problem}",
+                             hint=REWRITE_HINT)
+
+
+def _is_bare_name(name: Any) -> bool:
+    """A file name inside the bundle folder: no separators, not '.', '..' or absolute."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
 
 
 def finalize_bundle(bundle: Path, output: Path | None = None, timing_cache: Path | None = None) -> list[Path]:
     """Build the engine a bundle describes (on a GPU machine); returns the files written, engine first.
 
-    ``timing_cache`` replaces the bundle's own cache file (which is otherwise read and updated in place).
+    The bundle is only read. Its ``timing.cache`` seeds the build; ``timing_cache`` is read (when it
+    exists) and written back with this build's timings.
     """
-    found = read_bundle(bundle)
+    found = read_bundle(bundle)  # tampering is reported before anything about this machine
     target = TensorRtTarget()
     status = target.availability()
     if not status.available:
         raise TargetUnavailableError(f"cannot build the engine here: {status.detail}",
                                      hint=f"run finalize on a machine with an NVIDIA GPU ({INSTALL_HINT} there)")
-    cache = timing_cache or (found.path / found.settings.timing_cache if found.settings.timing_cache else None)
-    settings = replace(found.settings, timing_cache=None if cache is None else str(cache))
+    settings = replace(found.settings, timing_cache=None if timing_cache is None else str(timing_cache))
     output = Path(output) if output else found.path.with_name(found.engine_name)
-    request = TargetRequest(settings.precision, options={PRESET_SETTINGS: settings.to_json()})
-    return target.compile(load_onnx(found.onnx), output, request, found.manifest["build"])
+    options: dict[str, Any] = {PRESET_SETTINGS: settings.to_json()}
+    if found.timing_cache:
+        options[CACHE_SEED] = str(found.timing_cache)
+    return target.compile(load_onnx(found.onnx), output, TargetRequest(settings.precision, options=options),
+                          found.manifest["build"])
 
 
 def _write_json(path: Path, body: dict[str, Any]) -> None:

@@ -26,15 +26,44 @@ from infer_compile.ir import Model, TensorSpec
 # TensorRT's own default builder optimization level, and the highest it accepts.
 DEFAULT_OPT_LEVEL = 3
 MAX_OPT_LEVEL = 5
-# --trt-hardware-compat values -> (trt.HardwareCompatibilityLevel member, trtexec spelling).
-HARDWARE_COMPAT = {
-    "none": ("NONE", "none"),
-    "ampere+": ("AMPERE_PLUS", "ampere+"),
-    "same-cc": ("SAME_COMPUTE_CAPABILITY", "sameComputeCapability"),  # TensorRT >= 10.9
-}
-# Ampere is compute capability 8.0; "ampere+" engines run on it and every later GPU.
-AMPERE = (8, 0)
+PRECISIONS = ("fp32", "fp16", "int8")
+# --trt-workspace upper bound: 1 TiB is more memory than any GPU has; larger values are typos.
+MAX_WORKSPACE_MIB = 1 << 20
+# Compute capabilities of the first Turing and Ampere GPUs.
+TURING, AMPERE = (7, 5), (8, 0)
+# TensorRT 11 builds every network strongly typed and made the flag (and trtexec's --stronglyTyped) a no-op.
+ALWAYS_STRONGLY_TYPED = 11
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+@dataclass(frozen=True)
+class HardwareCompat:
+    """One --trt-hardware-compat level: its TensorRT names and where it can be built."""
+
+    member: str  # trt.HardwareCompatibilityLevel member
+    trtexec: str  # trtexec --hardwareCompatibilityLevel spelling (samples/common/sampleOptions.cpp)
+    since: tuple[int, int]  # first TensorRT with it
+    build_cc: tuple[int, int]  # oldest GPU it builds on (NvInfer.h: "only supported for engines built on ...")
+    build_gpus: str
+
+
+HARDWARE_COMPAT = {
+    "none": HardwareCompat("NONE", "none", (8, 6), (0, 0), "any"),
+    "ampere+": HardwareCompat("AMPERE_PLUS", "ampere+", (8, 6), AMPERE, "Ampere"),
+    # kSAME_COMPUTE_CAPABILITY first appears in release/10.9 (NvInfer.h, pyCore.cpp): 10.8 has no such member.
+    "same-cc": HardwareCompat("SAME_COMPUTE_CAPABILITY", "sameComputeCapability", (10, 9), TURING, "Turing"),
+}
+
+# Version-compatible engines (BuilderFlag.VERSION_COMPATIBLE, TensorRT >= 8.6) run on the TensorRT that
+# built them and on later ones, never on earlier ones. How much later, as NVIDIA documents it:
+# - TensorRT 10.x "Version Compatibility": "engines built with TensorRT 8 work with TensorRT 9 and
+#   TensorRT 10 runtimes"; "the plan must be built with a version at least 8.6"
+#   (docs.nvidia.com/deeplearning/tensorrt/10.16.1/inference-library/version-compatibility.html)
+# - TensorRT 11.x "Engine Compatibility": "engines built with TensorRT 10 work with TensorRT 11", and 11.0
+#   engines with 11.1 and later 11.x (docs.nvidia.com/deeplearning/tensorrt/11.1.0/inference-library/
+#   engine-compatibility.html)
+# Builder major -> the newest runtime major documented to run its version-compatible engines.
+VERSION_COMPAT_REACH = {8: 10, 9: 10, 10: 11, 11: 11}
 
 
 @dataclass(frozen=True)
@@ -49,7 +78,11 @@ class InputProfile:
 
 @dataclass(frozen=True)
 class BuilderSettings:
-    """Everything the TensorRT builder is told, as plain data (JSON in manifests and bundles)."""
+    """Everything the TensorRT builder is told, as plain data (JSON in manifests and bundles).
+
+    Checked on construction, so options from the command line and settings read back from a bundle
+    pass the same rules (``check_settings``).
+    """
 
     precision: str
     profiles: tuple[InputProfile, ...] = ()
@@ -62,20 +95,81 @@ class BuilderSettings:
     timing_cache: str | None = None  # path read before and written after the build
     notes: tuple[str, ...] = ()  # defaults the derivation had to choose; shown as warnings
 
+    def __post_init__(self) -> None:
+        check_settings(self)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> BuilderSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+    def from_json(cls, data: Any) -> BuilderSettings:
+        """Settings from JSON (a manifest or bundle); UserInputError for anything malformed or out of range."""
+        if not isinstance(data, Mapping):
+            raise _unreadable(f"an object was expected, not {type(data).__name__}")
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown or "precision" not in data:
-            raise UserInputError(f"builder settings are not readable (unknown keys: {', '.join(sorted(unknown)) or '-'}"
-                                 f"{'' if 'precision' in data else '; no precision'})",
-                                 hint="the bundle was written by another infer-compile version; write it again")
-        profiles = tuple(InputProfile(p["name"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
-                         for p in data.get("profiles", ()))
-        return cls(**{**data, "profiles": profiles, "notes": tuple(data.get("notes", ()))})
+            raise _unreadable(f"unknown keys: {', '.join(sorted(unknown)) or '-'}"
+                              f"{'' if 'precision' in data else '; no precision'}")
+        try:
+            profiles = tuple(InputProfile(p["name"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
+                             for p in data.get("profiles", ()))
+            notes = tuple(data.get("notes", ()))
+        except (KeyError, TypeError) as exc:
+            raise _unreadable(f"malformed profiles or notes: {type(exc).__name__}: {exc}") from None
+        return cls(**{**data, "profiles": profiles, "notes": notes})
+
+
+def _unreadable(why: str) -> UserInputError:
+    return UserInputError(f"builder settings are not readable ({why})",
+                          hint="the bundle was written by another infer-compile version; write it again")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_settings(settings: BuilderSettings) -> None:
+    """The rules every BuilderSettings obeys, wherever it comes from; UserInputError names the option."""
+    if settings.precision not in PRECISIONS:
+        raise UserInputError(f"precision {settings.precision!r} is not one TensorRT builds here",
+                             hint=f"use one of: {', '.join(PRECISIONS)}")
+    if not _is_int(settings.opt_level) or not 0 <= settings.opt_level <= MAX_OPT_LEVEL:
+        raise UserInputError(f"--trt-opt-level {settings.opt_level} is out of range",
+                             hint=f"use 0 (fastest build) to {MAX_OPT_LEVEL} (most tuning); TensorRT's default is 3")
+    workspace = settings.workspace_mib
+    if workspace is not None and (not _is_int(workspace) or not 0 < workspace <= MAX_WORKSPACE_MIB):
+        raise UserInputError(f"--trt-workspace {workspace} must be a whole number of MiB from 1 to {MAX_WORKSPACE_MIB}",
+                             hint="e.g. 4096")
+    if settings.hardware_compat not in HARDWARE_COMPAT:
+        raise UserInputError(f"--trt-hardware-compat {settings.hardware_compat!r} is not a compatibility level",
+                             hint=f"use one of: {', '.join(HARDWARE_COMPAT)}")
+    for flag, value in (("tf32", settings.tf32), ("--trt-version-compat", settings.version_compat)):
+        if not isinstance(value, bool):
+            raise UserInputError(f"{flag} must be true or false, not {value!r}", hint="write the settings again")
+    if settings.timing_cache is not None and not isinstance(settings.timing_cache, str):
+        raise UserInputError(f"--timing-cache must be a path, not {settings.timing_cache!r}",
+                             hint="write the settings again")
+    for profile in settings.profiles:
+        check_profile(profile)
+
+
+def check_range(label: str, low: Any, opt: Any, high: Any, floor: int = 1) -> None:
+    """One dimension's MIN:OPT:MAX; ``floor`` is 1 for user ranges, 0 for a static zero-sized axis."""
+    if not all(_is_int(v) for v in (low, opt, high)) or not floor <= low <= opt <= high:
+        raise UserInputError(f"shape range for {label} is {low}:{opt}:{high}",
+                             hint=f"it needs {floor} <= MIN <= OPT <= MAX, whole numbers")
+
+
+def check_profile(profile: InputProfile) -> None:
+    if not isinstance(profile.name, str) or not profile.name:
+        raise UserInputError(f"optimization profile input name {profile.name!r} is not a name",
+                             hint="write the settings again")
+    if not len(profile.min) == len(profile.opt) == len(profile.max):
+        raise UserInputError(f"optimization profile of '{profile.name}' mixes ranks "
+                             f"{len(profile.min)}/{len(profile.opt)}/{len(profile.max)}",
+                             hint="MIN, OPT and MAX shapes need one value per axis")
+    for axis, bounds in enumerate(zip(profile.min, profile.opt, profile.max, strict=True)):
+        check_range(f"'{profile.name}' axis {axis}", *bounds, floor=0)
 
 
 def derive_settings(model: Model, precision: str, shape_ranges: Mapping[str, tuple[int, int, int]],
@@ -83,25 +177,14 @@ def derive_settings(model: Model, precision: str, shape_ranges: Mapping[str, tup
     """The builder settings for ``model`` at ``precision``; raises UserInputError for bad options."""
     check_graph_precision(model, precision)
     profiles, notes = derive_profiles(model.inputs, shape_ranges)
-    opt_level = int(options.get("opt_level", DEFAULT_OPT_LEVEL))
-    if not 0 <= opt_level <= MAX_OPT_LEVEL:
-        raise UserInputError(f"--trt-opt-level {opt_level} is out of range",
-                             hint=f"use 0 (fastest build) to {MAX_OPT_LEVEL} (most tuning); TensorRT's default is 3")
-    workspace = options.get("workspace_mib")
-    if workspace is not None and int(workspace) <= 0:
-        raise UserInputError(f"--trt-workspace {workspace} must be a positive number of MiB", hint="e.g. 4096")
-    hardware_compat = str(options.get("hardware_compat", "none"))
-    if hardware_compat not in HARDWARE_COMPAT:
-        raise UserInputError(f"--trt-hardware-compat '{hardware_compat}' is not a compatibility level",
-                             hint=f"use one of: {', '.join(HARDWARE_COMPAT)}")
     cache = options.get("timing_cache")
-    return BuilderSettings(
+    return BuilderSettings(  # checks the option values (check_settings)
         precision=precision,
         profiles=profiles,
         tf32=precision != "fp32",
-        workspace_mib=None if workspace is None else int(workspace),
-        opt_level=opt_level,
-        hardware_compat=hardware_compat,
+        workspace_mib=options.get("workspace_mib"),
+        opt_level=options.get("opt_level", DEFAULT_OPT_LEVEL),
+        hardware_compat=str(options.get("hardware_compat", "none")),
         version_compat=bool(options.get("version_compat", False)),
         timing_cache=None if cache is None else str(cache),
         notes=notes,
@@ -137,10 +220,7 @@ def derive_profiles(inputs: list[TensorSpec], shape_ranges: Mapping[str, tuple[i
             hint=("ranges are per dimension name, not input name; " if is_input else "")
             + f"dynamic dimensions: {', '.join(sorted(named)) or 'none (every input is static)'}")
     for dim, bounds in shape_ranges.items():
-        low, opt, high = bounds
-        if not 1 <= low <= opt <= high:
-            raise UserInputError(f"shape range for '{dim}' is {low}:{opt}:{high}",
-                                 hint="it needs 1 <= MIN <= OPT <= MAX")
+        check_range(f"'{dim}'", *bounds)
     profiles, notes = [], []
     for spec in inputs:
         if spec.shape is None:
@@ -153,20 +233,24 @@ def derive_profiles(inputs: list[TensorSpec], shape_ranges: Mapping[str, tuple[i
             if isinstance(dim, int) and dim >= 0:
                 picks.append((dim, dim, dim))
             elif isinstance(dim, str) and dim in shape_ranges:
-                picks.append(tuple(shape_ranges[dim]))
+                picks.append(shape_ranges[dim])
             else:
                 label = f"'{dim}'" if isinstance(dim, str) else "(unnamed)"
                 notes.append(f"input '{spec.name}' axis {axis} {label} has no shape range; the engine takes only 1 "
                              f"(give one with --shape-range)")
                 picks.append((1, 1, 1))
-        low, opt, high = (tuple(p[i] for p in picks) for i in range(3))
-        profiles.append(InputProfile(spec.name, low, opt, high))
+        profiles.append(InputProfile(spec.name, *(tuple(p[i] for p in picks) for i in range(3))))
     return tuple(profiles), tuple(notes)
 
 
-def trtexec_command(settings: BuilderSettings, onnx: str, engine: str) -> str:
-    """The trtexec command line that builds the same engine (for users who build with NVIDIA's tool)."""
-    args = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", "--stronglyTyped", "--skipInference"]
+def trtexec_command(settings: BuilderSettings, onnx: str, engine: str, tensorrt_major: int) -> str:
+    """The trtexec command line that builds the same engine with that TensorRT major version.
+
+    10.x needs --stronglyTyped to build the graph's own types (as our builder does); 11.x always does
+    and deprecated the flag. Neither is given --int8 or --calib: precision comes from the graph.
+    """
+    typing = [] if tensorrt_major >= ALWAYS_STRONGLY_TYPED else ["--stronglyTyped"]
+    args = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", *typing, "--skipInference"]
     if not settings.tf32:
         args.append("--noTF32")
     for flag, pick in (("--minShapes", "min"), ("--optShapes", "opt"), ("--maxShapes", "max")):
@@ -177,12 +261,18 @@ def trtexec_command(settings: BuilderSettings, onnx: str, engine: str) -> str:
         args.append(f"--memPoolSize=workspace:{settings.workspace_mib}")  # trtexec's unit is MiB
     args.append(f"--builderOptimizationLevel={settings.opt_level}")
     if settings.hardware_compat != "none":
-        args.append(f"--hardwareCompatibilityLevel={HARDWARE_COMPAT[settings.hardware_compat][1]}")
+        args.append(f"--hardwareCompatibilityLevel={HARDWARE_COMPAT[settings.hardware_compat].trtexec}")
     if settings.version_compat:
         args.append("--versionCompatible")
     if settings.timing_cache:
         args.append(f"--timingCacheFile={settings.timing_cache}")
     return shlex.join(args)
+
+
+def trtexec_commands(settings: BuilderSettings, onnx: str, engine: str) -> dict[str, str]:
+    """The trtexec line per TensorRT major version, for bundles (built later by a TensorRT not known yet)."""
+    return {"10": trtexec_command(settings, onnx, engine, 10),
+            "11": trtexec_command(settings, onnx, engine, ALWAYS_STRONGLY_TYPED)}
 
 
 def _shape_name(name: str) -> str:
@@ -200,21 +290,39 @@ class BuildPlatform:
 
     @property
     def cc(self) -> tuple[int, ...]:
-        return _version_tuple(self.compute_capability)
+        return version_tuple(self.compute_capability)
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        return version_tuple(self.tensorrt)
+
+
+def check_build_platform(settings: BuilderSettings, here: BuildPlatform) -> None:
+    """Refuse, before building, what this TensorRT or GPU cannot build (TensorRT would fail mid-build)."""
+    level = HARDWARE_COMPAT[settings.hardware_compat]
+    option = f"--trt-hardware-compat {settings.hardware_compat}"
+    if here.version[:2] < level.since:
+        raise TargetUnavailableError(
+            f"{option} needs TensorRT >= {'.'.join(map(str, level.since))}; this is TensorRT {here.tensorrt}",
+            hint=f"upgrade TensorRT (pip install 'tensorrt>={'.'.join(map(str, level.since))}') or drop {option}")
+    if here.cc < level.build_cc:
+        raise TargetUnavailableError(
+            f"{option} engines are built on {level.build_gpus} or newer GPUs (compute capability >= "
+            f"{'.'.join(map(str, level.build_cc))}); this is {here.gpu} (sm {here.compute_capability})",
+            hint=f"build on a newer GPU, or drop {option}")
 
 
 def check_engine_platform(built: BuildPlatform, here: BuildPlatform, settings: BuilderSettings) -> None:
     """Raise TargetUnavailableError when an engine built on ``built`` cannot run ``here``.
 
-    Plain engines need the exact TensorRT version and the GPU's compute capability; version-compatible
-    engines run on the same or a later TensorRT of the same major version; ``ampere+`` engines on any
-    GPU from Ampere on, ``same-cc`` ones on any GPU of the same compute capability.
+    Plain engines need the exact TensorRT version and the GPU's compute capability (any GPU model of
+    that compute capability; TensorRT warns when the model differs). Version-compatible engines follow
+    VERSION_COMPAT_REACH; ``ampere+`` engines run on any GPU from Ampere on, ``same-cc`` ones on any GPU
+    of the same compute capability.
     """
     problems = []
     if settings.version_compat:
-        old, new = _version_tuple(built.tensorrt), _version_tuple(here.tensorrt)
-        if new[:1] != old[:1] or new < old:
-            problems.append(f"its version-compatible engine needs TensorRT {old[0]}.x >= {built.tensorrt}")
+        problems += _version_compat_problems(built, here)
     elif built.tensorrt != here.tensorrt:
         problems.append(f"it needs exactly TensorRT {built.tensorrt}")
     if settings.hardware_compat == "ampere+":
@@ -228,6 +336,17 @@ def check_engine_platform(built: BuildPlatform, here: BuildPlatform, settings: B
             f"run here (TensorRT {here.tensorrt}, {here.gpu}, sm {here.compute_capability}): {'; '.join(problems)}",
             hint="rebuild it here (or run 'infer-compile finalize' on its bundle); "
                  "--trt-version-compat and --trt-hardware-compat ampere+ build portable engines")
+
+
+def _version_compat_problems(built: BuildPlatform, here: BuildPlatform) -> list[str]:
+    """Why a version-compatible engine cannot run on ``here``'s TensorRT (see VERSION_COMPAT_REACH)."""
+    reach = VERSION_COMPAT_REACH.get(built.version[0], built.version[0])
+    if here.version < built.version:
+        return [f"its version-compatible engine needs TensorRT >= {built.tensorrt}"]
+    if here.version[0] > reach:
+        return [f"TensorRT documents version-compatible {built.version[0]}.x engines running on TensorRT "
+                f"{built.version[0]}.x to {reach}.x only"]
+    return []
 
 
 def check_feed_shapes(profiles: tuple[InputProfile, ...], feeds: Mapping[str, np.ndarray]) -> None:
@@ -245,5 +364,11 @@ def check_feed_shapes(profiles: tuple[InputProfile, ...], feeds: Mapping[str, np
                 hint="rebuild with a wider --shape-range")
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(10, 8, 0, 43) for "10.8.0.43"; stops at the first part that is not a number ("11.0.0rc1" -> (11, 0))."""
+    parts = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)

@@ -10,6 +10,7 @@ fp32/fp16/int8 against onnxruntime, and finalize.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from infer_compile.ir import Model, file_digest, load_onnx
 from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
 from infer_compile.targets import get_target, load_artifact
 from infer_compile.targets.tensorrt import TensorRtTarget
-from infer_compile.targets.tensorrt_bundle import finalize_bundle, read_bundle
+from infer_compile.targets.tensorrt_bundle import finalize_bundle, manifest_digest, read_bundle
+from infer_compile.targets.tensorrt_runner import device_memory
 from infer_compile.targets.tensorrt_settings import (
     BuilderSettings,
     BuildPlatform,
     InputProfile,
+    check_build_platform,
     check_engine_platform,
     check_feed_shapes,
     derive_settings,
@@ -119,6 +122,7 @@ def test_skipping_the_fp16_pass_is_caught_before_tensorrt(source: Path, tmp_path
 
 @pytest.mark.parametrize(("options", "fragment"), [({"opt_level": 6}, "--trt-opt-level 6"),
                                                    ({"workspace_mib": 0}, "--trt-workspace 0"),
+                                                   ({"workspace_mib": 10**15}, "--trt-workspace 1000000000000000"),
                                                    ({"hardware_compat": "turing"}, "'turing'")])
 def test_builder_options_are_validated(options: dict, fragment: str) -> None:
     with pytest.raises(UserInputError, match=fragment):
@@ -139,12 +143,35 @@ def test_unreadable_settings_are_rejected() -> None:
         BuilderSettings.from_json({"precision": "fp32", "frobnicate": 1})
 
 
-def test_trtexec_command_says_the_same_as_the_settings() -> None:
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("precision", "int3", "precision 'int3'"),
+    ("opt_level", 99, "--trt-opt-level 99"),
+    ("opt_level", "3", "--trt-opt-level 3"),
+    ("opt_level", True, "--trt-opt-level True"),
+    ("workspace_mib", 1e15, "--trt-workspace 1000000000000000.0"),
+    ("workspace_mib", -1, "--trt-workspace -1"),
+    ("hardware_compat", "any", "--trt-hardware-compat 'any'"),
+    ("version_compat", "yes", "--trt-version-compat must be true or false"),
+    ("timing_cache", 7, "--timing-cache must be a path"),
+    ("profiles", [{"name": "image", "min": [8, 3], "opt": [4, 3], "max": [1, 3]}], "'image' axis 0 is 8:4:1"),
+    ("profiles", [{"name": "image", "min": [1], "opt": [1, 3], "max": [1, 3]}], "mixes ranks 1/2/2"),
+    ("profiles", [{"name": "image", "min": [1]}], "malformed profiles"),
+])
+def test_settings_from_json_obey_the_command_line_rules(field: str, value: object, fragment: str) -> None:
+    # The rules live in BuilderSettings itself: the CLI path (derive_settings) and bundles share them.
+    with pytest.raises(UserInputError, match=re.escape(fragment)):
+        BuilderSettings.from_json({"precision": "fp32", field: value})
+
+
+@pytest.mark.parametrize(("major", "typing"), [(10, " --stronglyTyped"), (11, "")])
+def test_trtexec_command_says_the_same_as_the_settings(major: int, typing: str) -> None:
+    # 10.x builds the graph's own types only with --stronglyTyped; 11.x always does and deprecated the flag.
+    # Neither line has --int8/--calib: under --stronglyTyped 10.x turns --int8 off, and 11.x removed both.
     settings = BuilderSettings("int8", (InputProfile("image", (1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32)),),
                                tf32=True, workspace_mib=1024, opt_level=5, hardware_compat="same-cc",
                                version_compat=True, timing_cache="timing.cache")
-    assert trtexec_command(settings, "model.onnx", "model.engine") == (
-        "trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped --skipInference "
+    assert trtexec_command(settings, "model.onnx", "model.engine", major) == (
+        f"trtexec --onnx=model.onnx --saveEngine=model.engine{typing} --skipInference "
         "--minShapes=image:1x3x32x32 --optShapes=image:4x3x32x32 --maxShapes=image:8x3x32x32 "
         "--memPoolSize=workspace:1024 --builderOptimizationLevel=5 "
         "--hardwareCompatibilityLevel=sameComputeCapability --versionCompatible --timingCacheFile=timing.cache")
@@ -152,8 +179,8 @@ def test_trtexec_command_says_the_same_as_the_settings() -> None:
 
 def test_trtexec_quotes_input_names_with_separators() -> None:
     settings = BuilderSettings("fp32", (InputProfile("input:0", (1, 3), (2, 3), (4, 3)),))
-    assert "'--minShapes='\"'\"'input:0'\"'\"':1x3'" in trtexec_command(settings, "m.onnx", "m.engine")
-    assert "--noTF32" in trtexec_command(settings, "m.onnx", "m.engine")
+    assert "'--minShapes='\"'\"'input:0'\"'\"':1x3'" in trtexec_command(settings, "m.onnx", "m.engine", 10)
+    assert "--noTF32" in trtexec_command(settings, "m.onnx", "m.engine", 10)
 
 
 # --- engines built elsewhere: TensorRT version and GPU rules -----------------------------------------------
@@ -166,8 +193,11 @@ BUILT = BuildPlatform("10.8.0.43", "NVIDIA A10G", "8.6")
     (BuildPlatform("10.8.0.43", "NVIDIA RTX A6000", "8.6"), {}, None),
     (BuildPlatform("10.9.0.34", "NVIDIA A10G", "8.6"), {}, "exactly TensorRT 10.8.0.43"),
     (BuildPlatform("10.9.0.34", "NVIDIA A10G", "8.6"), {"version_compat": True}, None),
-    (BuildPlatform("10.7.0.23", "NVIDIA A10G", "8.6"), {"version_compat": True}, "10.x >= 10.8.0.43"),
-    (BuildPlatform("11.0.0.1", "NVIDIA A10G", "8.6"), {"version_compat": True}, "10.x >= 10.8.0.43"),
+    (BuildPlatform("10.7.0.23", "NVIDIA A10G", "8.6"), {"version_compat": True}, "TensorRT >= 10.8.0.43"),
+    # NVIDIA's 11.x "Engine Compatibility" page: version-compatible 10.x engines run on TensorRT 11.
+    (BuildPlatform("11.4.0.106", "NVIDIA A10G", "8.6"), {"version_compat": True}, None),
+    (BuildPlatform("11.4.0.106", "NVIDIA A10G", "8.6"), {}, "exactly TensorRT 10.8.0.43"),
+    (BuildPlatform("12.0.0.1", "NVIDIA A10G", "8.6"), {"version_compat": True}, "10.x to 11.x only"),
     (BuildPlatform("10.8.0.43", "NVIDIA H100", "9.0"), {}, "compute capability 8.6"),
     (BuildPlatform("10.8.0.43", "NVIDIA H100", "9.0"), {"hardware_compat": "ampere+"}, None),
     (BuildPlatform("10.8.0.43", "Tesla T4", "7.5"), {"hardware_compat": "ampere+"}, "Ampere or newer"),
@@ -181,6 +211,39 @@ def test_engine_platform_rules(here: BuildPlatform, settings: dict, problem: str
     with pytest.raises(TargetUnavailableError, match=problem) as caught:
         check_engine_platform(BUILT, here, rules)
     assert caught.value.exit_code == ExitCode.UNAVAILABLE and "NVIDIA A10G" in caught.value.message
+
+
+def test_version_compat_reach_follows_nvidia_docs() -> None:
+    # 10.x docs: "engines built with TensorRT 8 work with TensorRT 9 and TensorRT 10 runtimes" (from 8.6 on).
+    rules = BuilderSettings("fp32", version_compat=True)
+    old = BuildPlatform("8.6.1.6", "NVIDIA A10G", "8.6")
+    check_engine_platform(old, BuildPlatform("10.13.0.35", "NVIDIA A10G", "8.6"), rules)
+    with pytest.raises(TargetUnavailableError, match=re.escape("8.x to 10.x only")):
+        check_engine_platform(old, BuildPlatform("11.1.0.106", "NVIDIA A10G", "8.6"), rules)
+
+
+@pytest.mark.parametrize(("settings", "here", "problem"), [
+    ({}, BuildPlatform("10.8.0.43", "Tesla P100", "6.0"), None),
+    ({"hardware_compat": "same-cc"}, BuildPlatform("10.8.0.43", "NVIDIA A10G", "8.6"),
+     "same-cc needs TensorRT >= 10.9; this is TensorRT 10.8.0.43"),
+    ({"hardware_compat": "same-cc"}, BuildPlatform("10.9.0.34", "NVIDIA A10G", "8.6"), None),
+    ({"hardware_compat": "same-cc"}, BuildPlatform("10.9.0.34", "Tesla T4", "7.5"), None),
+    ({"hardware_compat": "same-cc"}, BuildPlatform("10.9.0.34", "Tesla V100", "7.0"),
+     "built on Turing or newer GPUs (compute capability >= 7.5); this is Tesla V100 (sm 7.0)"),
+    ({"hardware_compat": "ampere+"}, BuildPlatform("10.8.0.43", "Tesla T4", "7.5"),
+     "built on Ampere or newer GPUs (compute capability >= 8.0); this is Tesla T4 (sm 7.5)"),
+    ({"hardware_compat": "ampere+"}, BuildPlatform("11.4.0.106", "NVIDIA H100", "9.0"), None),
+])
+def test_build_platform_is_checked_before_building(settings: dict, here: BuildPlatform, problem: str | None) -> None:
+    # TensorRT 10.8 has no HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY (AttributeError mid-build), and a
+    # GPU too old for the level only gives "could not build the engine": one line before any work instead.
+    rules = BuilderSettings("fp32", **settings)
+    if problem is None:
+        check_build_platform(rules, here)
+        return
+    with pytest.raises(TargetUnavailableError, match=re.escape(problem)) as caught:
+        check_build_platform(rules, here)
+    assert caught.value.exit_code == ExitCode.UNAVAILABLE
 
 
 def test_inputs_outside_the_profile_are_named() -> None:
@@ -209,7 +272,11 @@ def test_defer_writes_a_bundle_and_prints_trtexec(deferred) -> None:
     result, bundle = deferred
     assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx", "settings.json", "timing.cache"]
     assert not bundle.with_suffix(".engine").exists()
-    assert "trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped" in result.stdout
+    assert "(TensorRT 10.x, inside the bundle) trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped" \
+        in result.stdout
+    assert "(TensorRT 11.x, inside the bundle) trtexec --onnx=model.onnx --saveEngine=model.engine --skipInference" \
+        in result.stdout
+    assert "--int8" not in result.stdout and "--calib" not in result.stdout
     assert f"infer-compile finalize {bundle}" in result.stdout
     beside = json.loads(bundle.with_name("model.trtbundle.manifest.json").read_text())
     assert (beside["target"], beside["format"], beside["precision"]) == ("trt", "trtbundle", "fp32")
@@ -250,17 +317,105 @@ def test_headline_int8_command_defers(source: Path, tmp_path: Path) -> None:
     assert found.settings.precision == "int8" and "QuantizeLinear" in load_onnx(found.onnx).op_histogram()
 
 
-def test_damaged_bundles_are_rejected(deferred, tmp_path: Path) -> None:
-    _, bundle = deferred
-    copy = tmp_path / "copy.trtbundle"
-    shutil.copytree(bundle, copy)
-    with (copy / "model.onnx").open("ab") as fh:
-        fh.write(b"\0")
-    result = invoke("finalize", copy)
-    assert result.exit_code == ExitCode.USER_ERROR and "does not match the bundle manifest" in result.stderr
+def test_removed_manifest_is_not_a_bundle(deferred, tmp_path: Path) -> None:
+    copy = shutil.copytree(deferred[1], tmp_path / "copy.trtbundle")
     (copy / "manifest.json").unlink()
     result = invoke("finalize", copy)
     assert result.exit_code == ExitCode.USER_ERROR and "not a TensorRT build bundle" in result.stderr
+
+
+def edit_json(path: Path, change) -> None:
+    body = json.loads(path.read_text())
+    change(body)
+    path.write_text(json.dumps(body))
+
+
+def resign(bundle: Path) -> None:
+    """Recompute every digest, as someone editing a bundle carefully would: only the rules then stop them."""
+    def sign(manifest: dict) -> None:
+        manifest["files"] = {name: file_digest(bundle / name) for name in manifest["files"]}
+        manifest["sha256"] = manifest_digest(manifest)
+    edit_json(bundle / "manifest.json", sign)
+
+
+def assert_finalize_refuses(bundle: Path, *fragments: str) -> None:
+    """finalize stops on the bundle (exit 1, one line) before it asks whether TensorRT is here."""
+    result = invoke("finalize", bundle)
+    assert result.exit_code == ExitCode.USER_ERROR, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len([line for line in lines if line.startswith("error:")]) == 1 and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    assert "cannot build the engine here" not in result.stderr and "not installed" not in result.stderr
+    assert not bundle.with_name("model.engine").exists()
+
+
+def _append(path: Path) -> None:
+    with path.open("ab") as fh:
+        fh.write(b"\0")
+
+
+@pytest.mark.parametrize(("name", "damage"), [
+    ("model.onnx", _append),
+    ("timing.cache", lambda p: p.write_bytes(b"other timings")),
+    ("settings.json", lambda p: edit_json(p, lambda s: s.update(timing_cache="/etc/passwd"))),
+    ("settings.json", lambda p: edit_json(p, lambda s: s.update(opt_level=99))),
+    ("manifest.json", lambda p: edit_json(p, lambda m: m.update(engine="../../evil.engine"))),
+    ("manifest.json", lambda p: edit_json(p, lambda m: m["build"].update(target="openvino"))),
+    ("manifest.json", lambda p: edit_json(p, lambda m: m["files"].pop("settings.json"))),
+    ("timing.cache", Path.unlink),
+])
+def test_every_bundle_file_is_under_the_digest(deferred, tmp_path: Path, name: str, damage) -> None:
+    copy = shutil.copytree(deferred[1], tmp_path / "copy.trtbundle")
+    damage(copy / name)
+    assert_finalize_refuses(copy, "tampered")
+    with pytest.raises(UserInputError, match="tampered"):
+        finalize_bundle(copy)  # the API too, before TensorRT is looked for
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    (lambda s: s.update(opt_level=99), "settings.json: --trt-opt-level 99 is out of range"),
+    (lambda s: s.update(workspace_mib=1e15), "settings.json: --trt-workspace 1000000000000000.0"),
+    (lambda s: s.update(precision="int3"), "settings.json: precision 'int3'"),
+    (lambda s: s.update(hardware_compat="volta+"), "settings.json: --trt-hardware-compat 'volta+'"),
+    (lambda s: s["profiles"][0].update(min=[16, 3, 32, 32]), "'image' axis 0 is 16:4:8"),
+    (lambda s: s.update(timing_cache="/tmp/trt.cache"), "names timing cache '/tmp/trt.cache'"),
+    (lambda s: s.update(timing_cache="../timing.cache"), "names timing cache '../timing.cache'"),
+])
+def test_resigned_settings_pass_the_command_line_rules(deferred, tmp_path: Path, change, fragment: str) -> None:
+    copy = shutil.copytree(deferred[1], tmp_path / "copy.trtbundle")
+    edit_json(copy / "settings.json", change)
+    resign(copy)
+    assert_finalize_refuses(copy, fragment)
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    (lambda m: m.update(engine="../../evil.engine"), "names engine '../../evil.engine'"),
+    (lambda m: m.update(engine=".."), "names engine '..'"),
+    (lambda m: m["files"].update({"../outside": m["files"]["model.onnx"]}), "lists '../outside'"),
+    (lambda m: m["files"].update({"/etc/hostname": m["files"]["model.onnx"]}), "lists '/etc/hostname'"),
+])
+def test_resigned_manifest_paths_stay_inside_the_bundle(deferred, tmp_path: Path, change, fragment: str) -> None:
+    copy = shutil.copytree(deferred[1], tmp_path / "copy.trtbundle")
+    edit_json(copy / "manifest.json", change)
+    edit_json(copy / "manifest.json", lambda m: m.update(sha256=manifest_digest(m)))
+    assert_finalize_refuses(copy, fragment)
+
+
+@pytest.mark.parametrize(("version", "fragment"), [("abc", "bundle version 'abc' is not a version number"),
+                                                   (None, "bundle version None"), (1, "bundle format v1"),
+                                                   (99, "bundle format v99")])
+def test_bundle_version_is_checked_in_one_line(deferred, tmp_path: Path, version, fragment: str) -> None:
+    copy = shutil.copytree(deferred[1], tmp_path / "copy.trtbundle")
+    edit_json(copy / "manifest.json", lambda m: m.update(version=version))
+    assert_finalize_refuses(copy, fragment)
+
+
+def test_files_beside_the_listed_ones_are_allowed(deferred, tmp_path: Path) -> None:
+    # trtexec users run the recorded line inside the bundle, which saves model.engine there.
+    copy = shutil.copytree(deferred[1], tmp_path / "copy.trtbundle")
+    (copy / "model.engine").write_bytes(b"an engine trtexec built")
+    assert read_bundle(copy).settings.timing_cache == "timing.cache"
 
 
 def test_loading_a_bundle_says_to_finalize(deferred) -> None:
@@ -310,6 +465,21 @@ def test_finalize_without_gpu_is_one_clear_line(deferred, tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TargetUnavailableError):
         finalize_bundle(bundle, tmp_path / "m.engine")
+
+
+def test_cuda_python_that_cannot_use_the_driver_is_passed_over() -> None:
+    # cuda-python 13 on a machine whose driver it cannot use (here: none; in the field: a CUDA 12 driver) answers
+    # cudaGetDeviceCount with cudaErrorInsufficientDriver: the runner asks before choosing it, then tries torch.
+    runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    err, _ = runtime.cudaGetDeviceCount()
+    if err == runtime.cudaError_t.cudaSuccess or torch.cuda.is_available():
+        pytest.skip("cuda-python or torch can use a GPU here")
+    with pytest.raises(TargetUnavailableError) as caught:
+        device_memory()
+    assert f"cuda-python cannot use this driver ({err.name})" in caught.value.message
+    assert "torch has no CUDA" in caught.value.message
+    assert "pip install 'cuda-python>=12.6,<13'" in caught.value.hint
 
 
 # --- TensorRT + NVIDIA GPU ---------------------------------------------------------------------------------
