@@ -28,6 +28,7 @@ from infer_compile.targets.tensorrt_settings import (
     BuildPlatform,
     check_build_platform,
     derive_settings,
+    settings_from_options,
     version_tuple,
 )
 
@@ -212,6 +213,7 @@ class TensorRtTarget(Target):
     dynamic_shapes = True
     option_keys = frozenset({"timing_cache", "workspace_mib", "opt_level", "hardware_compat", "version_compat"})
     auto_rank = 30
+    builds_here = True  # False for the --defer bundle, built on another machine
     description = "TensorRT engine for this machine's NVIDIA GPU; --defer writes a bundle to build elsewhere."
 
     def availability(self) -> Availability:
@@ -238,6 +240,13 @@ class TensorRtTarget(Target):
     def hardware_identity(self) -> dict[str, str]:
         gpu = probe_gpu()
         return {} if isinstance(gpu, str) else {"gpu": gpu.name, "compute_capability": gpu.compute_capability}
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Also the option values and whether this TensorRT and GPU can build them, before the pipeline runs."""
+        super().check_options(options)
+        settings = settings_from_options("fp32", options)
+        if self.builds_here:
+            check_build_platform(settings, this_platform())
 
     def deferred(self) -> Target:
         from infer_compile.targets.tensorrt_bundle import TensorRtBundleTarget

@@ -49,6 +49,7 @@ class TensorRtBundleTarget(TensorRtTarget):
     """What ``--target trt --defer`` builds: the same requests as TensorRtTarget, written as a bundle."""
 
     suffix = BUNDLE_SUFFIX
+    builds_here = False
     description = "Deferred TensorRT build bundle; 'infer-compile finalize' builds the engine on a GPU machine."
 
     def availability(self) -> Availability:

@@ -177,8 +177,14 @@ def derive_settings(model: Model, precision: str, shape_ranges: Mapping[str, tup
     """The builder settings for ``model`` at ``precision``; raises UserInputError for bad options."""
     check_graph_precision(model, precision)
     profiles, notes = derive_profiles(model.inputs, shape_ranges)
+    return settings_from_options(precision, options, profiles, notes)
+
+
+def settings_from_options(precision: str, options: Mapping[str, Any], profiles: tuple[InputProfile, ...] = (),
+                          notes: tuple[str, ...] = ()) -> BuilderSettings:
+    """The --trt-*/--timing-cache options as settings; the option values are checked (check_settings)."""
     cache = options.get("timing_cache")
-    return BuilderSettings(  # checks the option values (check_settings)
+    return BuilderSettings(
         precision=precision,
         profiles=profiles,
         tf32=precision != "fp32",

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -38,7 +40,7 @@ from infer_compile.targets.tensorrt_settings import (
     derive_settings,
     trtexec_command,
 )
-from tests.builders import tiny_cnn
+from tests.builders import make_model, tensor, tiny_cnn
 
 # int8 builds calibrate on seeded synthetic samples: its loud warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::infer_compile.calibration.readers.CalibrationWarning")
@@ -426,6 +428,14 @@ def test_loading_a_bundle_says_to_finalize(deferred) -> None:
     assert "finalize" in caught.value.hint
 
 
+def test_option_values_are_checked_before_the_model_is_read(tmp_path: Path) -> None:
+    corrupt = tmp_path / "not_a_model.onnx"
+    corrupt.write_bytes(b"garbage")
+    result = invoke(corrupt, "--target", "trt", "--defer", "--trt-opt-level", "9", "-o", tmp_path / "m.engine")
+    assert result.exit_code == ExitCode.USER_ERROR and "--trt-opt-level 9 is out of range" in result.stderr
+    assert not (tmp_path / "m.trtbundle").exists()
+
+
 def test_defer_is_only_for_tensorrt(source: Path, tmp_path: Path) -> None:
     result = invoke(source, "--target", "onnxruntime", "--defer", "-o", tmp_path / "m.onnx", "--no-tune")
     assert result.exit_code == ExitCode.USER_ERROR and "cannot defer" in result.stderr
@@ -517,9 +527,28 @@ def test_engine_matches_onnxruntime(engines: dict[str, Path], precision: str) ->
 @needs_gpu
 def test_finalize_builds_the_bundle_and_fills_the_timing_cache(source: Path, tmp_path: Path) -> None:
     bundle = bundle_build(source, tmp_path / "m.engine", "int8")
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
     cache = tmp_path / "trt.cache"
     cache.write_bytes(b"not a timing cache")  # discarded with a warning, not a failure
     result = invoke("finalize", bundle, "--timing-cache", cache)
     assert result.exit_code == 0, result.output
     assert cache.read_bytes() != b"not a timing cache"
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before  # finalize only reads the bundle
+    read_bundle(bundle)  # and so it still verifies
     assert_matches_onnxruntime(tmp_path / "m.engine", "int8")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_data_dependent_output_shape_runs(tmp_path: Path) -> None:
+    # NonZero's output length depends on the values: the engine says -1 there; the output allocator sizes it.
+    proto = make_model([onnx.helper.make_node("NonZero", ["x"], ["where"])], [tensor("x", [6])],
+                       [tensor("where", [1, None], onnx.TensorProto.INT64)])
+    source = tmp_path / "nonzero.onnx"
+    onnx.save(proto, source)
+    engine = compile_model(source, BuildOptions(target="trt", output=tmp_path / "nonzero.engine")).artifact
+    with closing(load_artifact(engine)) as runner:
+        for values in ([0, 1, 0, 2, 3, 0], [1, 1, 1, 1, 1, 1], [0] * 6):
+            feeds = {"x": np.array(values, np.float32)}
+            np.testing.assert_array_equal(runner.run(feeds)["where"], run_onnx(Model.from_proto(proto), feeds)["where"])
+        runner.close()  # twice is fine: the stream is destroyed once
