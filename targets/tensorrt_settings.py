@@ -133,7 +133,10 @@ def check_settings(settings: BuilderSettings) -> None:
     if settings.precision not in PRECISIONS:
         raise UserInputError(f"precision {settings.precision!r} is not one TensorRT builds here",
                              hint=f"use one of: {', '.join(PRECISIONS)}")
-    if not _is_int(settings.opt_level) or not 0 <= settings.opt_level <= MAX_OPT_LEVEL:
+    if not _is_int(settings.opt_level):
+        raise UserInputError(f"--trt-opt-level must be a whole number, not {settings.opt_level!r}",
+                             hint=f"use 0 (fastest build) to {MAX_OPT_LEVEL} (most tuning); TensorRT's default is 3")
+    if not 0 <= settings.opt_level <= MAX_OPT_LEVEL:
         raise UserInputError(f"--trt-opt-level {settings.opt_level} is out of range",
                              hint=f"use 0 (fastest build) to {MAX_OPT_LEVEL} (most tuning); TensorRT's default is 3")
     workspace = settings.workspace_mib
