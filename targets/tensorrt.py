@@ -219,9 +219,11 @@ class TensorRtTarget(Target):
     def availability(self) -> Availability:
         version = tensorrt_version()
         gpu = probe_gpu()
+        missing = [f"the tensorrt package is not installed ({INSTALL_HINT})"] if version is None else []
+        if isinstance(gpu, str):
+            missing.append(gpu)
         if version is None or isinstance(gpu, str):
-            missing = [f"the tensorrt package is not installed ({INSTALL_HINT})"] if version is None else []
-            return Availability(False, "; ".join([*missing, *([gpu] if isinstance(gpu, str) else [])]))
+            return Availability(False, "; ".join(missing))
         return Availability(True, f"TensorRT {version} on {gpu.name} (sm {gpu.compute_capability}, "
                                   f"CUDA driver {gpu.driver})")
 

@@ -152,6 +152,8 @@ def check_settings(settings: BuilderSettings) -> None:
     if settings.timing_cache is not None and not isinstance(settings.timing_cache, str):
         raise UserInputError(f"--timing-cache must be a path, not {settings.timing_cache!r}",
                              hint="write the settings again")
+    if not all(isinstance(note, str) for note in settings.notes):
+        raise UserInputError("builder notes must be text", hint="write the settings again")
     for profile in settings.profiles:
         check_profile(profile)
 
