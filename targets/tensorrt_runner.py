@@ -198,7 +198,6 @@ def output_allocator(buffers: DeviceBuffers, shapes: dict[str, tuple[int, ...]])
     """
     import tensorrt as trt
 
-
     class OutputAllocator(trt.IOutputAllocator):
         def __init__(self) -> None:
             trt.IOutputAllocator.__init__(self)  # pybind11 needs the base initialised explicitly

@@ -301,11 +301,11 @@ class BuildPlatform:
 
     @property
     def cc(self) -> tuple[int, ...]:
-        return version_tuple(self.compute_capability)
+        return version_tuple(self.compute_capability) or (0,)  # (0,): unreadable, older than any GPU
 
     @property
     def version(self) -> tuple[int, ...]:
-        return version_tuple(self.tensorrt)
+        return version_tuple(self.tensorrt) or (0,)
 
 
 def check_build_platform(settings: BuilderSettings, here: BuildPlatform) -> None:
