@@ -47,6 +47,14 @@ class TensorSpec:
         dims = "?" if self.shape is None else "x".join("?" if d is None else str(d) for d in self.shape)
         return f"{self.name}: {self.dtype.name}[{dims}]"
 
+    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        """Whether an array of ``shape`` fits: the same rank and size on every fixed dim (named or unknown dims
+        take any size); anything fits an unknown rank."""
+        if self.shape is None:
+            return True
+        return len(shape) == len(self.shape) and all(
+            not isinstance(d, int) or d < 0 or d == size for d, size in zip(self.shape, shape, strict=True))
+
     def to_json(self) -> dict:
         return {"name": self.name, "shape": None if self.shape is None else list(self.shape),
                 "dtype": self.dtype.name}

@@ -7,13 +7,16 @@ artifacts back as a ``Runner``. Targets never import each other.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from infer_compile.artifacts import StagedOutput, staged_output
 from infer_compile.errors import TargetUnavailableError, UserInputError
@@ -40,14 +43,75 @@ class TargetRequest:
 
 
 class Runner(ABC):
-    """Runs a loaded artifact on numpy inputs; shared by `run`, `bench` and `verify`."""
+    """Runs a loaded artifact on numpy inputs; shared by `run`, `bench`, `verify` and ``infer_compile.load``.
+
+    One contract for every target: ``run`` first checks the feeds against ``inputs`` (names, dtypes, and
+    shapes, dynamic dims taking any size) and raises UserInputError saying what the artifact takes, before
+    the runtime sees them; ``close()`` (or leaving a ``with`` block) releases the runtime's resources.
+    """
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    _closed: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every target's run() is wrapped here rather than trusted to check its own feeds: runtimes report
+        # the same mistake differently (ONNX Runtime a ValueError, OpenVINO a KeyError or a silent cast).
+        if "run" in cls.__dict__:
+            cls.run = _checking_feeds(cls.__dict__["run"])  # type: ignore[method-assign]
 
     @abstractmethod
     def run(self, feeds: Feeds) -> Feeds:
         """Outputs by name for inputs by name (arrays laid out as in the source model)."""
+
+    def close(self) -> None:
+        """Release the runtime's resources (sessions, compiled models, device memory); safe to call twice.
+        Runners that hold any override this and call it."""
+        self._closed = True
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _checking_feeds(run: Callable[[Runner, Feeds], Feeds]) -> Callable[[Runner, Feeds], Feeds]:
+    @functools.wraps(run)
+    def checked(self: Runner, feeds: Feeds) -> Feeds:
+        if self._closed:
+            raise UserInputError("this runner was closed", hint="load the artifact again (infer_compile.load)")
+        check_feeds(self.inputs, feeds)
+        return run(self, feeds)
+    return checked
+
+
+def check_feeds(specs: list[TensorSpec], feeds: Any) -> None:
+    """Refuse feeds that do not fit ``specs``: unknown or missing names, other dtypes, other sizes of fixed dims."""
+    takes = "; ".join(s.describe() for s in specs)
+    if not isinstance(feeds, Mapping):
+        raise UserInputError(f"inputs must be a dict of numpy arrays by input name, not {type(feeds).__name__}",
+                             hint=f"the artifact takes {takes}")
+    names = [s.name for s in specs]
+    if unknown := [str(n) for n in feeds if n not in names]:
+        raise UserInputError(f"the artifact has no input named {', '.join(map(repr, unknown))}",
+                             hint=f"it takes {takes}")
+    if missing := [n for n in names if n not in feeds]:
+        raise UserInputError(f"no data for input(s) {', '.join(map(repr, missing))}",
+                             hint=f"the artifact takes {takes}")
+    for spec in specs:
+        value = feeds[spec.name]
+        if not isinstance(value, np.ndarray):
+            raise UserInputError(f"input '{spec.name}' is a {type(value).__name__}, not a numpy array",
+                                 hint=f"pass numpy.asarray(...) as {spec.describe()}")
+        if value.dtype != spec.dtype:
+            raise UserInputError(f"input '{spec.name}' is {value.dtype}, the artifact takes {spec.describe()}",
+                                 hint=f"convert it with .astype(numpy.{spec.dtype.name})")
+        if not spec.accepts_shape(value.shape):
+            raise UserInputError(f"input '{spec.name}' has shape {list(value.shape)}, the artifact takes "
+                                 f"{spec.describe()}", hint="fix the array's shape (batch and layout); named "
+                                                            "and ? dims take any size")
 
 
 @dataclass(frozen=True)

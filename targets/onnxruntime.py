@@ -65,6 +65,10 @@ class OrtRunner(Runner):
     def run(self, feeds: Feeds) -> Feeds:
         return dict(zip(self._names, self.session.run(self._names, feeds), strict=True))
 
+    def close(self) -> None:
+        self.session = None  # ORT frees the session (and its weights) with the last reference
+        super().close()
+
 
 class OrtTuner(Tuner):
     """Session settings to time (one factor at a time from the defaults) and INT8 layer selection:

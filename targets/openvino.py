@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ COMPUTE_LAYERS = ("Convolution", "FullyConnected", "MatMul")
 INT8_TYPES = ("u8", "i8")
 
 
+# The CPU's capabilities as OpenVINO reports them (OPTIMIZATION_CAPABILITIES) decide the compute precision of
+# every build; this variable replaces them (comma-separated, e.g. "FP32,INT8" for a CPU without bf16/f16), so
+# tests run both sides of each decision on any CPU and a build can target a CPU other than this one.
+CAPABILITIES_ENV = "INFER_COMPILE_OV_CPU_CAPABILITIES"
+
+
 @functools.cache
 def _core() -> Any:
     import openvino as ov
@@ -61,6 +68,14 @@ def inference_precisions(precision: str, capabilities: set[str]) -> list[str]:
     if precision == "int8":
         fast = [p for p in fast if p == "bf16"]
     return [*fast[:1], "f32"]
+
+
+def cpu_capabilities() -> set[str]:
+    """What the CPU can compute in (BF16, FP16, INT8, ...): $INFER_COMPILE_OV_CPU_CAPABILITIES, else OpenVINO's."""
+    forced = os.environ.get(CAPABILITIES_ENV)
+    if forced is not None:
+        return {cap.strip().upper() for cap in forced.split(",") if cap.strip()}
+    return set(_core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
 
 
 def runtime_precisions(compiled: Any) -> dict[str, dict[str, int]]:
@@ -100,6 +115,10 @@ class OvRunner(Runner):
         result = self.request.infer({spec.name: feeds[spec.name] for spec in self.inputs})
         return {spec.name: np.array(result[port]) for spec, port in zip(self.outputs, self.compiled.outputs,
                                                                          strict=True)}
+
+    def close(self) -> None:
+        self.request = self.compiled = None  # the compiled model's memory goes with the last reference
+        super().close()
 
 
 class OvTuner(Tuner):
@@ -167,7 +186,7 @@ class OpenVinoTarget(Target):
         return {"openvino": ov.__version__}
 
     def _precisions(self, request: TargetRequest) -> list[str]:
-        return inference_precisions(request.precision, set(_core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")))
+        return inference_precisions(request.precision, cpu_capabilities())
 
     def tuner(self, request: TargetRequest) -> Tuner:
         return OvTuner(self._precisions(request))
@@ -218,11 +237,11 @@ class OpenVinoTarget(Target):
 
     def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
         blob = manifest.get("compiled_blob")
+        config = {**manifest.get(OvTuner.option_key, {}), PRECISION_HINT: manifest.get("inference_precision", "f32")}
         if self._blob_valid_here(blob, artifact):
-            # Zero-compile start-up: the blob already holds the kernels chosen for this CPU and config.
-            compiled = _core().import_model((artifact.parent / blob["file"]).read_bytes(), DEVICE)
+            # Zero-compile start-up: the blob holds the kernels compiled for this CPU. It does not carry the
+            # runtime config: without it, an import runs at the CPU's default precision (bf16 where it has it).
+            compiled = _core().import_model((artifact.parent / blob["file"]).read_bytes(), DEVICE, config)
         else:
-            config = {**manifest.get(OvTuner.option_key, {}),
-                      PRECISION_HINT: manifest.get("inference_precision", "f32")}
             compiled = _core().compile_model(str(artifact), DEVICE, config)
         return OvRunner(compiled, manifest)

@@ -165,6 +165,10 @@ class TfliteRunner(Runner):
         raw = self.run_raw(feeds)
         return {b.name: b.from_tflite(raw[b.name]) for b in self._outputs}
 
+    def close(self) -> None:
+        self._runner = None  # the interpreter and its tensors go with the last reference
+        super().close()
+
 
 def tensor_types(path: Path) -> dict[str, int]:
     """How many tensors (weights and activations) of each dtype the .tflite holds: shows what got quantized."""
