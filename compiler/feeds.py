@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +18,55 @@ from infer_compile.errors import UserInputError
 from infer_compile.ir import TensorSpec
 from infer_compile.numerics import Feeds
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK"  # an .npz is a zip archive
 _HINT = "give --input x.npy, --input NAME=x.npy or --input inputs.npz (arrays keyed by input name)"
 
 
 def load_array_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """The array(s) in a .npy/.npz file, read without unpickling; anything else is a one-line user error."""
     if not path.is_file():
         raise UserInputError(f"{path}: no such input file", hint=_HINT)
     try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read it ({exc.strerror})", hint=_HINT) from exc
+    # numpy falls back to unpickling files without its magic (and says "pickled"): a text or CSV file is not
+    # a pickle, so name what the file is not before numpy gets to guess.
+    if not head.startswith((_NPY_MAGIC, _ZIP_MAGIC)):
+        raise UserInputError(f"{path}: not a .npy/.npz file (no numpy header; text or CSV data is not read)",
+                             hint="save arrays with numpy.save / numpy.savez")
+    try:
         data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            return data
+        with data:
+            return {key: _npz_member(data, key, path) for key in data.files}
+    except UserInputError:
+        raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise UserInputError(f"{path}: holds pickled Python objects, which infer-compile never loads",
-                                 hint="save plain numeric arrays with numpy.save / numpy.savez") from exc
-        raise UserInputError(f"{path}: not a .npy/.npz file ({exc})", hint=_HINT) from exc
-    except (OSError, EOFError) as exc:
+            raise _objects_error(path) from exc
+        raise UserInputError(f"{path}: not a readable .npy/.npz file ({exc})", hint=_HINT) from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UserInputError(f"{path}: cannot read it as .npy/.npz ({exc})", hint=_HINT) from exc
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            return {key: data[key] for key in data.files}
-    return data
+
+
+def _npz_member(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """One array of an .npz (numpy reads members lazily: an object array fails only here)."""
+    try:
+        return data[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise _objects_error(path, key) from exc
+        raise
+
+
+def _objects_error(path: Path, key: str | None = None) -> UserInputError:
+    what = f"array '{key}' in {path}" if key else str(path)
+    return UserInputError(f"{what} holds pickled Python objects (dtype=object), which infer-compile never loads",
+                          hint="save plain numeric arrays with numpy.save / numpy.savez")
 
 
 def parse_inputs(values: list[str], specs: list[TensorSpec]) -> Feeds:
@@ -80,11 +111,9 @@ def conform(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     """``array`` checked against ``spec``'s rank and fixed dims; cast between widths of one kind (float64 ->
     float32), never across kinds (uint8 pixels into a float model usually need scaling the user must do)."""
     array = np.asarray(array)
-    if spec.shape is not None:
-        fixed = all(not isinstance(d, int) or d < 0 or d == a for d, a in zip(spec.shape, array.shape, strict=False))
-        if array.ndim != len(spec.shape) or not fixed:
-            raise UserInputError(f"input '{spec.name}' has shape {list(array.shape)}, the model expects "
-                                 f"{spec.describe()}", hint="fix the array's shape (batch and layout)")
+    if not spec.accepts_shape(array.shape):
+        raise UserInputError(f"input '{spec.name}' has shape {list(array.shape)}, the model expects "
+                             f"{spec.describe()}", hint="fix the array's shape (batch and layout)")
     if array.dtype != spec.dtype:
         same_kind = {array.dtype.kind, spec.dtype.kind} <= set("f") or {array.dtype.kind, spec.dtype.kind} <= set("iu")
         if not same_kind:

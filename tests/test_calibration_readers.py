@@ -73,9 +73,15 @@ def test_npy_for_a_multi_input_model_is_refused(tmp_path: Path) -> None:
         load(npy_folder(tmp_path, [np.zeros((1, 3, 8, 8), np.float32)]), [IMAGE, IDS])
 
 
-def test_pickled_arrays_are_never_loaded(tmp_path: Path) -> None:
-    np.save(tmp_path / "0.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(UserInputError, match="pickled Python objects"):
+@pytest.mark.parametrize(("name", "save", "message"), [
+    ("0.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "pickled Python objects"),
+    ("0.npz", lambda p: np.savez(p, image=np.array([{"a": 1}], dtype=object)),
+     r"array 'image' in .*0\.npz holds pickled Python objects"),
+    ("0.npy", lambda p: p.write_text("1,2,3\n"), r"0\.npy: not a \.npy/\.npz file \(no numpy header"),
+], ids=["npy-objects", "npz-objects", "text-named-npy"])
+def test_pickled_or_foreign_files_are_never_loaded(tmp_path: Path, name: str, save, message: str) -> None:
+    save(tmp_path / name)
+    with pytest.raises(UserInputError, match=message):
         load(tmp_path, [IMAGE])
 
 

@@ -89,6 +89,8 @@ def test_unknown_file_type_and_missing_artifact(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case,fragment", [
     ("pickled", "pickled Python objects"),
+    ("npz-objects", "array 'image' in"),
+    ("text", "not a .npy/.npz file (no numpy header"),
     ("shape", "has shape [1, 3, 16, 16]"),
     ("name", "the model has no input 'pixels'"),
     ("dtype", "is int64, the model expects float32"),
@@ -98,16 +100,22 @@ def test_unknown_file_type_and_missing_artifact(tmp_path: Path) -> None:
 def test_bad_inputs_are_clear_errors(built, tmp_path: Path, case: str, fragment: str) -> None:
     _, artifact = built
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "obj.npz", image=np.array([{"a": 1}], dtype=object))
+    (tmp_path / "text.npy").write_text("0.1 0.2 0.3\n")
     np.save(tmp_path / "small.npy", np.zeros((1, 3, 16, 16), np.float32))
     np.save(tmp_path / "ints.npy", np.zeros((1, 3, 32, 32), np.int64))
     np.save(tmp_path / "ok.npy", np.zeros((1, 3, 32, 32), np.float32))
     args = {
         "pickled": ["-i", tmp_path / "obj.npy"],
+        "npz-objects": ["-i", tmp_path / "obj.npz"],
+        "text": ["-i", tmp_path / "text.npy"],
         "shape": ["-i", tmp_path / "small.npy"],
         "name": ["-i", f"pixels={tmp_path / 'ok.npy'}"],
         "dtype": ["-i", tmp_path / "ints.npy"],
         "two": ["-i", tmp_path / "ok.npy", "-i", tmp_path / "ok.npy"],
         "output": ["-i", tmp_path / "ok.npy", "-o", tmp_path / "out.txt"],
     }[case]
-    assert_user_error(invoke("run", artifact, *args), fragment)
+    result = invoke("run", artifact, *args)
+    assert_user_error(result, fragment)
+    assert case.startswith(("pickled", "npz")) or "pickle" not in result.stderr  # text is not called a pickle
     assert not (tmp_path / "out.txt").exists()
