@@ -37,7 +37,8 @@ class CalibrationSettings:
             raise UserInputError(f"unknown calibration method '{self.method}'",
                                  hint=f"use one of: {', '.join(METHODS)}")
         if self.max_samples < 1:
-            raise UserInputError(f"--calib-samples {self.max_samples} must be at least 1")
+            raise UserInputError(f"--calib-samples {self.max_samples} must be at least 1",
+                                 hint="it is how many samples to calibrate on; leave it out for 128")
         if not 0 < self.percentile <= 100:
             raise UserInputError(f"--percentile {self.percentile} is not in (0, 100]", hint="e.g. 99.99")
 

@@ -28,7 +28,7 @@ def precision_options(precision: str, *, calib: str | None, method: str | None =
     """Check the precision options fit together; return (calibration settings, pass options)."""
     calib_only = {"--calib-method": method, "--percentile": percentile, "--calib-samples": samples,
                   "--calib-cache": cache, "--calib-preprocess": preprocess}
-    given = [flag for flag, value in calib_only.items() if value]
+    given = [flag for flag, value in calib_only.items() if value is not None and value != []]
     if given and not calib:
         raise UserInputError(f"{', '.join(given)} need(s) --calib", hint="give calibration data with --calib PATH")
     reduced = {"--calib": calib, "--exclude-nodes": exclude_nodes, "--exclude-op-types": exclude_op_types,
@@ -45,7 +45,7 @@ def precision_options(precision: str, *, calib: str | None, method: str | None =
         path = Path(calib)
         settings = CalibrationSettings(
             source=path if path.is_dir() else calib, method=method or "minmax",
-            percentile=99.99 if percentile is None else percentile, max_samples=samples or 128,
+            percentile=99.99 if percentile is None else percentile, max_samples=128 if samples is None else samples,
             cache=cache, preprocess=ImagePreprocess.parse(preprocess or []))
     pass_options: dict[str, Any] = {
         "keep_io_types": keep_io_types, "fp16_block": _names(fp16_block), "exclude_nodes": _names(exclude_nodes),

@@ -82,6 +82,8 @@ def wrong_shape_dir(tmp_path: Path) -> Path:
     (["--exclude-nodes", "conv1"], ["only apply to --int8 or --fp16 builds"]),
     (["--int8", "--calib", "synthetic", "--exclude-nodes", "convX"], ["no node named convX"]),
     (["--int8", "--calib", "synthetic", "--calib-preprocess", "crop"], ["--calib-preprocess 'crop' is not valid"]),
+    (["--int8", "--calib", "synthetic", "--calib-samples", "0"], ["--calib-samples 0 must be at least 1"]),
+    (["--int8", "--calib-samples", "0"], ["--calib-samples need(s) --calib"]),
 ])
 def test_bad_calibration_input(tiny_cnn_onnx: Path, wrong_shape_dir: Path, tmp_path: Path, args: list[str],
                                fragments: list[str]) -> None:
