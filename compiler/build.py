@@ -19,6 +19,7 @@ from infer_compile.cache import BuildCache, CacheHit
 from infer_compile.calibration import CalibrationSettings, load_calibration
 from infer_compile.errors import UserInputError
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
+from infer_compile.frontends.specs import check_shape_ranges
 from infer_compile.ir import file_digest
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline
 from infer_compile.passes.manager import ProgressHook
@@ -104,6 +105,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     target.require_available()
     target.check_request(request)
     target.check_options(options.target_options)
+    check_shape_ranges(options.shape_ranges)
     if target.needs_calibration(request) and options.calibration is None:
         raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
                              "(representative inputs); --calib synthetic only for smoke tests")
@@ -125,6 +127,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
 
     lowered = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges)))
     model = lowered.model
+    check_shape_ranges(options.shape_ranges, model.inputs)
     nodes_before = model.node_count
     calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
     request.calibration = calibration.samples if calibration else None

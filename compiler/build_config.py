@@ -29,6 +29,7 @@ from typing import Any
 from infer_compile.build import BuildOptions, compile_model, resolve_target
 from infer_compile.errors import ExitCode, InferCompileError, UserInputError
 from infer_compile.frontends import SourceOptions
+from infer_compile.frontends.specs import shape_range_problem
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MATRIX_SCHEMA = "infer-compile.build-matrix/1"
@@ -200,8 +201,10 @@ class _Parser:
             ok = (isinstance(value, list) and value and all(isinstance(d, int) and d > 0 for d in value)
                   and (length is None or len(value) == length))
             if not ok:
-                what = "[min, opt, max]" if length else "a list of positive ints"
+                what = "[min, opt, max] with 1 <= min <= opt <= max" if length else "a list of positive ints"
                 raise self.fail(f"{prefix}{key}.{dim}", f"expected {what}, got {value!r}", model=model)
+            if length and (problem := shape_range_problem(value)):
+                raise self.fail(f"{prefix}{key}.{dim}", f"[min, opt, max] {problem}", model=model)
         return {dim: tuple(value) for dim, value in table.items()}
 
 

@@ -57,6 +57,9 @@ def test_bad_calls_raise_clear_errors(tmp_path: Path) -> None:
     junk.write_text("junk")
     with pytest.raises(UserInputError, match="cannot load it as a onnxruntime artifact"):
         infer_compile.load(junk)
+    with pytest.raises(UserInputError, match="shape range for 'batch' needs 1 <= MIN <= OPT <= MAX, got 8:4:1"):
+        infer_compile.compile(source, shape_ranges={"batch": (8, 4, 1)}, cache=False)
+    assert not (tmp_path / "m.onnxruntime.onnx").exists()
 
 
 def test_import_stays_light() -> None:

@@ -86,6 +86,62 @@ def test_input_shape_for_unknown_input(tiny_cnn_onnx: Path) -> None:
                       "pixels", "image")
 
 
+def test_input_shape_fixes_the_dims_of_an_onnx_model(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = invoke(tiny_cnn_onnx, "--input-shape", "image:4x3x32x32", "-o", out, "--no-cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "m.onnx.manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == [4, 3, 32, 32]
+    assert manifest["outputs"][0]["shape"] == [4, 10]  # shapes downstream follow (inferred again)
+
+
+def _matmul_with_dynamic_features(path: Path) -> Path:
+    """x[batch, n] @ w[16, 4]: n is named (dynamic) in the input, but the weight fixes it at 16."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from tests.builders import make_model, tensor
+
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("x", ["batch", "n"])],
+                       [tensor("y", ["batch", 4])], {"w": np.ones((16, 4), np.float32)})
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("value", "fragments"), [
+    ("image:1x3x64x64", ["--input-shape image: axis 2 is 64, but the model fixes it at 32"]),
+    ("image:1x3x32", ["--input-shape image: rank 3 given, the model expects rank 4"]),
+    ("x:2x8", ["--input-shape x:2x8: the model cannot take these shapes"]),
+], ids=["fixed-dim", "rank", "graph-cannot-take-it"])
+def test_input_shape_the_model_cannot_take(tiny_cnn_onnx: Path, tmp_path: Path, value: str,
+                                           fragments: list[str]) -> None:
+    model = _matmul_with_dynamic_features(tmp_path / "mm.onnx") if value.startswith("x:") else tiny_cnn_onnx
+    result = invoke(model, "--input-shape", value, "-o", tmp_path / "out.onnx", "--no-cache")
+    assert_user_error(result, ExitCode.USER_ERROR, *fragments)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_shape_range_for_a_dim_no_input_has(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    result = invoke(tiny_cnn_onnx, "--shape-range", "bacth=1:8:32", "-o", tmp_path / "m.onnx", "--no-cache")
+    assert_user_error(result, ExitCode.USER_ERROR, "shape range for 'bacth': no model input has a dynamic dimension",
+                      "image: float32[batchx3x32x32]")
+
+
+def test_negative_declared_dimension(tmp_path: Path) -> None:
+    import onnx
+
+    from tests.builders import tiny_cnn
+
+    model = tiny_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -5
+    onnx.save_model(model, str(tmp_path / "neg.onnx"))
+    result = invoke(tmp_path / "neg.onnx", "-o", tmp_path / "m.onnx", "--no-cache")
+    assert_user_error(result, ExitCode.USER_ERROR, "declares dimension -5 at axis 0", "--input-shape image:")
+    pinned = invoke(tmp_path / "neg.onnx", "--input-shape", "image:2x3x32x32", "-o", tmp_path / "m.onnx", "--no-cache")
+    assert pinned.exit_code == 0, pinned.output  # what the hint says to do works
+
+
 def test_unknown_skip_pass(tiny_cnn_onnx: Path) -> None:
     assert_user_error(invoke(tiny_cnn_onnx, "--skip-pass", "warp-drive"), ExitCode.USER_ERROR, "warp-drive")
 

@@ -88,6 +88,10 @@ def test_all_jobs_succeeding_exits_zero(project: Path) -> None:
     ("[[models]]\npath = 'm.onnx'\ninput_shapes = { image = [1, -3] }\n",
      "infer.toml:3: models[0].input_shapes.image: expected a list of positive ints"),
     ("[[models]]\npath = 'm.onnx'\n[[models]]\npath = 'other/m.onnx'\n", "two jobs would write"),
+    ("[[models]]\npath = 'm.onnx'\nshape_ranges = { batch = [8, 4, 1] }\n",
+     "infer.toml:3: models[0].shape_ranges.batch: [min, opt, max] needs 1 <= MIN <= OPT <= MAX, got 8:4:1"),
+    ("[[models]]\npath = 'm.onnx'\nshape_ranges = { batch = [0, 1, 4] }\n",
+     "infer.toml:3: models[0].shape_ranges.batch: expected [min, opt, max] with 1 <= min <= opt <= max"),
 ])
 def test_bad_config_names_file_line_and_key(tmp_path: Path, text: str, fragment: str) -> None:
     config = tmp_path / "infer.toml"

@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from infer_compile.errors import UserInputError
 from infer_compile.frontends.base import first_line
+from infer_compile.ir import TensorSpec
 
 
 def _split_pair(value: str, flag: str, sep: str, example: str) -> tuple[str, str]:
@@ -58,14 +59,37 @@ def parse_shape_ranges(values: list[str]) -> dict[str, tuple[int, int, int]]:
     for value in values:
         dim, bounds = _split_pair(value, "--shape-range", "=", "batch=1:8:32")
         try:
-            low, opt, high = (int(b) for b in bounds.split(":"))
+            parsed = [int(b) for b in bounds.split(":")]
         except ValueError:
-            low = opt = high = 0
-        if not 1 <= low <= opt <= high:
-            raise UserInputError(f"--shape-range '{value}' needs MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX",
-                                 hint="write it like batch=1:8:32")
-        ranges[dim] = (low, opt, high)
+            parsed = []
+        if problem := shape_range_problem(parsed):
+            raise UserInputError(f"--shape-range '{value}' {problem}", hint="write it like batch=1:8:32")
+        ranges[dim] = (parsed[0], parsed[1], parsed[2])
     return ranges
+
+
+def shape_range_problem(bounds: Sequence[Any]) -> str | None:
+    """Why ``bounds`` is not a usable (min, opt, max) of a dynamic dimension; None when it is."""
+    if len(bounds) != 3 or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+        return "needs three integers MIN:OPT:MAX"
+    if not 1 <= bounds[0] <= bounds[1] <= bounds[2]:
+        return f"needs 1 <= MIN <= OPT <= MAX, got {bounds[0]}:{bounds[1]}:{bounds[2]}"
+    return None
+
+
+def check_shape_ranges(ranges: dict[str, tuple[int, int, int]], inputs: list[TensorSpec] | None = None) -> None:
+    """Refuse unusable bounds and, given the model's ``inputs``, ranges for dims no input has: a typo in a dim
+    name would otherwise be ignored (the dim built at a default size)."""
+    for dim, bounds in ranges.items():
+        if problem := shape_range_problem(list(bounds)):
+            raise UserInputError(f"shape range for '{dim}' {problem}", hint="give it like batch=1:8:32")
+    if inputs is None:
+        return
+    named = {d for spec in inputs for d in spec.shape or () if isinstance(d, str)}
+    if unknown := sorted(set(ranges) - named):
+        described = ", ".join(spec.describe() for spec in inputs)
+        raise UserInputError(f"shape range for {', '.join(map(repr, unknown))}: no model input has a dynamic "
+                             f"dimension of that name", hint=f"the model's inputs: {described}")
 
 
 def _split_entry(spec: str, flag: str) -> tuple[str, str]:
