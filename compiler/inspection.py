@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infer_compile.artifacts import read_manifest
+from infer_compile.artifacts import manifest_path
 from infer_compile.errors import UserInputError
 from infer_compile.frontends import load_source
 from infer_compile.ir import Model, TensorSpec
@@ -42,9 +42,9 @@ def inspect_path(path: Path) -> dict[str, Any]:
 
 
 def _manifest(path: Path) -> dict[str, Any] | None:
-    if read_manifest(path) is None:
+    if not manifest_path(path).is_file():
         return None
-    return target_for_artifact(path)[1]  # validates it (target known, JSON intact)
+    return target_for_artifact(path)[1]  # reads and validates it (JSON intact, target known)
 
 
 def _specs(specs: list[TensorSpec]) -> list[dict]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infer_compile.errors import UserInputError
 from infer_compile.feeds import conform
 from infer_compile.ir import Model
 from infer_compile.numerics import Feeds, OutputComparison, compare_outputs, random_inputs, run_onnx, summarize
@@ -35,12 +36,23 @@ class Verification:
 def verify(source: Model, runner: Runner, *, samples: int, seed: int, given: list[Feeds] | None = None
            ) -> Verification:
     """Run the lowered source model and ``runner`` on ``given`` feeds, or on ``samples`` seeded random ones."""
+    check_same_interface(source, runner)
     feed_list = given or [random_inputs(source.inputs, seed=seed + i) for i in range(samples)]
     refs = [run_onnx(source, feeds) for feeds in feed_list]
     gots = [runner.run(for_runner(runner, feeds)) for feeds in feed_list]
     reference = _stack(refs)
     comparisons = compare_outputs(reference, _stack(gots))
     return Verification(len(feed_list), comparisons, reference)
+
+
+def check_same_interface(source: Model, runner: Runner) -> None:
+    """Refuse to compare an artifact with a model it was not built from (its inputs/outputs differ)."""
+    for kind, ours, theirs in (("inputs", source.inputs, runner.inputs), ("outputs", source.outputs, runner.outputs)):
+        if sorted(s.name for s in ours) != sorted(s.name for s in theirs):
+            raise UserInputError(f"the artifact does not match the source model: source {kind} "
+                                 f"{', '.join(s.describe() for s in ours)}; artifact {kind} "
+                                 f"{', '.join(s.describe() for s in theirs)}",
+                                 hint="give the source model the artifact was built from")
 
 
 def for_runner(runner: Runner, feeds: Feeds) -> Feeds:

@@ -42,7 +42,9 @@ def target_for_artifact(artifact: Path) -> tuple[Target, dict]:
     try:
         manifest = read_manifest(artifact)
         if manifest is not None:
-            return get_target(manifest["target"]), manifest
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("target"), str):
+                raise ValueError("no target named in it")
+            return _manifest_target(manifest["target"]), manifest
     except (ValueError, KeyError, TypeError) as exc:  # damaged or hand-edited manifest
         raise UserInputError(f"{manifest_path(artifact)}: not a valid infer-compile manifest ({exc})",
                              hint="rebuild the artifact, or delete the manifest if you know its target") from exc
@@ -51,6 +53,13 @@ def target_for_artifact(artifact: Path) -> tuple[Target, dict]:
             return target, {}
     raise UserInputError(f"{artifact}: cannot tell which target wrote it (no manifest beside it)",
                          hint="keep the .manifest.json that infer-compile wrote next to the artifact")
+
+
+def _manifest_target(name: str) -> Target:
+    try:
+        return get_target(name)
+    except UserInputError as exc:  # a target this version does not know: the manifest is the problem
+        raise ValueError(exc.message) from None
 
 
 def load_artifact(artifact: Path) -> Runner:

@@ -68,3 +68,13 @@ def test_bad_paths_are_clear_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00\x01garbage")
     assert_user_error(invoke("inspect", junk), "not a model format infer-compile recognises")
     assert_user_error(invoke("inspect", tmp_path / "absent.onnx"), "no such file")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"target": 5}', '{"target": "tpu"}'],
+                         ids=["not-json", "list", "target-not-a-name", "unknown-target"])
+def test_corrupt_manifest_is_a_clear_error(paths, tmp_path: Path, text: str) -> None:
+    artifact = tmp_path / "a.onnx"
+    artifact.write_bytes(paths["artifact"].read_bytes())
+    (tmp_path / "a.onnx.manifest.json").write_text(text)
+    for command in ("inspect", "run"):
+        assert_user_error(invoke(command, artifact), "a.onnx.manifest.json")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from infer_compile.errors import ExitCode
@@ -66,3 +67,15 @@ def test_bad_source_or_artifact(models, tmp_path: Path) -> None:
     junk.write_text("garbage")
     assert_user_error(invoke("verify", models["source"], junk), "cannot load it as a onnxruntime artifact")
     assert_user_error(invoke("verify", tmp_path / "absent.onnx", models["artifact"]), "no such file")
+
+
+def test_unrelated_source_is_refused_naming_both_interfaces(models, tmp_path: Path) -> None:
+    from onnx import helper
+
+    from tests.builders import make_model, tensor
+
+    unrelated = tmp_path / "unrelated.onnx"
+    onnx.save_model(make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", [1, 16])],
+                               [tensor("y", [1, 16])]), str(unrelated))
+    assert_user_error(invoke("verify", unrelated, models["artifact"]), "the artifact does not match the source model",
+                      "source inputs x: float32[1x16]", "artifact inputs image: float32[")
