@@ -18,7 +18,8 @@ from infer_compile.errors import ExitCode, UnsupportedError
 from infer_compile.ir import Model
 from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.targets import get_target, load_artifact
-from infer_compile.targets.openvino import inference_precisions
+from infer_compile.targets.openvino import CAPABILITIES_ENV, cpu_capabilities, inference_precisions
+from infer_compile.verification import for_runner
 from tests.hidden_imports import run_cli_without
 
 pytest.importorskip("openvino", reason="the OpenVINO target needs the [openvino] extra")
@@ -42,15 +43,43 @@ def test_ir_matches_onnxruntime_fp32(precision: str, tiny_cnn_onnx: Path, artifa
     reference = Model.from_proto(onnx.load_model(str(tiny_cnn_onnx)))
     feeds = random_inputs(reference.inputs, seed=11, dims={"batch": 4})
     expected = run_onnx(reference, feeds)
-    got = load_artifact(artifacts[precision]).run(feeds)
+    runner = load_artifact(artifacts[precision])
+    got = runner.run(for_runner(runner, feeds))  # an fp16 build takes float16 inputs
     comparisons = compare_outputs(expected, got)
     assert within(expected, comparisons, TOLERANCES[precision]), comparisons
     assert artifacts[precision].with_suffix(".bin").is_file()
     # Loaded at the precision the manifest intends (f32 for fp32: no silent bf16).
-    import openvino as ov
+    assert _manifest(artifacts[precision])["inference_precision"] == inference_precisions(precision,
+                                                                                          cpu_capabilities())[0]
 
-    caps = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    assert _manifest(artifacts[precision])["inference_precision"] == inference_precisions(precision, caps)[0]
+
+# The compute precision is decided from the CPU's capabilities; forcing them runs both sides of every decision on
+# any CPU (this Xeon has BF16/FP16, an AMD EPYC CI runner has neither), with the same assertions.
+CPUS = {"no bf16/f16 (e.g. AMD EPYC)": "FP32,INT8", "bf16 (AVX512_BF16/AMX)": "FP32,INT8,BF16",
+        "bf16 and f16 (AMX-FP16)": "FP32,INT8,BF16,FP16"}
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_precision_decision_follows_forced_cpu_capabilities(cpu: str, precision: str, tiny_cnn_onnx: Path,
+                                                            tiny_cnn_calib: CalibrationSettings, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CAPABILITIES_ENV, CPUS[cpu])
+    caps = set(CPUS[cpu].split(","))
+    expected = {"fp32": "f32", "fp16": "f16" if "FP16" in caps else "bf16" if "BF16" in caps else "f32",
+                "int8": "bf16" if "BF16" in caps else "f32"}[precision]
+    result = compile_model(tiny_cnn_onnx, BuildOptions(
+        target="openvino", precision=precision, output=tmp_path / "m.xml", target_options={"export_blob": True},
+        calibration=tiny_cnn_calib if precision == "int8" else None))
+    assert result.manifest["inference_precision"] == expected
+    runner = load_artifact(result.artifact)
+    if expected == "f32":  # every CPU computes f32 when asked: the runner must have asked
+        assert str(runner.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    reference = Model.from_proto(onnx.load_model(str(tiny_cnn_onnx)))
+    feeds = random_inputs(reference.inputs, seed=5, dims={"batch": 2})
+    expected_out = run_onnx(reference, feeds)
+    got = runner.run(for_runner(runner, feeds))
+    assert within(expected_out, compare_outputs(expected_out, got), TOLERANCES[precision])
 
 
 def test_fp32_runs_at_f32_not_the_cpu_default(artifacts: dict[str, Path]) -> None:
@@ -91,7 +120,10 @@ def test_cli_exports_compiled_blob(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     reference = Model.from_proto(onnx.load_model(str(tiny_cnn_onnx)))
     feeds = random_inputs(reference.inputs, seed=3, dims={"batch": 1})
     expected = run_onnx(reference, feeds)
-    assert within(expected, compare_outputs(expected, load_artifact(out).run(feeds)), TOLERANCES["fp32"])
+    runner = load_artifact(out)
+    # The imported blob runs at the recorded precision (f32), not the CPU's default (bf16 where it has it).
+    assert str(runner.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    assert within(expected, compare_outputs(expected, runner.run(feeds)), TOLERANCES["fp32"])
 
 
 def test_unavailable_without_openvino(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
