@@ -44,6 +44,11 @@ def target_for_artifact(artifact: Path) -> tuple[Target, dict]:
         if manifest is not None:
             if not isinstance(manifest, dict) or not isinstance(manifest.get("target"), str):
                 raise ValueError("no target named in it")
+            for key in ("inputs", "outputs"):  # runners name their tensors from these
+                specs = manifest.get(key, [])
+                if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str)
+                                                          for s in specs):
+                    raise ValueError(f"'{key}' is not a list of named tensors")
             return _manifest_target(manifest["target"]), manifest
     except (ValueError, KeyError, TypeError) as exc:  # damaged or hand-edited manifest
         raise UserInputError(f"{manifest_path(artifact)}: not a valid infer-compile manifest ({exc})",

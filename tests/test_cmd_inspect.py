@@ -70,8 +70,9 @@ def test_bad_paths_are_clear_errors(tmp_path: Path) -> None:
     assert_user_error(invoke("inspect", tmp_path / "absent.onnx"), "no such file")
 
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"target": 5}', '{"target": "tpu"}'],
-                         ids=["not-json", "list", "target-not-a-name", "unknown-target"])
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"target": 5}', '{"target": "tpu"}',
+                                  '{"target": "onnxruntime", "inputs": "garbage"}'],
+                         ids=["not-json", "list", "target-not-a-name", "unknown-target", "inputs-not-a-list"])
 def test_corrupt_manifest_is_a_clear_error(paths, tmp_path: Path, text: str) -> None:
     artifact = tmp_path / "a.onnx"
     artifact.write_bytes(paths["artifact"].read_bytes())
