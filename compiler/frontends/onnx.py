@@ -49,6 +49,7 @@ def _reinfer_shapes(model: Model, given: str) -> None:
     """Forget the shapes inferred for the old input shapes and infer them again; shapes the graph cannot take
     are refused here, before any pass runs."""
     inputs = {t.name for t in model.graph.inputs}
+    declared = {t.name: t.shape for t in model.graph.outputs}
     for tensor in model.graph.tensors().values():
         if isinstance(tensor, gs.Variable) and tensor.name not in inputs:
             tensor.shape = None
@@ -60,6 +61,9 @@ def _reinfer_shapes(model: Model, given: str) -> None:
                              f"({str(exc).strip().splitlines()[0]})",
                              hint="check the sizes against the model's inputs (infer-compile inspect MODEL)") from exc
     model.replace_graph(proto)
+    for output in model.graph.outputs:  # behind ops ONNX cannot infer (custom domains): keep what was declared
+        if output.shape is None:
+            output.shape = declared.get(output.name)
 
 
 def check_declared_dims(model: Model, path: Path) -> None:
