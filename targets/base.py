@@ -88,18 +88,22 @@ def _checking_feeds(run: Callable[[Runner, Feeds], Feeds]) -> Callable[[Runner, 
 
 
 def check_feeds(specs: list[TensorSpec], feeds: Any) -> None:
-    """Refuse feeds that do not fit ``specs``: unknown or missing names, other dtypes, other sizes of fixed dims."""
-    takes = "; ".join(s.describe() for s in specs)
+    """Refuse feeds that do not fit ``specs``: unknown or missing names, other dtypes, other sizes of fixed dims.
+    Runs before every inference: the messages are built only when something is wrong."""
+    def takes() -> str:
+        return "; ".join(s.describe() for s in specs)
+
     if not isinstance(feeds, Mapping):
         raise UserInputError(f"inputs must be a dict of numpy arrays by input name, not {type(feeds).__name__}",
-                             hint=f"the artifact takes {takes}")
-    names = [s.name for s in specs]
-    if unknown := [str(n) for n in feeds if n not in names]:
-        raise UserInputError(f"the artifact has no input named {', '.join(map(repr, unknown))}",
-                             hint=f"it takes {takes}")
-    if missing := [n for n in names if n not in feeds]:
+                             hint=f"the artifact takes {takes()}")
+    if len(feeds) != len(specs) or any(s.name not in feeds for s in specs):
+        names = [s.name for s in specs]
+        if unknown := [str(n) for n in feeds if n not in names]:
+            raise UserInputError(f"the artifact has no input named {', '.join(map(repr, unknown))}",
+                                 hint=f"it takes {takes()}")
+        missing = [n for n in names if n not in feeds]
         raise UserInputError(f"no data for input(s) {', '.join(map(repr, missing))}",
-                             hint=f"the artifact takes {takes}")
+                             hint=f"the artifact takes {takes()}")
     for spec in specs:
         value = feeds[spec.name]
         if not isinstance(value, np.ndarray):
