@@ -1,6 +1,6 @@
 """Reliability probe: infer-compile used as a careless or hostile user would (issue #13).
 
-    python bench/reliability.py [--only SUBSTRING] [--keep]
+    python bench/reliability.py [--only SUBSTRING] [--keep] [--large]
 
 Every case runs the real CLI (or the Python API) in subprocesses inside its own temporary folder and
 is judged from the outside: exit code, stderr, files left behind, files the user owned. Prints one row
@@ -16,6 +16,7 @@ per case and the totals:
                   broken artifact was delivered with exit 0
 
 Cases that need root (read-only and full file systems as small tmpfs mounts) are skipped otherwise.
+``--large`` adds the cases that write > 1 GiB models (several GB of memory; not run by default).
 """
 
 from __future__ import annotations
@@ -173,12 +174,12 @@ def pwned(root: Path) -> bool:
 
 # --- cases -------------------------------------------------------------------------------------------------
 
-CASES: list[tuple[str, str, Callable[[Path], Outcome]]] = []
+CASES: list[tuple[str, str, Callable[[Path], Outcome], bool]] = []  # owner, name, case, large
 
 
-def case(owner: str, name: str):
+def case(owner: str, name: str, large: bool = False):
     def register(fn: Callable[[Path], Outcome]) -> Callable[[Path], Outcome]:
-        CASES.append((owner, name, fn))
+        CASES.append((owner, name, fn, large))
         return fn
     return register
 
@@ -456,6 +457,22 @@ def _(root: Path) -> Outcome:
                 "--no-cache"], root)
     outcome = judge_error(proc, "calib-cache") if proc.code else Outcome(0, "ok", "built; file kept")
     return checked(outcome, root, owned)
+
+
+@case("calib-mem", "> 1 GiB model with external data, built from its own folder", large=True)
+def _(root: Path) -> Outcome:
+    models = root / "models"
+    rng = np.random.default_rng(0)
+    weights = {f"w{i}": rng.standard_normal((12288, 12288), np.float32) for i in range(2)}  # 2 x 576 MiB
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h"]), helper.make_node("MatMul", ["h", "w1"], ["y"])]
+    model = make_model(nodes, [tensor("x", [1, 12288])], [tensor("y", [1, 12288])], weights)
+    del weights
+    models.mkdir()
+    onnx.save_model(model, str(models / "big.onnx"), save_as_external_data=True, location="big.onnx.data")
+    del model
+    owned = {models / "big.onnx.data": digest(models / "big.onnx.data")}
+    proc = cli(["big.onnx", "-o", "out/big.onnx", "--no-cache", "--skip-pass", "autotune"], models)
+    return checked(judge_ok(proc), root, owned)
 
 
 # Calibration data (calib-mem, user-errors)
@@ -809,10 +826,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    parser.add_argument("--large", action="store_true", help="also the cases with > 1 GiB models")
     args = parser.parse_args()
     rows = []
-    for owner, name, fn in CASES:
-        if args.only and args.only not in name:
+    for owner, name, fn, large in CASES:
+        if (args.only and args.only not in name) or (large and not args.large):
             continue
         root = Path(tempfile.mkdtemp(prefix="reliability-"))
         start = time.perf_counter()
