@@ -24,7 +24,7 @@ MAX_BATCH = 16
 ACTIVATION_BUDGET = 64 << 20
 
 
-def batched(samples: list[Feeds], model: Model, batch: int = MAX_BATCH) -> Iterator[Feeds]:
+def batched(samples: Iterable[Feeds], model: Model, batch: int = MAX_BATCH) -> Iterator[Feeds]:
     """Samples concatenated along axis 0 when every input's batch axis is dynamic, else one by one."""
     if not dynamic_batch(model):
         yield from samples
@@ -71,7 +71,7 @@ def exposed(model: Model, names: Iterable[str]) -> Iterator[Model]:
         graph.outputs = outputs
 
 
-def run_exposed(model: Model, names: list[str], samples: list[Feeds],
+def run_exposed(model: Model, names: list[str], samples: Iterable[Feeds],
                 consume: Callable[[dict[str, np.ndarray]], None]) -> None:
     """Calls ``consume`` with the values of the tensors ``names`` (graph inputs included) per batch of
     samples; only one batch's values are alive at a time (a ResNet-50 sample exposes ~100 MB).
@@ -88,13 +88,15 @@ def run_exposed(model: Model, names: list[str], samples: list[Feeds],
         values = dict(zip(inner, session.run(inner, feeds), strict=True)) if inner else {}
         return {n: feeds[n] if n in inputs else values[n] for n in names}
 
-    if not samples:
+    stream = iter(samples)  # one pass: samples may be read from disk as they are used
+    sample = next(stream, None)
+    if sample is None:
         return
-    first = run(samples[0])
-    per_sample = max(sum(v.nbytes for v in first.values()) // sample_count(samples[0]), 1)
+    first = run(sample)
+    per_sample = max(sum(v.nbytes for v in first.values()) // sample_count(sample), 1)
     consume(first)
-    del first  # before the next batch runs
-    for feeds in batched(samples[1:], model, max(1, min(MAX_BATCH, ACTIVATION_BUDGET // per_sample))):
+    del first, sample  # before the next batch runs
+    for feeds in batched(stream, model, max(1, min(MAX_BATCH, ACTIVATION_BUDGET // per_sample))):
         consume(run(feeds))
 
 
@@ -108,7 +110,7 @@ def signed_range_names(name: str) -> tuple[str, str]:
     return name + SIGNED_MIN, name + SIGNED_MAX
 
 
-def collect_ranges(model: Model, names: list[str], samples: list[Feeds], method_name: str,
+def collect_ranges(model: Model, names: list[str], samples: Iterable[Feeds], method_name: str,
                    percentile: float = 99.99) -> dict[str, float]:
     """amax per tensor in ``names`` by the calibrator ``method_name`` (signed extremes for SIGNED_MIN/MAX names)."""
     pick, histogram = method(method_name, percentile), needs_histogram(method_name)
@@ -135,7 +137,7 @@ def collect_ranges(model: Model, names: list[str], samples: list[Feeds], method_
     return {**amax, **{n: (lows if n.endswith(SIGNED_MIN) else highs)[tensor_of[n]] for n in signed}}
 
 
-def value_maxima(model: Model, names: list[str], samples: list[Feeds]) -> dict[str, float]:
+def value_maxima(model: Model, names: list[str], samples: Iterable[Feeds]) -> dict[str, float]:
     """max |x| per tensor (used to find values that overflow fp16)."""
     return collect_ranges(model, names, samples, "minmax")
 

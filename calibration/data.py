@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from infer_compile.calibration.calibrators import METHODS
-from infer_compile.calibration.readers import CalibrationWarning, ImagePreprocess, open_reader, validated
+from infer_compile.calibration.readers import CalibrationWarning, ImagePreprocess, Reader, open_reader, validated
 from infer_compile.errors import UserInputError
 from infer_compile.ir import TensorSpec
 from infer_compile.numerics import Feeds
@@ -43,37 +43,98 @@ class CalibrationSettings:
             raise UserInputError(f"--percentile {self.percentile} is not in (0, 100]", hint="e.g. 99.99")
 
 
+class ReaderSamples:
+    """The validated samples of ``reader``, up to ``max_samples``: re-iterable, each pass reads them again
+    (from disk for --calib folders), so only the sample being used is in memory."""
+
+    def __init__(self, reader: Reader, inputs: list[TensorSpec], max_samples: int) -> None:
+        self.reader = reader
+        self.inputs = inputs
+        self.max_samples = max_samples
+
+    def __iter__(self) -> Iterator[Feeds]:
+        total = 0
+        for sample in validated(self.reader, self.inputs):
+            yield sample
+            total += sample_count(sample)
+            if total >= self.max_samples:
+                return
+
+
+@dataclass(frozen=True)
+class Reiterable:
+    """Samples produced anew on every pass by ``start`` (e.g. a filter or a map over ReaderSamples)."""
+
+    start: Callable[[], Iterator[Feeds]]
+
+    def __iter__(self) -> Iterator[Feeds]:
+        return self.start()
+
+
+def subset(samples: Iterable[Feeds], keep: Callable[[int], bool]) -> Reiterable:
+    """The samples whose position ``keep`` accepts; re-iterable like ``samples``."""
+    return Reiterable(lambda: (sample for index, sample in enumerate(samples) if keep(index)))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one pass over the samples learns: feeds, samples (batch rows) and the data digest."""
+
+    feeds: int
+    samples: int
+    digest: str
+
+
+def summarize_samples(samples: Iterable[Feeds]) -> Summary:
+    """One pass: counts and sha256 over the sample bytes (names, dtypes, shapes, values)."""
+    h = hashlib.sha256()
+    feeds = rows = 0
+    for sample in samples:
+        feeds += 1
+        rows += sample_count(sample)
+        for name in sorted(sample):
+            array = np.ascontiguousarray(sample[name])
+            h.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            h.update(array.data)
+    return Summary(feeds, rows, h.hexdigest())
+
+
 @dataclass
 class CalibrationData:
-    """Validated samples for one build plus the settings; precision passes read it from PassContext."""
+    """Validated samples for one build plus the settings; precision passes read it from PassContext.
 
-    samples: list[Feeds]
+    ``samples`` is any re-iterable of feeds (a list, or ReaderSamples reading them from disk on every pass).
+    """
+
+    samples: Iterable[Feeds]
     settings: CalibrationSettings
     description: str
     # Scratch space shared by the precision passes of one build (ranges, the pre-quantization model).
     state: dict[str, Any] = field(default_factory=dict)
+    _summary: Summary | None = field(default=None, repr=False)
+
+    @property
+    def summary(self) -> Summary:
+        if self._summary is None:
+            self._summary = summarize_samples(self.samples)
+        return self._summary
 
     @property
     def count(self) -> int:
-        return sum(sample_count(s) for s in self.samples)
+        return self.summary.samples
 
-    def split(self) -> tuple[list[Feeds], list[Feeds]]:
-        """(calibration, held-out): every 5th sample is held out for accuracy checks (all used if < 2)."""
-        if len(self.samples) < 2:
+    def split(self) -> tuple[Iterable[Feeds], Iterable[Feeds]]:
+        """(calibration, held-out): every 5th feed is held out for accuracy checks (the last one when there
+        are 2 to 4; all are used for both when there is one)."""
+        feeds = self.summary.feeds
+        if feeds < 2:
             return self.samples, self.samples
-        held = self.samples[4::5] or self.samples[-1:]
-        calib = [s for i, s in enumerate(self.samples) if i % 5 != 4] if len(self.samples) > 4 else self.samples[:-1]
-        return calib, held
+        held_out = (lambda i: i % 5 == 4) if feeds > 4 else (lambda i: i == feeds - 1)
+        return subset(self.samples, lambda i: not held_out(i)), subset(self.samples, held_out)
 
     def digest(self) -> str:
         """sha256 over the sample bytes (names, dtypes, shapes, values): the data half of the cache key."""
-        h = hashlib.sha256()
-        for sample in self.samples:
-            for name in sorted(sample):
-                array = np.ascontiguousarray(sample[name])
-                h.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-                h.update(array.tobytes())
-        return h.hexdigest()
+        return self.summary.digest
 
     def record(self) -> dict[str, Any]:
         held_out = sum(sample_count(s) for s in self.split()[1])
@@ -88,20 +149,20 @@ def sample_count(sample: Feeds) -> int:
 
 
 def load_calibration(settings: CalibrationSettings, inputs: list[TensorSpec]) -> CalibrationData:
-    """Read up to ``max_samples`` validated samples; warn loudly when they are few or synthetic."""
+    """Validate up to ``max_samples`` samples in one pass (counted and hashed, not kept: the passes read
+    them again as they need them); warn loudly when they are few or synthetic."""
     reader = open_reader(str(settings.source), inputs, preprocess=settings.preprocess,
                          synthetic_count=settings.max_samples)
-    samples: list[Feeds] = []
-    total = 0
-    for sample in islice(validated(reader, inputs, reader.description), settings.max_samples):
-        samples.append(sample)
-        total += sample_count(sample)
-        if total >= settings.max_samples:
-            break
-    if not samples:
+    samples = ReaderSamples(reader, inputs, settings.max_samples)
+    summary = summarize_samples(samples)
+    if not summary.feeds:
         raise UserInputError(f"--calib {settings.source}: no samples ({reader.description})",
                              hint="give at least one sample; a few hundred cover a distribution well")
-    if total < FEW_SAMPLES and settings.source != "synthetic":
-        warnings.warn(f"only {total} calibration samples: INT8 ranges may not cover the data "
+    if settings.source == "synthetic":
+        warnings.warn("calibrating on SYNTHETIC random data: INT8 ranges will not fit real inputs; "
+                      "use this for smoke tests only and give real samples with --calib PATH",
+                      CalibrationWarning, stacklevel=2)
+    elif summary.samples < FEW_SAMPLES:
+        warnings.warn(f"only {summary.samples} calibration samples: INT8 ranges may not cover the data "
                       f"(use {FEW_SAMPLES}+; a few hundred is typical)", CalibrationWarning, stacklevel=2)
-    return CalibrationData(samples, settings, reader.description)
+    return CalibrationData(samples, settings, reader.description, _summary=summary)

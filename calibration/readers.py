@@ -1,14 +1,15 @@
-"""Calibration data readers: each yields samples as ``{input_name: ndarray}`` feeds.
+"""Calibration data readers: each yields samples as ``{input_name: ndarray}`` feeds, lazily.
 
-Any iterable of feeds works as a reader. ``open_reader`` picks one from what the user typed
-(a folder of .npy/.npz files, a folder of images, ``pkg.mod:fn`` or ``synthetic``), and
-``validated`` checks every sample against the model inputs, saying exactly what does not match.
+Readers are re-iterable: every pass over the data (hashing, range collection, held-out checks) reads
+the samples again from disk (or calls the user's function again), so memory does not grow with the
+sample count. ``open_reader`` picks one from what the user typed (a folder of .npy/.npz files, a
+folder of images, ``pkg.mod:fn`` or ``synthetic``), and ``validated`` checks every sample against the
+model inputs (and for NaN/Inf), naming the file and saying exactly what does not match.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,9 @@ class NumpyFolderReader:
         for path in self.files:
             yield self._load(path)
 
+    def origin(self, index: int) -> str:
+        return f"{self.files[index]} (sample {index})"
+
     def _load(self, path: Path) -> Feeds:
         data = load_array_file(path)  # allow_pickle=False: calibration folders are data, never code
         if isinstance(data, np.ndarray):
@@ -146,6 +150,9 @@ class ImageFolderReader:
             resized = np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR))
             yield {self.spec.name: preprocess_image(resized, self.preprocess, layout, self.spec.dtype)}
 
+    def origin(self, index: int) -> str:
+        return f"{self.files[index]} (sample {index})"
+
 
 def guess_layout(spec: TensorSpec) -> str:
     """NCHW when dim 1 is 3 (or 1), NHWC when the last dim is; NCHW otherwise."""
@@ -175,14 +182,18 @@ def preprocess_image(rgb: np.ndarray, pre: ImagePreprocess, layout: str, dtype: 
         image = image[top:top + pre.crop[0], left:left + pre.crop[1]]
     if pre.channels == "bgr":
         image = image[..., ::-1]
-    x = (image.astype(np.float32) * pre.scale - np.float32(pre.mean)) / np.float32(pre.std)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero std gives Inf/NaN, which validation names
+        x = (image.astype(np.float32) * pre.scale - np.float32(pre.mean)) / np.float32(pre.std)
     if layout == "nchw":
         x = x.transpose(2, 0, 1)
     return x[None].astype(pre.dtype or dtype)
 
 
 class CallableReader:
-    """``pkg.mod:fn`` (or ``file.py:fn``): a function returning an iterable of feeds (or of arrays for one input)."""
+    """``pkg.mod:fn`` (or ``file.py:fn``): a function returning an iterable of feeds (or of arrays for one input).
+
+    Called once per pass over the data: it must give the same samples every time (seed any randomness).
+    """
 
     def __init__(self, target: str, inputs: list[TensorSpec]) -> None:
         fn = load_entry_point(target, "--calib")
@@ -200,6 +211,9 @@ class CallableReader:
                 sample = {self.inputs[0].name: sample}
             yield sample
 
+    def origin(self, index: int) -> str:
+        return f"{self.description}, sample {index}"
+
 
 class SyntheticReader:
     """Seeded random inputs: only for smoke tests, the ranges mean nothing for real data."""
@@ -210,11 +224,11 @@ class SyntheticReader:
         self.description = f"{count} SYNTHETIC random samples"
 
     def __iter__(self) -> Iterator[Feeds]:
-        warnings.warn("calibrating on SYNTHETIC random data: INT8 ranges will not fit real inputs; "
-                      "use this for smoke tests only and give real samples with --calib PATH",
-                      CalibrationWarning, stacklevel=2)
         for seed in range(self.count):
             yield random_inputs(self.inputs, seed=seed)
+
+    def origin(self, index: int) -> str:
+        return f"{self.description}, sample {index}"
 
 
 Reader = NumpyFolderReader | ImageFolderReader | CallableReader | SyntheticReader
@@ -240,14 +254,15 @@ def open_reader(source: str, inputs: list[TensorSpec], *, preprocess: ImagePrepr
                          hint="save one sample per file with np.save / np.savez, or use images")
 
 
-def validated(samples: Iterable[Feeds], inputs: list[TensorSpec], origin: str) -> Iterator[Feeds]:
-    """Each sample checked against the model inputs; same-kind dtypes are converted (float64 -> float32)."""
-    for index, sample in enumerate(samples):
-        where = f"{origin}, sample {index}"
+def validated(reader: Reader, inputs: list[TensorSpec]) -> Iterator[Feeds]:
+    """Each sample checked against the model inputs (names, dtypes, shapes, finite values); same-kind
+    dtypes are converted (float64 -> float32). Errors name the sample's file (or index)."""
+    names = {s.name for s in inputs}
+    for index, sample in enumerate(reader):
+        where = reader.origin(index)
         if not isinstance(sample, dict):
             raise UserInputError(f"{where}: got {type(sample).__name__}, expected a dict of arrays by input name",
                                  hint="yield {input_name: array} per sample")
-        names = {s.name for s in inputs}
         missing, unexpected = sorted(names - set(sample)), sorted(set(sample) - names)
         if missing or unexpected:
             detail = "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
@@ -261,6 +276,13 @@ def _checked_array(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarra
     if spec.shape is not None and array.ndim == len(spec.shape) - 1:
         array = array[None]  # a single sample without its batch axis
     try:
-        return conform(spec, array)
+        array = conform(spec, array)
     except UserInputError as exc:
         raise UserInputError(f"{where}: {exc.message}", hint=exc.hint) from None
+    # NaN/Inf would poison every range it reaches (and the accuracy check): refuse the sample.
+    if array.dtype.kind in "fc" and not (finite := np.isfinite(array)).all():
+        bad = int(array.size - np.count_nonzero(finite))
+        raise UserInputError(f"{where}: input '{spec.name}' has {bad} NaN/Inf value(s) of {array.size}",
+                             hint="calibration samples must be finite: fix or remove this sample "
+                                  "(for images, check --calib-preprocess std)")
+    return array

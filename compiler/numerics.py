@@ -6,7 +6,8 @@ judged against the graph as written, not against what ORT's own optimizer makes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -133,7 +134,8 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
     max_rel = float((diff / np.maximum(np.abs(r), 1e-6)).max()) if diff.size else 0.0
     top1 = None
     if r.ndim >= 2 and r.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
-        top1 = float(np.mean(r.argmax(-1) == g.argmax(-1)))
+        # argmax skips NaN silently: a NaN output has no top-1 agreement, whatever the ranks say.
+        top1 = math.nan if np.isnan(r).any() or np.isnan(g).any() else float(np.mean(r.argmax(-1) == g.argmax(-1)))
     return OutputComparison(name, max_abs, max_rel, _cosine(r, g), top1)
 
 
@@ -152,11 +154,16 @@ def within(ref: Feeds, comparisons: list[OutputComparison], tolerance: Tolerance
 
 
 def summarize(comparisons: list[OutputComparison]) -> dict:
-    """Worst case over all outputs: the figures a report shows."""
+    """Worst case over all outputs: the figures a report shows. NaN is the worst of all (max/min would
+    drop it depending on the order, letting a NaN output pass a budget)."""
     top1 = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
     return {
-        "max_abs": max((c.max_abs for c in comparisons), default=0.0),
-        "max_rel": max((c.max_rel for c in comparisons), default=0.0),
-        "cosine": min((c.cosine for c in comparisons), default=1.0),
-        "top1_agreement": min(top1) if top1 else None,
+        "max_abs": _worst(max, [c.max_abs for c in comparisons], 0.0),
+        "max_rel": _worst(max, [c.max_rel for c in comparisons], 0.0),
+        "cosine": _worst(min, [c.cosine for c in comparisons], 1.0),
+        "top1_agreement": _worst(min, top1, 1.0) if top1 else None,
     }
+
+
+def _worst(pick: Callable[..., float], values: list[float], default: float) -> float:
+    return math.nan if any(math.isnan(v) for v in values) else pick(values, default=default)

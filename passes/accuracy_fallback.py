@@ -10,6 +10,7 @@ sensitive layers then return to fp32 one by one until the budget holds. If it st
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -28,8 +29,9 @@ DEFAULT_FALLBACK_LIMIT = 0.5
 class HeldOutEvaluator:
     """Figures (max abs, cosine, top-1 agreement) of a model vs the fp32 reference on held-out samples."""
 
-    def __init__(self, reference: Model, samples: list[Feeds]) -> None:
-        self.batches = list(batched(samples, reference))
+    def __init__(self, reference: Model, samples: Iterable[Feeds]) -> None:
+        self.samples = samples  # re-iterable: read again for every model evaluated, not kept
+        self.reference = reference
         # The fp32 reference as numerics.py defines it: unoptimized (also no pre-packed weight copies).
         self.expected = self.outputs(reference, optimize=False)
 
@@ -38,7 +40,8 @@ class HeldOutEvaluator:
         session = ort_session(model, optimize=optimize)
         names = [o.name for o in session.get_outputs()]
         dtypes = {s.name: s.dtype for s in model.inputs}  # fp16 builds may take half-precision inputs
-        runs = [session.run(names, {k: v.astype(dtypes[k]) for k, v in feeds.items()}) for feeds in self.batches]
+        runs = [session.run(names, {k: v.astype(dtypes[k]) for k, v in feeds.items()})
+                for feeds in batched(self.samples, self.reference)]
         return {name: np.concatenate([np.atleast_1d(r[i]) for r in runs]) for i, name in enumerate(names)}
 
     def figures(self, model: Model) -> dict:
@@ -61,6 +64,19 @@ def describe(figures: dict) -> str:
     return ", ".join(parts)
 
 
+def refuse_nan(figures: dict, evaluator: HeldOutEvaluator, precision: str) -> None:
+    """A NaN figure means some output is NaN/Inf: no accuracy is known, so the build must not pass."""
+    if not any(isinstance(v, float) and math.isnan(v) for v in figures.values()):
+        return
+    if all(np.isfinite(v).all() for v in evaluator.expected.values() if v.dtype.kind in "fc"):
+        culprit, hint = (f"the {precision} model gives NaN/Inf outputs where fp32 does not",
+                         "keep the overflowing layers in fp32 (--exclude-nodes, --fp16-block)")
+    else:
+        culprit, hint = ("the fp32 model itself gives NaN/Inf outputs on them",
+                         "calibrate with inputs on which the model gives finite outputs")
+    raise AccuracyError(f"accuracy vs fp32 on the held-out calibration samples is NaN: {culprit}", hint=hint)
+
+
 class AccuracyFallback(Pass):
     name = "accuracy-fallback"
     description = ("Measure accuracy vs fp32 on held-out samples; with --accuracy-budget, return the most "
@@ -77,6 +93,7 @@ class AccuracyFallback(Pass):
         evaluator = HeldOutEvaluator(state.reference, data.split()[1])
         figures = evaluator.figures(model)
         record["accuracy"] = figures
+        refuse_nan(figures, evaluator, state.precision)
         text = ctx.option("accuracy_budget", None)
         if not text:
             return PassResult()

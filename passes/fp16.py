@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from infer_compile.calibration.collect import value_maxima
 from infer_compile.ir import Model
+from infer_compile.numerics import Feeds
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.precision_state import PrecisionState, name_unnamed_nodes, node_precisions
 
@@ -127,7 +130,7 @@ def convert_fp16(model: Model, fp32_nodes: frozenset[str], keep_io_types: bool) 
     return _Converter(model.graph, keep_io_types).run(fp32_nodes)
 
 
-def overflowing_nodes(model: Model, samples: list) -> frozenset[str]:
+def overflowing_nodes(model: Model, samples: Iterable[Feeds]) -> frozenset[str]:
     """Producers and consumers of tensors whose values exceed OVERFLOW_LIMIT on ``samples``."""
     graph = model.graph
     names = [name for name, t in graph.tensors().items() if isinstance(t, gs.Variable) and _is_fp32(t)]

@@ -39,7 +39,7 @@ class TargetRequest:
     precision: str = "fp32"
     shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # dim name -> (min, opt, max)
     options: dict[str, Any] = field(default_factory=dict)  # target-specific settings (tuning, format, ...)
-    calibration: Any = None  # representative samples (list of feeds by input name), when given
+    calibration: Any = None  # representative samples (re-iterable feeds by input name, read anew per pass)
 
 
 class Runner(ABC):

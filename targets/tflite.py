@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from infer_compile.artifacts import StagedOutput
+from infer_compile.calibration.data import Reiterable
 from infer_compile.errors import UnsupportedError, UserInputError
 from infer_compile.ir import Model, TensorSpec
 from infer_compile.numerics import Feeds, compare_outputs, random_inputs, run_onnx, summarize
@@ -281,11 +282,14 @@ class TfliteTarget(Target):
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
         settings = TfliteSettings.from_request(request)
         shapes = static_shapes(model.inputs, request.shape_ranges)
-        samples = [feeds for sample in request.calibration or [] for feeds in split_batches(sample, shapes)]
-        if self.needs_calibration(request) and not samples:
+        calibration = request.calibration or []
+        # Re-read on every pass (from disk for --calib folders): a checking pass here, TFLiteConverter's later.
+        samples = Reiterable(lambda: (feeds for sample in calibration for feeds in split_batches(sample, shapes)))
+        count = sum(1 for _ in samples) if self.needs_calibration(request) else 0
+        if self.needs_calibration(request) and not count:
             raise UserInputError("full-integer INT8 needs calibration samples",
                                  hint="give --calib PATH, or use --tflite-int8-mode dynamic (int8 weights only)")
-        probe = samples[0] if samples else random_inputs(model.inputs, dims=_dims_by_input(model, shapes))
+        probe = next(iter(samples), None) or random_inputs(model.inputs, dims=_dims_by_input(model, shapes))
         keys = _signature_names(model)
         inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype, onnx2tf_input_perm(len(s.shape),
                                                                                            settings.keep_nchw))
@@ -297,13 +301,13 @@ class TfliteTarget(Target):
                 "tflite": {"int8_mode": settings.int8_mode if request.precision == "int8" else None,
                            "int8_io": settings.int8_io, "keep_nchw": settings.keep_nchw,
                            "gelu_fused_here": gelu_fused,
-                           "calibration_samples": len(samples) if self.needs_calibration(request) else 0,
+                           "calibration_samples": count,
                            "tensor_types": tensor_types(stage.artifact),
                            "probe_vs_source": check},
                 "io": {"inputs": [b.to_json() for b in inputs], "outputs": [b.to_json() for b in outputs]}}
 
     def _write(self, artifact: Path, model: Model, keys: dict[str, str], inputs: list[Binding], probe: Feeds,
-               samples: list[Feeds], request: TargetRequest, settings: TfliteSettings) -> int:
+               samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> int:
         """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact``; returns GELUs fused."""
         renamed = model.copy()
         for tensor in [*renamed.graph.inputs, *renamed.graph.outputs]:
@@ -314,7 +318,7 @@ class TfliteTarget(Target):
         with tempfile.TemporaryDirectory(prefix="infer-compile-tflite-") as tmp:
             keras_model = to_keras(renamed, Path(tmp), {b.key: probe[b.name] for b in inputs},
                                    {b.key: b.perm for b in inputs}, pinned, settings.keep_nchw)
-            tf_samples = [{b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples]
+            tf_samples = Reiterable(lambda: ({b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples))
             artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
                                               tf_samples))
         return gelu.counts.get("gelu_erf", 0)

@@ -22,7 +22,7 @@ import io
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,7 @@ def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[i
 
 
 def tflite_bytes(keras_model: Any, precision: str, int8_mode: str, int8_io: bool,
-                 samples: Sequence[Feeds] | None) -> bytes:
+                 samples: Iterable[Feeds] | None) -> bytes:
     """Convert the Keras model at ``precision``; ``samples`` (full INT8) are keyed by signature input name
     and already in the TensorFlow layout."""
     tf = _tensorflow()

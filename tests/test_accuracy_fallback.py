@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
+from onnx import helper
 
+from infer_compile.budget import parse_budget
 from infer_compile.errors import AccuracyError, ExitCode
 from infer_compile.ir import Model
 from infer_compile.numerics import compare_outputs, run_onnx, summarize
@@ -12,7 +15,7 @@ from infer_compile.passes import PassContext, PassManager
 from infer_compile.passes.accuracy_fallback import AccuracyFallback
 from infer_compile.passes.fp16 import Fp16Conversion
 from infer_compile.passes.quantize_int8 import QuantizeInt8
-from tests.builders import tiny_cnn
+from tests.builders import make_model, tensor, tiny_cnn
 from tests.precision_models import calibration, cleaned, held_out, outlier_mlp
 
 
@@ -62,3 +65,22 @@ def test_fp16_fallback_records_accuracy() -> None:
     _, ctx = build(proto, Fp16Conversion, keep_io_types=True, accuracy_budget="cosine>=0.999")
     record = ctx.records["quantization"]
     assert record["accuracy"]["cosine"] >= 0.999 and record["fallback"]["kept_fp32"] == []
+
+
+def test_nan_accuracy_never_passes() -> None:
+    """Sqrt of a signed activation is NaN for fp32 too: no accuracy is known, so no budget or check passes."""
+    w = (np.random.default_rng(0).standard_normal((32, 16)) / 6).astype(np.float32)
+    proto = make_model([helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+                        helper.make_node("Sqrt", ["h"], ["y"], name="sqrt")],
+                       [tensor("x", ["batch", 32])], [tensor("y", ["batch", 16])], {"w": w})
+    with pytest.raises(AccuracyError, match="is NaN: the fp32 model itself gives NaN/Inf outputs") as info:
+        build(proto)  # no budget: the figure would only have been recorded
+    assert info.value.exit_code == ExitCode.ACCURACY
+
+
+def test_a_nan_output_is_the_worst_figure_whatever_the_order() -> None:
+    ok, broken = np.ones((4, 10), np.float32), np.full((4, 10), np.nan, np.float32)
+    for outputs in ({"a": ok, "b": broken}, {"b": broken, "a": ok}):
+        figures = summarize(compare_outputs({"a": ok, "b": ok}, outputs))
+        assert all(np.isnan(figures[k]) for k in ("cosine", "max_abs", "max_rel", "top1_agreement"))
+        assert parse_budget("cosine>=0.9,max-abs<=1").check(figures)

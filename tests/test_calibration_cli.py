@@ -75,7 +75,7 @@ def wrong_shape_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(("args", "fragments"), [
     (["--int8"], ["--int8 needs calibration data", "--calib synthetic"]),
     (["--int8", "--calib", "no/such/dir"], ["--calib no/such/dir: no such folder"]),
-    (["--int8", "--calib", "WRONG"], ["sample 0: input 'image' has shape [1, 3, 16, 16]", "batchx3x32x32"]),
+    (["--int8", "--calib", "WRONG"], ["0.npy (sample 0): input 'image' has shape [1, 3, 16, 16]", "batchx3x32x32"]),
     (["--int8", "--calib", "synthetic", "--calib-method", "kl"], ["unknown calibration method 'kl'"]),
     (["--int8", "--calib-method", "mse"], ["--calib-method need(s) --calib"]),
     (["--int8", "--calib", "synthetic", "--accuracy-budget", "cosine>>1"], ["accuracy budget 'cosine>>1'"]),
@@ -90,4 +90,19 @@ def test_bad_calibration_input(tiny_cnn_onnx: Path, wrong_shape_dir: Path, tmp_p
     args = [str(wrong_shape_dir) if a == "WRONG" else a for a in args]
     out = tmp_path / "m.onnx"
     assert_user_error(compile_(tiny_cnn_onnx, out, *args), ExitCode.USER_ERROR, *fragments)
+    assert not out.exists()
+
+
+def test_nan_calibration_sample_is_refused_before_building(tiny_cnn_onnx: Path, calib_dir: Path,
+                                                           tmp_path: Path) -> None:
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for source in sorted(calib_dir.iterdir()):
+        (folder / source.name).write_bytes(source.read_bytes())
+    poisoned = np.load(folder / "007.npy")
+    poisoned[0, 0, 0, 0] = np.nan
+    np.save(folder / "007.npy", poisoned)
+    out = tmp_path / "m.onnx"
+    result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", folder)
+    assert_user_error(result, ExitCode.USER_ERROR, "007.npy (sample 7): input 'image' has 1 NaN/Inf value(s)")
     assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -20,7 +21,7 @@ IDS = TensorSpec("ids", (1, 5), np.dtype(np.int64))
 
 
 def load(source: str | Path, inputs: list[TensorSpec], **settings) -> list[dict[str, np.ndarray]]:
-    return load_calibration(CalibrationSettings(source, **settings), inputs).samples
+    return list(load_calibration(CalibrationSettings(source, **settings), inputs).samples)
 
 
 def npy_folder(tmp_path: Path, arrays: list[np.ndarray]) -> Path:
@@ -33,8 +34,9 @@ def test_npy_folder_with_and_without_batch_axis(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     folder = npy_folder(tmp_path, [rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((3, 8, 8))] * 10)
     data = load_calibration(CalibrationSettings(folder), [IMAGE])
-    assert [s["image"].shape for s in data.samples[:2]] == [(2, 3, 8, 8), (1, 3, 8, 8)]
-    assert all(s["image"].dtype == np.float32 for s in data.samples)  # float64 files converted
+    samples = list(data.samples)
+    assert [s["image"].shape for s in samples[:2]] == [(2, 3, 8, 8), (1, 3, 8, 8)]
+    assert all(s["image"].dtype == np.float32 for s in samples)  # float64 files converted
     assert data.count == 30
 
 
@@ -58,7 +60,7 @@ def test_max_samples_limits_what_is_read(tmp_path: Path) -> None:
 ])
 def test_mismatches_are_named_exactly(tmp_path: Path, array: np.ndarray, message: str) -> None:
     folder = npy_folder(tmp_path, [array])
-    with pytest.raises(UserInputError, match="sample 0: " + message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(UserInputError, match=r"000\.npy \(sample 0\): " + re.escape(message)):
         load(folder, [IMAGE])
 
 
@@ -166,6 +168,33 @@ def test_image_folder(tmp_path: Path) -> None:
     samples = load(tmp_path, [IMAGE], preprocess=ImagePreprocess.parse(["resize=10", "crop=8"]))
     assert len(samples) == 16 and samples[0]["image"].shape == (1, 3, 8, 8)
     assert samples[0]["image"].min() >= 0.0 and samples[0]["image"].max() <= 1.0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_naming_the_file(tmp_path: Path, bad: float) -> None:
+    arrays = [np.zeros((1, 3, 8, 8), np.float32) for _ in range(20)]
+    arrays[13][0, 1, 2, 3] = bad
+    with pytest.raises(UserInputError, match=r"013\.npy \(sample 13\): input 'image' has 1 NaN/Inf value\(s\) of 192"):
+        load(npy_folder(tmp_path, arrays), [IMAGE])
+
+
+def test_images_normalised_to_inf_are_refused(tmp_path: Path) -> None:
+    image = pytest.importorskip("PIL.Image", reason="Pillow is not installed (extra: images)")
+    image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "cat.png")
+    with pytest.raises(UserInputError, match=r"cat\.png \(sample 0\): input 'image' has 192 NaN/Inf") as info:
+        load(tmp_path, [IMAGE], preprocess=ImagePreprocess.parse(["std=0/0/0"]))
+    assert "--calib-preprocess std" in str(info.value.hint)
+
+
+def test_samples_are_read_again_on_every_pass_not_kept(tmp_path: Path) -> None:
+    folder = npy_folder(tmp_path, [np.full((1, 3, 8, 8), i, np.float32) for i in range(12)])
+    data = load_calibration(CalibrationSettings(folder, max_samples=11), [IMAGE])
+    calib, held = data.split()
+    assert data.count == 11 and [int(s["image"][0, 0, 0, 0]) for s in held] == [4, 9]
+    assert [int(s["image"][0, 0, 0, 0]) for s in calib] == [0, 1, 2, 3, 5, 6, 7, 8, 10]
+    (folder / "010.npy").unlink()  # nothing was held in memory: the next pass reads the folder again
+    with pytest.raises(UserInputError, match=r"010\.npy: no such input file"):
+        list(data.samples)
 
 
 def test_range_cache_is_keyed(tmp_path: Path) -> None:
