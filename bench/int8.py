@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import VENV_BIN, Build, run_measured
 from models import export_model, sample_inputs
 
 from infer_compile.numerics import Feeds, compare_output
@@ -33,7 +32,6 @@ from infer_compile.passes.autotune import measure
 
 CALIBRATION_SAMPLES = 32
 EVAL_SAMPLES = 16
-VENV_BIN = Path(sys.executable).parent
 
 BASELINE_SCRIPT = """
 import sys
@@ -52,36 +50,6 @@ class Reader(CalibrationDataReader):
 
 quantize_static(source, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
 """
-
-
-@dataclass
-class Build:
-    seconds: float
-    peak_rss_mib: float
-
-
-# Runs argv[1:] and prints its wall seconds and peak RSS (KiB) on the last line, its output before. The
-# kernel carries a parent's peak RSS into a child it spawns (vfork + exec), so a build started from this
-# process (torch loaded: 600+ MiB) would report at least that much: builds start from this small one.
-MEASURE_SCRIPT = """
-import os, subprocess, sys, time
-start = time.perf_counter()
-child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-output = child.stdout.read()
-_, status, usage = os.wait4(child.pid, 0)
-print(output)
-print(os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss)
-"""
-
-
-def run_measured(cmd: list[str]) -> Build:
-    """Run ``cmd`` as a child process; its wall time and peak resident memory."""
-    lines = subprocess.run([sys.executable, "-c", MEASURE_SCRIPT, *cmd], capture_output=True, text=True,
-                           check=True).stdout.splitlines()
-    code, seconds, max_rss = lines[-1].split()
-    if int(code) != 0:
-        raise SystemExit(f"build failed: {' '.join(cmd)}\n" + "\n".join(lines[:-1]))
-    return Build(float(seconds), int(max_rss) / 1024)  # ru_maxrss is KiB on Linux
 
 
 def build_ours(source: Path, calib: Path, out: Path, method: str) -> Build:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -168,7 +170,9 @@ def _is_left_out(tensor: onnx.TensorProto) -> bool:
 
 
 def load_onnx(path: str | os.PathLike[str]) -> Model:
-    """Load an ONNX file (with its external data) into the IR, or say clearly why not."""
+    """Load an ONNX file into the IR, or say clearly why not. External weights become read-only
+    views of their memory-mapped data files: loading copies no weight bytes, so a model of any size
+    costs page cache, not memory."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such file", hint="check the model path")
@@ -183,42 +187,123 @@ def load_onnx(path: str | os.PathLike[str]) -> Model:
         raise UserInputError(f"{path}: not a valid ONNX model (empty graph)",
                              hint="the file may be truncated or not an ONNX file; re-export it")
     try:
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+        mapped = _map_external_data(proto, path.parent)
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise UserInputError(
             f"{path}: cannot read its external weight data ({exc})",
             hint="keep the .onnx file and its .data file(s) together in one folder",
         ) from exc
     try:
-        return Model.from_proto(proto)
+        model = Model.from_proto(proto)
     except Exception as exc:
         raise UserInputError(f"{path}: cannot import the ONNX graph ({exc})",
                              hint="run onnx.checker.check_model on it to see what is wrong") from exc
+    for constant in model.constants():
+        if constant.name in mapped:
+            constant.values = mapped[constant.name]
+            constant.data_location = None  # held in memory now (as far as exporting is concerned)
+    return model
+
+
+def _map_external_data(proto: onnx.ModelProto, folder: Path) -> dict[str, np.ndarray]:
+    """Initializers with external data as arrays over their mapped data file (by name); the few tensors
+    that cannot be views (dtypes numpy lacks, misaligned offsets, tensors inside nodes or subgraphs)
+    are read into the proto as onnx does it."""
+    files: dict[Path, mmap.mmap | bytes] = {}
+    mapped: dict[str, np.ndarray] = {}
+    for tensor in proto.graph.initializer:
+        if not onnx.external_data_helper.uses_external_data(tensor):
+            continue
+        info = onnx.external_data_helper.ExternalDataInfo(tensor)
+        data_path = _external_path(folder, info.location, tensor.name)
+        dtype, offset = _plain_dtype(tensor.data_type), info.offset or 0
+        if dtype is None or offset % dtype.itemsize:
+            continue
+        if data_path not in files:
+            files[data_path] = _mapped_file(data_path)
+        count = int(np.prod(tensor.dims, dtype=np.int64))
+        length, size = count * dtype.itemsize, len(files[data_path])
+        if offset + length > size or (info.length is not None and info.length != length):
+            raise ValueError(f"tensor '{tensor.name}' needs {length} bytes at offset {offset} of "
+                             f"{info.location} ({size} bytes; recorded length {info.length})")
+        mapped[tensor.name] = np.frombuffer(files[data_path], dtype, count, offset).reshape(tuple(tensor.dims))
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        if onnx.external_data_helper.uses_external_data(tensor) and tensor.name not in mapped:
+            _external_path(folder, onnx.external_data_helper.ExternalDataInfo(tensor).location, tensor.name)
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(folder))
+    return mapped
+
+
+def _mapped_file(path: Path) -> mmap.mmap | bytes:
+    """The whole file mapped with private copy-on-write pages: a pass writing into an array never
+    reaches the user's file. (An empty file cannot be mapped; it holds only empty tensors.)"""
+    with path.open("rb") as fh:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) if os.fstat(fh.fileno()).st_size else b""
+
+
+def _external_path(folder: Path, location: str, tensor: str) -> Path:
+    """The data file ``location`` names, refused when it leaves the model's folder (a hostile model
+    could otherwise read any file)."""
+    path = folder / location
+    if not location or Path(location).is_absolute() or not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"tensor '{tensor}' points outside the model's folder ({location!r})")
+    if not path.is_file():
+        raise ValueError(f"tensor '{tensor}': data file {location} is missing")
+    return path
+
+
+def _plain_dtype(data_type: int) -> np.dtype | None:
+    """numpy's dtype for an ONNX tensor type stored as-is (bool, int, uint, float), else None."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    native = {onnx.TensorProto.BFLOAT16, onnx.TensorProto.STRING, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    return None if data_type in native or dtype.kind not in "biufc" else dtype
 
 
 def save_onnx(model: Model | onnx.ModelProto, path: str | os.PathLike[str],
               external_data: bool | None = None) -> list[Path]:
-    """Write ``model`` to ``path``; weights go to ``<name>.data`` when large (or when asked).
+    """Write ``model`` to ``path``; weights go to ``<name>.data`` when large (or when asked), streamed
+    one tensor at a time from the graph's arrays (no protobuf copy of the weights).
 
     Returns the files written. Callers that need atomicity write into a staging folder
     (see ``infer_compile.artifacts``).
     """
     path = Path(path)
-    proto = model.to_proto() if isinstance(model, Model) else model
+    model = model if isinstance(model, Model) else Model.from_proto(model)
     if external_data is None:
-        external_data = _initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
+        external_data = model.weight_bytes > EXTERNAL_DATA_THRESHOLD
     if not external_data:
-        onnx.save_model(proto, str(path))
+        onnx.save_model(model.to_proto(), str(path))
         return [path]
-    data_name = path.name + ".data"
-    (path.parent / data_name).unlink(missing_ok=True)  # onnx appends to an existing data file
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_name, size_threshold=1024)
-    return [path, path.parent / data_name]
+    data_path = path.with_name(path.name + ".data")
+    proto = model.to_proto(weights=False)
+    arrays = {c.name: c.values for c in model.weight_constants()}
+    with data_path.open("wb") as fh:
+        for tensor in proto.graph.initializer:
+            if _is_left_out(tensor):
+                _write_external(fh, tensor, arrays[tensor.name], data_path.name)
+    onnx.save_model(proto, str(path))
+    return [path, data_path]
 
 
-def _initializer_bytes(proto: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) or onnx.numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+# Large tensors start at multiples of this in the data file, so runtimes can memory-map them.
+DATA_ALIGNMENT = 64 * 1024
+
+
+def _write_external(fh: BinaryIO, tensor: onnx.TensorProto, array: np.ndarray, location: str) -> None:
+    """Append ``array`` to the data file ``fh`` and point ``tensor`` (a data-less placeholder) at it."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))  # ONNX stores little-endian
+    alignment = DATA_ALIGNMENT if array.nbytes >= 1 << 20 else 64
+    offset = -fh.tell() % alignment + fh.tell()
+    fh.seek(offset)
+    fh.write(memoryview(array.reshape(-1)).cast("B"))
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(array.nbytes))):
+        tensor.external_data.add(key=key, value=value)
 
 
 def serialized(model: Model | onnx.ModelProto) -> bytes:

@@ -14,7 +14,7 @@ from infer_compile.passes.graph_utils import is_graph_io, replace_tensor
 
 def _key(values: np.ndarray) -> tuple:
     # Bytes, not values: NaN payloads and -0.0 must not be merged with anything else.
-    return values.dtype.str, values.shape, hashlib.sha256(np.ascontiguousarray(values).tobytes()).digest()
+    return values.dtype.str, values.shape, hashlib.sha256(np.ascontiguousarray(values).data).digest()  # no copy
 
 
 class InitializerDedup(Pass):

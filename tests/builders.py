@@ -77,6 +77,43 @@ def tiny_cnn(seed: int = 0, batch: int | str = "batch", size: int = 32, classes:
                       init, name="tiny_cnn")
 
 
+CHAIN_WIDTH = 8192  # one 8192x8192 fp32 weight is 256 MiB
+
+
+def write_chain_model(folder: Path, layers: int, seed: int = 0) -> Path:
+    """``folder/big.onnx`` + ``big.onnx.data``: x[batch, CHAIN_WIDTH] through ``layers`` MatMuls (256 MiB of
+    weights each), written one weight at a time so a model of any size fits in memory while it is made."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "big.onnx"
+    data = path.with_name(path.name + ".data")
+    rng = np.random.default_rng(seed)
+    initializers, nodes = [], []
+    with data.open("wb") as fh:
+        for i in range(layers):
+            weight = rng.standard_normal((CHAIN_WIDTH, CHAIN_WIDTH), dtype=np.float32)
+            weight *= np.float32(CHAIN_WIDTH ** -0.5)  # keeps activations O(1) through the chain
+            offset = fh.tell()
+            fh.write(weight.data)
+            initializer = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=weight.shape,
+                                      data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", data.name), ("offset", offset), ("length", weight.nbytes)):
+                initializer.external_data.add(key=key, value=str(value))
+            initializers.append(initializer)
+            nodes.append(helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", f"w{i}"],
+                                          ["y" if i == layers - 1 else f"h{i + 1}"], name=f"matmul{i}"))
+    io = [tensor(name, ["batch", CHAIN_WIDTH]) for name in ("x", "y")]
+    graph = helper.make_graph(nodes, "chain", io[:1], io[1:], initializers)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION),
+                    str(path))
+    return path
+
+
+def chain_weights(path: Path) -> list[np.ndarray]:
+    """The weights ``write_chain_model`` wrote, memory-mapped from its data file."""
+    data = np.memmap(path.with_name(path.name + ".data"), np.float32, mode="r")
+    return list(data.reshape(-1, CHAIN_WIDTH, CHAIN_WIDTH))
+
+
 if __name__ == "__main__":
     out = Path(__file__).resolve().parent.parent / "examples" / "tiny_cnn.onnx"
     onnx.save_model(tiny_cnn(), str(out))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from infer_compile import ir
 from infer_compile.errors import UserInputError
 from infer_compile.ir import Model, load_onnx, save_onnx
 from infer_compile.numerics import random_inputs, run_onnx
-from tests.builders import tiny_cnn
+from tests.builders import make_model, tensor, tiny_cnn
 
 
 def test_round_trip_keeps_graph_io_and_metadata(tmp_path: Path) -> None:
@@ -50,6 +51,93 @@ def test_missing_external_data_is_a_clear_error(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "m.onnx.data").unlink()
     with pytest.raises(UserInputError, match="external weight data"):
         load_onnx(tmp_path / "m.onnx")
+
+
+def external_model(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Model, Path]:
+    monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 1024)
+    model = Model.from_proto(tiny_cnn())
+    folder.mkdir(exist_ok=True)
+    save_onnx(model, folder / "m.onnx")
+    return model, folder / "m.onnx"
+
+
+def backing(array: np.ndarray) -> object:
+    """The object whose memory ``array`` views."""
+    while isinstance(array, np.ndarray) and array.base is not None:
+        array = array.base
+    return array.obj if isinstance(array, memoryview) else array
+
+
+def test_external_weights_are_mapped_not_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, path = external_model(tmp_path, monkeypatch)
+    data = path.with_name("m.onnx.data").read_bytes()
+    loaded = load_onnx(path)
+    weights = {c.name: c.values for c in loaded.weight_constants()}
+    assert weights and all(isinstance(backing(w), mmap.mmap) for w in weights.values())
+    weights["w2"][...] = 0  # copy-on-write pages: the user's data file never changes
+    assert path.with_name("m.onnx.data").read_bytes() == data
+    feeds = random_inputs(model.inputs)
+    loaded = load_onnx(path)
+    np.testing.assert_array_equal(run_onnx(model, feeds)["logits"], run_onnx(loaded, feeds)["logits"])
+
+
+def test_saving_from_the_source_folder_does_not_see_its_data_file(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cd models && infer-compile m.onnx -o out/m.onnx`: m.onnx.data in the working folder is the source's."""
+    _, path = external_model(tmp_path, monkeypatch)
+    source_data = path.with_name("m.onnx.data").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    files = save_onnx(load_onnx("m.onnx"), Path("out/m.onnx"))
+    assert [str(f) for f in files] == ["out/m.onnx", "out/m.onnx.data"]
+    assert path.with_name("m.onnx.data").read_bytes() == source_data
+    monkeypatch.chdir("/")
+    again = load_onnx(tmp_path / "out" / "m.onnx")
+    assert all(c.values.ctypes.data % 64 == 0 for c in again.weight_constants())  # aligned for mapping
+
+
+def test_external_tensors_that_cannot_be_views_are_read(tmp_path: Path) -> None:
+    """A Constant node's tensor and a misaligned float32 offset both live in the data file too."""
+    rng = np.random.default_rng(0)
+    table, bias = rng.standard_normal((64, 8)).astype(np.float32), rng.standard_normal((64, 8)).astype(np.float32)
+    proto = make_model([onnx.helper.make_node("Constant", [], ["c"], value=onnx.numpy_helper.from_array(bias)),
+                        onnx.helper.make_node("Add", ["table", "c"], ["y"])], [], [tensor("y", [64, 8])],
+                       {"table": table})
+    onnx.external_data_helper.convert_model_to_external_data(proto, location="m.onnx.data", size_threshold=0,
+                                                             convert_attribute=True)
+    onnx.save_model(proto, str(tmp_path / "m.onnx"))
+    data = tmp_path / "m.onnx.data"
+    data.write_bytes(b"\0" + data.read_bytes())  # every offset one byte later: no float32 view possible
+    proto = onnx.load_model(str(tmp_path / "m.onnx"), load_external_data=False)
+    for t in onnx.external_data_helper._get_all_tensors(proto):
+        for entry in t.external_data:
+            if entry.key == "offset":
+                entry.value = str(int(entry.value) + 1)
+    onnx.save_model(proto, str(tmp_path / "m.onnx"))
+    np.testing.assert_array_equal(run_onnx(load_onnx(tmp_path / "m.onnx"), {})["y"], table + bias)
+
+
+@pytest.mark.parametrize("location", ["../outside.data", "/etc/passwd", "sub/../../outside.data"])
+def test_external_data_outside_the_model_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           location: str) -> None:
+    _, path = external_model(tmp_path / "model", monkeypatch)
+    (tmp_path / "outside.data").write_bytes(path.with_name("m.onnx.data").read_bytes())
+    proto = onnx.load_model(str(path), load_external_data=False)
+    for init in proto.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(proto, str(path))
+    with pytest.raises(UserInputError, match="points outside the model's folder"):
+        load_onnx(path)
+
+
+def test_external_data_shorter_than_its_tensors_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, path = external_model(tmp_path, monkeypatch)
+    data = path.with_name("m.onnx.data")
+    data.write_bytes(data.read_bytes()[:-100])
+    with pytest.raises(UserInputError, match=r"cannot read its external weight data .*needs .* bytes at offset"):
+        load_onnx(path)
 
 
 @pytest.mark.parametrize("content", [b"", b"not an onnx file at all \x00\xff", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64])
