@@ -78,25 +78,31 @@ def subset(samples: Iterable[Feeds], keep: Callable[[int], bool]) -> Reiterable:
 
 @dataclass(frozen=True)
 class Summary:
-    """What one pass over the samples learns: feeds, samples (batch rows) and the data digest."""
+    """What one pass over the samples learns: the samples (batch rows) in each feed and the data digest."""
 
-    feeds: int
-    samples: int
+    rows: tuple[int, ...]
     digest: str
 
 
 def summarize_samples(samples: Iterable[Feeds]) -> Summary:
-    """One pass: counts and sha256 over the sample bytes (names, dtypes, shapes, values)."""
+    """One pass: rows per feed and sha256 over the sample bytes (names, dtypes, shapes, values)."""
     h = hashlib.sha256()
-    feeds = rows = 0
+    rows = []
     for sample in samples:
-        feeds += 1
-        rows += sample_count(sample)
+        rows.append(sample_count(sample))
         for name in sorted(sample):
             array = np.ascontiguousarray(sample[name])
             h.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
             h.update(array.data)
-    return Summary(feeds, rows, h.hexdigest())
+    return Summary(tuple(rows), h.hexdigest())
+
+
+def held_out_rule(feeds: int) -> Callable[[int], bool]:
+    """Which feed positions are held out for accuracy checks: every 5th (the last one when there are 2 to
+    4; with one feed, it serves both purposes)."""
+    if feeds < 2:
+        return lambda i: True
+    return (lambda i: i % 5 == 4) if feeds > 4 else (lambda i: i == feeds - 1)
 
 
 @dataclass
@@ -121,15 +127,14 @@ class CalibrationData:
 
     @property
     def count(self) -> int:
-        return self.summary.samples
+        return sum(self.summary.rows)
 
     def split(self) -> tuple[Iterable[Feeds], Iterable[Feeds]]:
-        """(calibration, held-out): every 5th feed is held out for accuracy checks (the last one when there
-        are 2 to 4; all are used for both when there is one)."""
-        feeds = self.summary.feeds
+        """(calibration, held-out) feeds, re-iterable; see held_out_rule (one feed is used for both)."""
+        feeds = len(self.summary.rows)
+        held_out = held_out_rule(feeds)
         if feeds < 2:
             return self.samples, self.samples
-        held_out = (lambda i: i % 5 == 4) if feeds > 4 else (lambda i: i == feeds - 1)
         return subset(self.samples, lambda i: not held_out(i)), subset(self.samples, held_out)
 
     def digest(self) -> str:
@@ -137,7 +142,8 @@ class CalibrationData:
         return self.summary.digest
 
     def record(self) -> dict[str, Any]:
-        held_out = sum(sample_count(s) for s in self.split()[1])
+        rule = held_out_rule(len(self.summary.rows))
+        held_out = sum(rows for i, rows in enumerate(self.summary.rows) if rule(i))
         return {"method": self.settings.method, "samples": self.count, "held_out": held_out, "source": self.description,
                 **({"percentile": self.settings.percentile} if self.settings.method == "percentile" else {})}
 
@@ -155,14 +161,14 @@ def load_calibration(settings: CalibrationSettings, inputs: list[TensorSpec]) ->
                          synthetic_count=settings.max_samples)
     samples = ReaderSamples(reader, inputs, settings.max_samples)
     summary = summarize_samples(samples)
-    if not summary.feeds:
+    if not summary.rows:
         raise UserInputError(f"--calib {settings.source}: no samples ({reader.description})",
                              hint="give at least one sample; a few hundred cover a distribution well")
     if settings.source == "synthetic":
         warnings.warn("calibrating on SYNTHETIC random data: INT8 ranges will not fit real inputs; "
                       "use this for smoke tests only and give real samples with --calib PATH",
                       CalibrationWarning, stacklevel=2)
-    elif summary.samples < FEW_SAMPLES:
-        warnings.warn(f"only {summary.samples} calibration samples: INT8 ranges may not cover the data "
+    elif sum(summary.rows) < FEW_SAMPLES:
+        warnings.warn(f"only {sum(summary.rows)} calibration samples: INT8 ranges may not cover the data "
                       f"(use {FEW_SAMPLES}+; a few hundred is typical)", CalibrationWarning, stacklevel=2)
     return CalibrationData(samples, settings, reader.description, _summary=summary)
