@@ -275,7 +275,7 @@ def save_onnx(model: Model | onnx.ModelProto, path: str | os.PathLike[str],
     if external_data is None:
         external_data = model.weight_bytes > EXTERNAL_DATA_THRESHOLD
     if not external_data:
-        onnx.save_model(model.to_proto(), str(path))
+        _write_single_file(model, path)
         return [path]
     data_path = path.with_name(path.name + ".data")
     proto = model.to_proto(weights=False)
@@ -294,16 +294,65 @@ DATA_ALIGNMENT = 64 * 1024
 
 def _write_external(fh: BinaryIO, tensor: onnx.TensorProto, array: np.ndarray, location: str) -> None:
     """Append ``array`` to the data file ``fh`` and point ``tensor`` (a data-less placeholder) at it."""
-    array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))  # ONNX stores little-endian
-    alignment = DATA_ALIGNMENT if array.nbytes >= 1 << 20 else 64
+    data = _raw_bytes(array)
+    alignment = DATA_ALIGNMENT if data.nbytes >= 1 << 20 else 64
     offset = -fh.tell() % alignment + fh.tell()
     fh.seek(offset)
-    fh.write(memoryview(array.reshape(-1)).cast("B"))
+    fh.write(data)
     del tensor.external_data[:]
-    for key, value in (("location", location), ("offset", str(offset)), ("length", str(array.nbytes))):
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(data.nbytes))):
         tensor.external_data.add(key=key, value=value)
+
+
+def _raw_bytes(array: np.ndarray) -> memoryview:
+    """The array's bytes as ONNX stores them (little-endian, C order), without a copy when they already are."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return memoryview(array.reshape(-1)).cast("B")
+
+
+def _write_single_file(model: Model, path: Path) -> None:
+    """``model`` as one .onnx file with its weights streamed into the serialized bytes one at a time,
+    instead of building (and serializing) a protobuf that holds copies of them all.
+
+    Protobuf parsers accept a message's fields in any order, so the file is the weightless model with the
+    graph field last, the graph's weight initializers appended to it: each one a TensorProto header (name,
+    dims, type) followed by its raw_data field.
+    """
+    proto = model.to_proto(weights=False)
+    arrays = {c.name: c.values for c in model.weight_constants()}
+    graph = onnx.GraphProto()
+    graph.CopyFrom(proto.graph)
+    del graph.initializer[:]
+    graph.initializer.extend(t for t in proto.graph.initializer if not _is_left_out(t))
+    weights = [(onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims).SerializeToString(),
+                _raw_bytes(arrays[t.name])) for t in proto.graph.initializer if _is_left_out(t)]
+    proto.ClearField("graph")
+    sizes = [len(header) + 1 + len(_varint(data.nbytes)) + data.nbytes for header, data in weights]
+    graph_bytes = graph.SerializeToString()
+    graph_size = len(graph_bytes) + sum(1 + len(_varint(size)) + size for size in sizes)
+    with path.open("wb") as fh:
+        fh.write(proto.SerializeToString())
+        fh.write(_field(7, graph_size) + graph_bytes)  # ModelProto.graph
+        for (header, data), size in zip(weights, sizes, strict=True):
+            fh.write(_field(5, size) + header)  # GraphProto.initializer
+            fh.write(_field(9, data.nbytes))  # TensorProto.raw_data
+            fh.write(data)
+
+
+def _field(number: int, length: int) -> bytes:
+    """A length-delimited protobuf field's key and length."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def serialized(model: Model | onnx.ModelProto) -> bytes:

@@ -31,6 +31,26 @@ def test_round_trip_keeps_graph_io_and_metadata(tmp_path: Path) -> None:
     np.testing.assert_array_equal(run_onnx(model, feeds)["logits"], run_onnx(again, feeds)["logits"])
 
 
+def test_single_file_holds_every_weight_exactly(tmp_path: Path) -> None:
+    """Weights are streamed into the .onnx after the graph; onnx reads back the same tensors and types."""
+    rng = np.random.default_rng(0)
+    inits = {"f16": rng.standard_normal((40, 30)).astype(np.float16), "i64": rng.integers(0, 40, (300,)),
+             "mask": rng.integers(0, 2, (2000,)).astype(bool), "small": np.float32([1.5, -2.0])}
+    nodes = [onnx.helper.make_node("Gather", ["f16", "i64"], ["g"]),
+             onnx.helper.make_node("Not", ["mask"], ["m"]), onnx.helper.make_node("Mul", ["small", "small"], ["s"])]
+    proto = make_model(nodes, [], [tensor("g", [300, 30], onnx.TensorProto.FLOAT16),
+                                   tensor("m", [2000], onnx.TensorProto.BOOL), tensor("s", [2])], inits)
+    assert save_onnx(Model.from_proto(proto), tmp_path / "m.onnx") == [tmp_path / "m.onnx"]
+    again = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(again)
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in again.graph.initializer}
+    assert got.keys() == inits.keys()
+    for name, array in inits.items():
+        assert got[name].dtype == array.dtype and np.array_equal(got[name], array), name
+    outputs = run_onnx(load_onnx(tmp_path / "m.onnx"), {})
+    np.testing.assert_array_equal(outputs["g"], inits["f16"][inits["i64"]])
+
+
 def test_large_models_use_external_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 1024)
     model = Model.from_proto(tiny_cnn())
