@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from infer_compile.calibration.calibrators import METHODS
-from infer_compile.calibration.readers import CalibrationWarning, ImagePreprocess, Reader, open_reader, validated
+from infer_compile.calibration.readers import (
+    CalibrationWarning,
+    ImagePreprocess,
+    Keep,
+    Reader,
+    open_reader,
+    validated,
+)
 from infer_compile.errors import UserInputError
 from infer_compile.ir import TensorSpec
 from infer_compile.numerics import Feeds
@@ -60,6 +67,10 @@ class ReaderSamples:
             if total >= self.max_samples:
                 return
 
+    def subset(self, keep: Keep, feeds: int) -> Reiterable:
+        """The first ``feeds`` samples' subset ``keep`` accepts; only those are read."""
+        return Reiterable(lambda: validated(self.reader, self.inputs, keep, stop=feeds))
+
 
 @dataclass(frozen=True)
 class Reiterable:
@@ -71,8 +82,10 @@ class Reiterable:
         return self.start()
 
 
-def subset(samples: Iterable[Feeds], keep: Callable[[int], bool]) -> Reiterable:
-    """The samples whose position ``keep`` accepts; re-iterable like ``samples``."""
+def subset(samples: Iterable[Feeds], keep: Keep, feeds: int) -> Iterable[Feeds]:
+    """The samples (of ``feeds``) whose position ``keep`` accepts; re-iterable like ``samples``."""
+    if isinstance(samples, ReaderSamples):
+        return samples.subset(keep, feeds)
     return Reiterable(lambda: (sample for index, sample in enumerate(samples) if keep(index)))
 
 
@@ -97,7 +110,7 @@ def summarize_samples(samples: Iterable[Feeds]) -> Summary:
     return Summary(tuple(rows), h.hexdigest())
 
 
-def held_out_rule(feeds: int) -> Callable[[int], bool]:
+def held_out_rule(feeds: int) -> Keep:
     """Which feed positions are held out for accuracy checks: every 5th (the last one when there are 2 to
     4; with one feed, it serves both purposes)."""
     if feeds < 2:
@@ -135,7 +148,7 @@ class CalibrationData:
         held_out = held_out_rule(feeds)
         if feeds < 2:
             return self.samples, self.samples
-        return subset(self.samples, lambda i: not held_out(i)), subset(self.samples, held_out)
+        return subset(self.samples, lambda i: not held_out(i), feeds), subset(self.samples, held_out, feeds)
 
     def digest(self) -> str:
         """sha256 over the sample bytes (names, dtypes, shapes, values): the data half of the cache key."""

@@ -1,17 +1,19 @@
 """Calibration data readers: each yields samples as ``{input_name: ndarray}`` feeds, lazily.
 
-Readers are re-iterable: every pass over the data (hashing, range collection, held-out checks) reads
-the samples again from disk (or calls the user's function again), so memory does not grow with the
-sample count. ``open_reader`` picks one from what the user typed (a folder of .npy/.npz files, a
-folder of images, ``pkg.mod:fn`` or ``synthetic``), and ``validated`` checks every sample against the
-model inputs (and for NaN/Inf), naming the file and saying exactly what does not match.
+Every pass over the data (hashing, range collection, held-out checks) reads the samples again from
+disk (or calls the user's function again), so memory does not grow with the sample count; a pass
+over a subset (the held-out samples) reads only those files. ``open_reader`` picks a reader from what
+the user typed (a folder of .npy/.npz files, a folder of images, ``pkg.mod:fn`` or ``synthetic``), and
+``validated`` checks every sample against the model inputs (and for NaN/Inf), naming the file and
+saying exactly what does not match.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,10 @@ from infer_compile.numerics import Feeds, random_inputs
 NUMPY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 _CALLABLE = re.compile(r"^[^:]+:[A-Za-z_]\w*$")  # pkg.mod:fn or path/to/file.py:fn
+
+
+# Which sample positions a pass uses (readers skip reading the others where they can).
+Keep = Callable[[int], bool]
 
 
 class CalibrationWarning(UserWarning):
@@ -99,9 +105,10 @@ class NumpyFolderReader:
         self.inputs = inputs
         self.description = f"{len(self.files)} numpy files in {folder}"
 
-    def __iter__(self) -> Iterator[Feeds]:
-        for path in self.files:
-            yield self._load(path)
+    def samples(self, keep: Keep, stop: int | None = None) -> Iterator[tuple[int, Feeds]]:
+        for index, path in enumerate(self.files[:stop]):
+            if keep(index):
+                yield index, self._load(path)
 
     def origin(self, index: int) -> str:
         return f"{self.files[index]} (sample {index})"
@@ -131,7 +138,7 @@ class ImageFolderReader:
         self.preprocess = preprocess
         self.description = f"{len(self.files)} images in {folder}"
 
-    def __iter__(self) -> Iterator[Feeds]:
+    def samples(self, keep: Keep, stop: int | None = None) -> Iterator[tuple[int, Feeds]]:
         try:
             from PIL import Image
         except ImportError:
@@ -139,7 +146,9 @@ class ImageFolderReader:
                                  hint="pip install 'infer-compile[images]', or give .npy/.npz samples") from None
         layout = self.preprocess.layout or guess_layout(self.spec)
         height, width = _input_hw(self.spec, layout)
-        for path in self.files:
+        for index, path in enumerate(self.files[:stop]):
+            if not keep(index):
+                continue
             try:
                 with Image.open(path) as img:
                     rgb = img.convert("RGB")
@@ -148,7 +157,7 @@ class ImageFolderReader:
                                      hint="remove it or convert it to PNG/JPEG") from None
             size = self.preprocess.resize or (height, width)
             resized = np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR))
-            yield {self.spec.name: preprocess_image(resized, self.preprocess, layout, self.spec.dtype)}
+            yield index, {self.spec.name: preprocess_image(resized, self.preprocess, layout, self.spec.dtype)}
 
     def origin(self, index: int) -> str:
         return f"{self.files[index]} (sample {index})"
@@ -201,15 +210,17 @@ class CallableReader:
         self.inputs = inputs
         self.description = f"samples from {target}()"
 
-    def __iter__(self) -> Iterator[Feeds]:
+    def samples(self, keep: Keep, stop: int | None = None) -> Iterator[tuple[int, Feeds]]:
         produced = self.fn()
         if isinstance(produced, dict | np.ndarray) or not isinstance(produced, Iterable):
             raise UserInputError(f"{self.description} returned {type(produced).__name__}, not an iterable of samples",
                                  hint="return (or yield) one {input_name: array} dict per sample")
-        for sample in produced:
+        for index, sample in enumerate(islice(produced, stop)):  # every sample is produced; kept ones are used
+            if not keep(index):
+                continue
             if isinstance(sample, np.ndarray) and len(self.inputs) == 1:
                 sample = {self.inputs[0].name: sample}
-            yield sample
+            yield index, sample
 
     def origin(self, index: int) -> str:
         return f"{self.description}, sample {index}"
@@ -223,9 +234,10 @@ class SyntheticReader:
         self.count = count
         self.description = f"{count} SYNTHETIC random samples"
 
-    def __iter__(self) -> Iterator[Feeds]:
-        for seed in range(self.count):
-            yield random_inputs(self.inputs, seed=seed)
+    def samples(self, keep: Keep, stop: int | None = None) -> Iterator[tuple[int, Feeds]]:
+        for seed in range(self.count if stop is None else min(stop, self.count)):
+            if keep(seed):
+                yield seed, random_inputs(self.inputs, seed=seed)
 
     def origin(self, index: int) -> str:
         return f"{self.description}, sample {index}"
@@ -254,11 +266,13 @@ def open_reader(source: str, inputs: list[TensorSpec], *, preprocess: ImagePrepr
                          hint="save one sample per file with np.save / np.savez, or use images")
 
 
-def validated(reader: Reader, inputs: list[TensorSpec]) -> Iterator[Feeds]:
-    """Each sample checked against the model inputs (names, dtypes, shapes, finite values); same-kind
-    dtypes are converted (float64 -> float32). Errors name the sample's file (or index)."""
+def validated(reader: Reader, inputs: list[TensorSpec], keep: Keep = lambda index: True,
+              stop: int | None = None) -> Iterator[Feeds]:
+    """The samples at the positions ``keep`` accepts (before ``stop``), each checked against the model
+    inputs (names, dtypes, shapes, finite values); same-kind dtypes are converted (float64 -> float32).
+    Errors name the sample's file (or index)."""
     names = {s.name for s in inputs}
-    for index, sample in enumerate(reader):
+    for index, sample in reader.samples(keep, stop):
         where = reader.origin(index)
         if not isinstance(sample, dict):
             raise UserInputError(f"{where}: got {type(sample).__name__}, expected a dict of arrays by input name",

@@ -195,6 +195,7 @@ def test_samples_are_read_again_on_every_pass_not_kept(tmp_path: Path) -> None:
     (folder / "010.npy").unlink()  # nothing was held in memory: the next pass reads the folder again
     with pytest.raises(UserInputError, match=r"010\.npy: no such input file"):
         list(data.samples)
+    assert [int(s["image"][0, 0, 0, 0]) for s in held] == [4, 9]  # a held-out pass reads only its files
 
 
 def test_range_cache_is_keyed(tmp_path: Path) -> None:
