@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -46,14 +49,41 @@ def bypass_node(graph: gs.Graph, node: gs.Node, src: gs.Tensor | None = None) ->
     return True
 
 
-def sole_consumer(graph: gs.Graph, tensor: gs.Tensor, op: str | tuple[str, ...] | None = None) -> gs.Node | None:
-    """The one node reading ``tensor`` (of type ``op`` when given), when nothing else sees it.
+# Nodes inside If/Loop/Scan bodies share the outer tensors they capture, so they appear among those tensors'
+# consumers (``tensor.outputs``) although they are not nodes of the outer graph: a rewrite of the outer graph
+# must never fuse them. Registered per graph while a rewrite runs (see ``subgraph_scope``).
+_SUBGRAPH_NODES: dict[int, frozenset[int]] = {}
 
-    A fusion may only swallow an intermediate tensor that no other node and no graph output reads.
+
+def subgraph_node_ids(graph: gs.Graph) -> frozenset[int]:
+    """ids of every node inside the subgraphs (any depth) of ``graph``'s nodes."""
+    known = _SUBGRAPH_NODES.get(id(graph))
+    if known is not None:
+        return known
+    return frozenset(id(n) for subgraph in graph.subgraphs(recursive=True) for n in subgraph.nodes)
+
+
+@contextmanager
+def subgraph_scope(graph: gs.Graph) -> Iterator[None]:
+    """While the block rewrites ``graph`` (adding or removing nodes of its own, never inside its subgraphs),
+    ``subgraph_node_ids`` answers from one walk instead of one per call."""
+    _SUBGRAPH_NODES[id(graph)] = subgraph_node_ids(graph)
+    try:
+        yield
+    finally:
+        del _SUBGRAPH_NODES[id(graph)]
+
+
+def sole_consumer(graph: gs.Graph, tensor: gs.Tensor, op: str | tuple[str, ...] | None = None) -> gs.Node | None:
+    """The one node of ``graph`` reading ``tensor`` (of type ``op`` when given), when nothing else sees it.
+
+    A fusion may only swallow an intermediate tensor that no other node, no subgraph and no graph output reads.
     """
     if len(tensor.outputs) != 1 or is_graph_io(graph, tensor):
         return None
     node = tensor.outputs[0]
+    if id(node) in subgraph_node_ids(graph):
+        return None
     ops = (op,) if isinstance(op, str) else op
     return node if ops is None or node.op in ops else None
 

@@ -114,6 +114,47 @@ def chain_weights(path: Path) -> list[np.ndarray]:
     return list(data.reshape(-1, CHAIN_WIDTH, CHAIN_WIDTH))
 
 
+NESTED_IF_WIDTH = 4
+
+
+def nested_if(outer: list[onnx.NodeProto] | None = None, inner: list[onnx.NodeProto] | None = None,
+              initializers: dict[str, np.ndarray] | None = None, opset: int = OPSET) -> onnx.ModelProto:
+    """x[2,4] and two bool conditions c1, c2 -> y[2,4] through an If nested in another If's then-branch.
+
+    ``outer`` (top level) computes ``pre`` from ``x``; ``inner`` (the inner then-branch) computes ``body``
+    from the captured ``pre``: a pattern split between them crosses the subgraph boundary. Around them, the
+    hazards subgraphs pose to whole-graph rewrites: ``a_dup`` (a duplicate of ``a``), ``idn`` (an Identity)
+    and ``s`` are computed outside but read only inside the bodies, by name; the inner If's output is used
+    in the enclosing branch; ``k_dup`` (equal to ``k``) is read only inside.
+    """
+    n = helper.make_node
+    outer = outer if outer is not None else [n("Tanh", ["x"], ["pre"])]
+    inner = inner if inner is not None else [n("Neg", ["pre"], ["body"])]
+    shape = [2, NESTED_IF_WIDTH]
+
+    def branch(name: str, nodes: list[onnx.NodeProto], out: str) -> onnx.GraphProto:
+        return helper.make_graph(nodes, name, [], [tensor(out, shape)])
+
+    inner_then = branch("inner_then", [*inner, n("Add", ["body", "a_dup"], ["it"])], "it")
+    inner_else = branch("inner_else", [n("Mul", ["idn", "k_dup"], ["ie"])], "ie")
+    outer_then = branch("outer_then", [
+        n("If", ["c2"], ["inner_out"], then_branch=inner_then, else_branch=inner_else),
+        n("MatMul", ["inner_out", "w"], ["mm"]), n("Add", ["mm", "s"], ["ot"])], "ot")
+    outer_else = branch("outer_else", [n("Sub", ["s", "idn"], ["oe"])], "oe")
+    nodes = [
+        *outer,
+        n("Relu", ["x"], ["a"]), n("Relu", ["x"], ["a_dup"]), n("Identity", ["a"], ["idn"]),
+        n("Sigmoid", ["x"], ["s"]),
+        n("If", ["c1"], ["branch"], then_branch=outer_then, else_branch=outer_else),
+        n("Mul", ["a", "k"], ["ak"]), n("Add", ["branch", "ak"], ["y"]),
+    ]
+    rng = np.random.default_rng(0)
+    init = {"k": np.full(NESTED_IF_WIDTH, 3.0, np.float32), "k_dup": np.full(NESTED_IF_WIDTH, 3.0, np.float32),
+            "w": rng.normal(0, 0.5, (NESTED_IF_WIDTH, NESTED_IF_WIDTH)).astype(np.float32), **(initializers or {})}
+    inputs = [tensor("x", shape), tensor("c1", [], TensorProto.BOOL), tensor("c2", [], TensorProto.BOOL)]
+    return make_model(nodes, inputs, [tensor("y", shape)], init, opset=opset, name="nested_if")
+
+
 if __name__ == "__main__":
     out = Path(__file__).resolve().parent.parent / "examples" / "tiny_cnn.onnx"
     onnx.save_model(tiny_cnn(), str(out))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 
 import numpy as np
 import onnx
@@ -22,14 +23,28 @@ def apply_pass(pass_obj: Pass, proto: onnx.ModelProto, ctx: PassContext | None =
 
 def assert_same_outputs(before_proto: onnx.ModelProto, after_model: Model, precision: str = "fp32",
                         feeds: Feeds | None = None) -> dict:
-    """onnxruntime on the original and on the rewritten model agree within ``precision``'s tolerance."""
+    """onnxruntime on the original and on the rewritten model agree within ``precision``'s tolerance
+    (the rewritten model is fed the same values in the dtypes it takes: fp16 may retype inputs)."""
     before = Model.from_proto(before_proto)
     feeds = feeds if feeds is not None else random_inputs(before.inputs, seed=0)
     reference = run_onnx(before, feeds)
-    comparisons = compare_outputs(reference, run_onnx(after_model, feeds))
+    dtypes = {spec.name: spec.dtype for spec in after_model.inputs}
+    comparisons = compare_outputs(reference, run_onnx(after_model, {k: v.astype(dtypes[k]) for k, v in feeds.items()}))
     figures = summarize(comparisons)
     assert within(reference, comparisons, TOLERANCES[precision]), figures
     return figures
+
+
+def assert_nested_if_preserved(pass_obj: Pass, proto: onnx.ModelProto, ctx: PassContext | None = None,
+                               precision: str = "fp32") -> tuple[Model, PassResult]:
+    """``pass_obj`` on a ``tests.builders.nested_if`` model: the result passes the full checker, onnxruntime
+    loads it, and it computes what the original did on every combination of the two branch conditions."""
+    model, result = apply_pass(pass_obj, proto, ctx)
+    x = random_inputs(Model.from_proto(proto).inputs, seed=0)["x"]
+    for c1, c2 in itertools.product((True, False), repeat=2):
+        feeds = {"x": x, "c1": np.array(c1), "c2": np.array(c2)}
+        assert_same_outputs(proto, model, precision, feeds)
+    return model, result
 
 
 def op_counts(model: Model | onnx.ModelProto) -> collections.Counter[str]:

@@ -11,8 +11,15 @@ from infer_compile.passes.activation_fusion import FUSED_CONV, FUSED_GEMM, Activ
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.manager import PassManager
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
 ACT_ATTRS = {"Relu": {}, "LeakyRelu": {"alpha": 0.2}, "HardSigmoid": {"alpha": 0.3, "beta": 0.4},
@@ -81,3 +88,11 @@ def test_target_without_fused_ops_skips_the_pass() -> None:
     [record] = PassManager([ActivationFusion()]).run(model, PassContext(target="plain"))
     assert record.status == "skipped" and FUSED_CONV.split("::")[-1] in record.reason
     assert FUSED_GEMM in OnnxRuntimeTarget.accepted_ops
+
+
+def test_gemm_output_read_by_if_bodies_is_not_fused() -> None:
+    outer = [helper.make_node("Gemm", ["x", "w"], ["g"]), helper.make_node("Relu", ["g"], ["pre"])]
+    inner = [helper.make_node("Sub", ["pre", "g"], ["body"])]
+    ctx = PassContext(target_caps=frozenset({FUSED_CONV, FUSED_GEMM}))
+    _, result = assert_nested_if_preserved(ActivationFusion(), nested_if(outer=outer, inner=inner), ctx)
+    assert not result.modified

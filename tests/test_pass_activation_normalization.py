@@ -8,8 +8,14 @@ import pytest
 from onnx import helper
 
 from infer_compile.passes.activation_normalization import ActivationNormalization
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+)
 
 CONSTS = {"zero": np.array(0.0, np.float32), "three": np.array(3.0, np.float32), "six": np.array(6.0, np.float32),
           "sixth": np.array(1 / 6, np.float32), "two": np.array(2.0, np.float32)}
@@ -69,3 +75,12 @@ def test_other_forms_are_left_alone(case: str) -> None:
 
 def test_hardswish_needs_opset_14() -> None:
     assert_unchanged(ActivationNormalization(), _model(CASES["hardswish_div"][0], opset=13))
+
+
+def test_min_max_pair_split_by_an_if_body_is_not_fused() -> None:
+    outer = [helper.make_node("Max", ["x", "zero"], ["pre"])]
+    inner = [helper.make_node("Min", ["pre", "six"], ["body"])]
+    proto = nested_if(outer=outer, inner=inner,
+                      initializers={"zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)})
+    _, result = assert_nested_if_preserved(ActivationNormalization(), proto)
+    assert not result.modified

@@ -8,12 +8,19 @@ import pytest
 from onnx import helper
 
 from infer_compile.ir import Model
-from infer_compile.passes.attention_fusion import AttentionFusion
+from infer_compile.passes.attention_fusion import MULTI_HEAD_ATTENTION, AttentionFusion
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.manager import PassManager
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
 M = helper.make_node
@@ -98,3 +105,11 @@ def test_intermediate_read_elsewhere_is_left_alone() -> None:
 def test_target_without_multi_head_attention_skips_the_pass() -> None:
     [record] = PassManager([AttentionFusion()]).run(Model.from_proto(_attention()), PassContext())
     assert record.status == "skipped" and "MultiHeadAttention" in record.reason
+
+
+def test_softmax_read_by_if_bodies_is_not_fused() -> None:
+    outer = [helper.make_node("MatMul", ["x", "w"], ["scores"]), helper.make_node("Softmax", ["scores"], ["pre"])]
+    inner = [helper.make_node("MatMul", ["pre", "w"], ["body"])]
+    ctx = PassContext(target_caps=frozenset({MULTI_HEAD_ATTENTION}))
+    _, result = assert_nested_if_preserved(AttentionFusion(), nested_if(outer=outer, inner=inner), ctx)
+    assert not result.modified

@@ -8,8 +8,15 @@ import pytest
 from onnx import helper
 
 from infer_compile.passes.batchnorm_folding import BatchNormFolding
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 
 def _bn_inits(rng: np.random.Generator, c: int) -> dict[str, np.ndarray]:
@@ -86,3 +93,7 @@ def test_matmul_on_3d_input_is_left_alone() -> None:
     # BN's channel axis (1) is the sequence axis here, not the MatMul's output features.
     proto = _with_bn("MatMul", [2, 7, 5], [2, 7, 7], rand(np.random.default_rng(2), 5, 7), {}, bias=False)
     assert_unchanged(BatchNormFolding(), proto)
+
+
+def test_nested_if_model_is_preserved() -> None:
+    assert_nested_if_preserved(BatchNormFolding(), nested_if())

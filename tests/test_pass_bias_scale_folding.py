@@ -8,8 +8,15 @@ import pytest
 from onnx import helper
 
 from infer_compile.passes.bias_scale_folding import BiasScaleFolding
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 RNG = np.random.default_rng(3)
 CONV = ("Conv", [1, 3, 5, 5], [1, 4, 5, 5], rand(RNG, 4, 3, 3, 3), {"pads": [1, 1, 1, 1]})
@@ -58,3 +65,10 @@ NEGATIVE = {
 def test_non_per_channel_operands_are_left_alone(case: str) -> None:
     producer, op, const, is_input = NEGATIVE[case]
     assert_unchanged(BiasScaleFolding(), _then(producer, op, const, const_is_input=is_input))
+
+
+def test_producer_output_read_by_if_bodies_is_not_folded() -> None:
+    outer = [helper.make_node("Gemm", ["x", "w"], ["g"]), helper.make_node("Add", ["g", "k"], ["pre"])]
+    inner = [helper.make_node("Sub", ["pre", "g"], ["body"])]  # the bodies see the Gemm's own output
+    _, result = assert_nested_if_preserved(BiasScaleFolding(), nested_if(outer=outer, inner=inner))
+    assert not result.modified

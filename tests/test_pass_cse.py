@@ -6,8 +6,14 @@ import numpy as np
 from onnx import helper
 
 from infer_compile.passes.cse import CommonSubexpressionElimination
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+)
 
 
 def _branches(second_relu_attrs: dict | None = None, second_op: str = "Sigmoid"):
@@ -47,3 +53,8 @@ def test_random_ops_are_never_merged() -> None:
     proto = make_model(nodes, [tensor("x", [4])], [tensor("y", [4])])
     model, result = apply_pass(CommonSubexpressionElimination(), proto)
     assert not result.modified and op_counts(model)["RandomUniformLike"] == 2
+
+
+def test_duplicate_read_only_inside_if_bodies_is_merged_there_too() -> None:
+    _, result = assert_nested_if_preserved(CommonSubexpressionElimination(), nested_if())
+    assert result.counts == {"nodes_merged": 1}

@@ -6,8 +6,8 @@ import numpy as np
 from onnx import helper
 
 from infer_compile.passes.dead_code import DeadNodeElimination
-from tests.builders import make_model, tensor, tiny_cnn
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged
+from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.passes_helpers import apply_pass, assert_nested_if_preserved, assert_same_outputs, assert_unchanged
 
 
 def test_removes_unused_branch_and_its_weights() -> None:
@@ -27,3 +27,9 @@ def test_removes_unused_branch_and_its_weights() -> None:
 
 def test_live_graph_is_untouched() -> None:
     assert_unchanged(DeadNodeElimination(), tiny_cnn())
+
+
+def test_values_only_if_bodies_read_are_alive() -> None:
+    outer = [helper.make_node("Relu", ["x"], ["pre"]), helper.make_node("Tanh", ["x"], ["unused"])]
+    _, result = assert_nested_if_preserved(DeadNodeElimination(), nested_if(outer=outer))
+    assert result.counts == {"dead_nodes": 1, "dead_initializers": 0}  # the Tanh only

@@ -12,8 +12,14 @@ from onnx import helper
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.gelu_fusion import GeluFusion
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+)
 
 ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
 PLAIN = PassContext(target="plain")
@@ -77,3 +83,14 @@ def test_wrong_constant_or_shared_intermediate_is_left_alone() -> None:
     shared = _model(_erf_gelu("exported"))
     shared.graph.output.append(helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [2, 16]))
     assert_unchanged(GeluFusion(), shared, ORT)
+
+
+def test_gelu_split_by_an_if_body_is_not_fused() -> None:
+    n = helper.make_node
+    outer = [n("Div", ["x", "sqrt2"], ["d"]), n("Erf", ["d"], ["e"]), n("Relu", ["x"], ["pre"])]
+    inner = [n("Add", ["e", "one"], ["g"]), n("Mul", ["x", "g"], ["h"]), n("Mul", ["h", "half"], ["body"])]
+    constants = {"sqrt2": np.array(np.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
+                 "half": np.array(0.5, np.float32)}
+    proto = nested_if(outer=outer, inner=inner, initializers=constants, opset=20)
+    _, result = assert_nested_if_preserved(GeluFusion(), proto)
+    assert not result.modified

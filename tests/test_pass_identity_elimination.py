@@ -6,8 +6,14 @@ import numpy as np
 from onnx import helper
 
 from infer_compile.passes.identity_elimination import IdentityElimination
-from tests.builders import make_model, tensor, tiny_cnn
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
+from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+)
 
 
 def test_removes_identity_and_dropout_in_a_cnn() -> None:
@@ -53,3 +59,8 @@ def test_dropout_in_training_mode_or_with_used_mask_stays() -> None:
         [helper.make_node("Dropout", ["x"], ["d", "mask"]), helper.make_node("Relu", ["d"], ["y"])],
         [tensor("x", [2, 2])], [tensor("y", [2, 2]), tensor("mask", [2, 2], 9)])
     assert_unchanged(IdentityElimination(), mask_used)
+
+
+def test_identity_read_only_inside_if_bodies_is_renamed_there_too() -> None:
+    _, result = assert_nested_if_preserved(IdentityElimination(), nested_if())
+    assert result.counts == {"identity": 1}

@@ -6,8 +6,8 @@ import numpy as np
 from onnx import helper
 
 from infer_compile.passes.initializer_dedup import InitializerDedup
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import apply_pass, assert_nested_if_preserved, assert_same_outputs, assert_unchanged
 
 
 def _two_adds(a: np.ndarray, b: np.ndarray):
@@ -38,3 +38,9 @@ def test_different_bytes_are_kept_apart() -> None:
     b[0] = -0.0  # equal as a value, different bytes: a division by it differs in sign
     assert_unchanged(InitializerDedup(), _two_adds(a, b))
     assert_unchanged(InitializerDedup(), _two_adds(a, a + 1e-7))
+
+
+def test_duplicate_read_inside_if_bodies_is_merged_there_too() -> None:
+    outer = [helper.make_node("Mul", ["x", "k_dup"], ["pre"])]
+    _, result = assert_nested_if_preserved(InitializerDedup(), nested_if(outer=outer))
+    assert result.counts == {"initializers_merged": 1}

@@ -8,8 +8,15 @@ import pytest
 from onnx import helper
 
 from infer_compile.passes.layernorm_fusion import LayerNormFusion
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 M = helper.make_node
 
@@ -60,3 +67,13 @@ def test_unsupported_forms_are_left_alone(case: str) -> None:
                 del node.input[1]
                 node.attribute.append(helper.make_attribute("axes", [-1]))
     assert_unchanged(LayerNormFusion(), proto)
+
+
+def test_layernorm_split_by_an_if_body_is_not_fused() -> None:
+    n = helper.make_node
+    outer = [n("ReduceMean", ["x"], ["mean"], axes=[-1]), n("Sub", ["x", "mean"], ["d"]),
+             n("Mul", ["d", "d"], ["sq"]), n("ReduceMean", ["sq"], ["var"], axes=[-1]), n("Relu", ["x"], ["pre"])]
+    inner = [n("Add", ["var", "eps"], ["ve"]), n("Sqrt", ["ve"], ["sd"]), n("Div", ["d", "sd"], ["body"])]
+    proto = nested_if(outer=outer, inner=inner, initializers={"eps": np.array(1e-5, np.float32)})
+    _, result = assert_nested_if_preserved(LayerNormFusion(), proto)
+    assert not result.modified

@@ -8,8 +8,15 @@ import pytest
 from onnx import helper
 
 from infer_compile.passes.matmul_add_to_gemm import MatMulAddToGemm
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 
 def _matmul_add(a_shape: list[int], bias_shape: list[int], bias_first: bool = False) -> onnx.ModelProto:
@@ -36,3 +43,10 @@ def test_matmul_add_becomes_gemm(bias_shape: list[int], bias_first: bool) -> Non
 @pytest.mark.parametrize(("a_shape", "bias_shape"), [([2, 3, 5], [4]), ([3, 5], [2, 3, 4]), ([1, 5], [3, 4])])
 def test_illegal_gemm_is_left_alone(a_shape: list[int], bias_shape: list[int]) -> None:
     assert_unchanged(MatMulAddToGemm(), _matmul_add(a_shape, bias_shape))
+
+
+def test_matmul_read_by_if_bodies_is_not_fused() -> None:
+    outer = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "k"], ["pre"])]
+    inner = [helper.make_node("Sub", ["pre", "m"], ["body"])]
+    _, result = assert_nested_if_preserved(MatMulAddToGemm(), nested_if(outer=outer, inner=inner))
+    assert not result.modified

@@ -8,8 +8,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from infer_compile.passes.noop_elimination import NoopElimination
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+)
 
 
 def _inferred(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -80,3 +86,9 @@ def test_cast_of_unknown_type_is_left_alone() -> None:
     model, result = apply_pass(NoopElimination(), proto)
     # x feeds the graph output directly through the Cast: bypassing it would rename an output.
     assert not result.modified and op_counts(model) == {"Cast": 1}
+
+
+def test_noop_whose_output_only_if_bodies_read() -> None:
+    outer = [helper.make_node("Cast", ["x"], ["pre"], to=TensorProto.FLOAT)]
+    _, result = assert_nested_if_preserved(NoopElimination(), nested_if(outer=outer))
+    assert result.counts == {"cast": 1}

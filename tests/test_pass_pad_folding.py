@@ -8,8 +8,15 @@ import pytest
 from onnx import helper
 
 from infer_compile.passes.pad_folding import PadFolding
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 
 def _pad_then(op: str, pads: list[int], op_attrs: dict, fill: float | None = None, mode: str = "constant",
@@ -47,3 +54,7 @@ def test_unfoldable_pads_are_left_alone() -> None:
     assert_unchanged(PadFolding(), _pad_then("Conv", [0, 0, 1, 1, 0, 0, 1, 1], {}, mode="reflect", out_hw=6))
     assert_unchanged(PadFolding(), _pad_then("AveragePool", [0, 0, 1, 1, 0, 0, 1, 1], {"kernel_shape": [3, 3]},
                                              out_hw=6))
+
+
+def test_nested_if_model_is_preserved() -> None:
+    assert_nested_if_preserved(PadFolding(), nested_if())

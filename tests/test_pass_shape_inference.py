@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from infer_compile.passes.shape_inference import ShapeInference
-from tests.builders import tiny_cnn
-from tests.passes_helpers import apply_pass, assert_same_outputs
+from tests.builders import nested_if, tiny_cnn
+from tests.passes_helpers import apply_pass, assert_nested_if_preserved, assert_same_outputs
 
 
 def test_annotates_intermediate_tensors() -> None:
@@ -26,3 +26,8 @@ def test_second_run_changes_nothing() -> None:
     model, _ = apply_pass(ShapeInference(), tiny_cnn())
     _, result = apply_pass(ShapeInference(), model.to_proto())
     assert not result.modified
+
+
+def test_nested_if_bodies_keep_working() -> None:
+    model, _ = assert_nested_if_preserved(ShapeInference(), nested_if())
+    assert list(model.graph.tensors()["s"].shape) == [2, 4]  # a value only the bodies read

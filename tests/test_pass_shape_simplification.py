@@ -7,8 +7,14 @@ import onnx
 from onnx import helper
 
 from infer_compile.passes.shape_simplification import ShapeSimplification
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+)
 
 M = helper.make_node
 
@@ -50,3 +56,11 @@ def test_static_shape_computation_folds() -> None:
 def test_dynamic_shape_is_left_alone() -> None:
     nodes = [M("Shape", ["x"], ["shp"]), M("Reshape", ["x", "shp"], ["y"])]
     assert_unchanged(ShapeSimplification(), make_model(nodes, [tensor("x", ["n", 3])], [tensor("y", ["n", 3])]))
+
+
+def test_reshape_chain_read_by_if_bodies() -> None:
+    flat, back = np.array([8], np.int64), np.array([2, 4], np.int64)
+    outer = [helper.make_node("Reshape", ["x", "flat"], ["r"]), helper.make_node("Reshape", ["r", "back"], ["pre"])]
+    proto = nested_if(outer=outer, initializers={"flat": flat, "back": back})
+    _, result = assert_nested_if_preserved(ShapeSimplification(), proto)
+    assert result.counts.get("reshape_chain") == 1

@@ -9,10 +9,17 @@ from onnx import helper
 from infer_compile.ir import Model
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.manager import PassManager
-from infer_compile.passes.skip_layernorm_fusion import SkipLayerNormFusion
+from infer_compile.passes.skip_layernorm_fusion import SKIP_LAYERNORM, SkipLayerNormFusion
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
-from tests.builders import make_model, tensor
-from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts, rand
+from tests.builders import make_model, nested_if, tensor
+from tests.passes_helpers import (
+    apply_pass,
+    assert_nested_if_preserved,
+    assert_same_outputs,
+    assert_unchanged,
+    op_counts,
+    rand,
+)
 
 ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
 M = helper.make_node
@@ -48,3 +55,14 @@ def test_broadcast_skip_or_runtime_gamma_is_left_alone() -> None:
 def test_skipped_for_targets_without_the_op() -> None:
     [record] = PassManager([SkipLayerNormFusion()]).run(Model.from_proto(_residual_ln()), PassContext())
     assert record.status == "skipped" and "SkipLayerNormalization" in record.reason
+
+
+def test_residual_sum_read_by_if_bodies_is_not_fused() -> None:
+    outer = [helper.make_node("Add", ["x", "k"], ["sum"]),
+             helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["pre"], axis=-1)]
+    inner = [helper.make_node("Sub", ["pre", "sum"], ["body"])]
+    proto = nested_if(outer=outer, inner=inner, initializers={"gamma": np.ones(4, np.float32),
+                                                              "beta": np.zeros(4, np.float32)})
+    ctx = PassContext(target_caps=frozenset({SKIP_LAYERNORM}))
+    _, result = assert_nested_if_preserved(SkipLayerNormFusion(), proto, ctx)
+    assert not result.modified
