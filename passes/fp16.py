@@ -1,8 +1,14 @@
 """FP16 conversion: float32 compute, tensors and weights become float16, with Casts at the borders.
 
 - Blocked nodes stay fp32: ops that are unsafe or index-like in half precision (DEFAULT_BLOCKED_OPS),
-  what the user lists with ``--fp16-block OP/NODE``, and, when calibration data is given, every node
-  producing or reading a tensor whose values come near the fp16 range (found by running the model).
+  ops whose schema does not take float16 where they read or write float32 (LayerNormalization's Mean and
+  InvStdDev, DynamicQuantizeLinear, QuantizeLinear before opset 19, ai.onnx.ml ops) or that ONNX does not
+  define (custom domains, model-local functions: their bodies keep their own types), what the user lists
+  with ``--fp16-block OP/NODE``, and, when calibration data is given, every node producing or reading a
+  tensor whose values come near the fp16 range (found by running the model).
+- Only float32 tensors change; every other element type (float64, bfloat16, float8, ints) is left alone.
+- Values If/Loop/Scan bodies read from the enclosing graph reach them in float32 (the bodies are not
+  converted), and a graph input only fp32 nodes read stays float32.
 - Weights are clamped safely: finite values beyond +-65504 saturate instead of becoming inf, and
   tiny non-zero values keep their sign at the smallest subnormal instead of flushing to zero.
 - ``--keep-io-types`` keeps graph inputs and outputs float32 (Casts inside the graph).
@@ -20,13 +26,18 @@ from infer_compile.calibration.collect import value_maxima
 from infer_compile.ir import Model
 from infer_compile.numerics import Feeds
 from infer_compile.passes.base import Pass, PassContext, PassResult
+from infer_compile.passes.graph_utils import is_float32, numpy_dtype
 from infer_compile.passes.precision_state import PrecisionState, name_unnamed_nodes, node_precisions
 
+# As onnxconverter-common's float16 converter blocks them (index-like, or with outputs whose precision matters
+# beyond fp16's), plus Softmax/LogSoftmax: exp() of inputs that fp16 rounds (steps of 8 at 10000) is far off.
 DEFAULT_BLOCKED_OPS = frozenset({
     "Range", "NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "CumSum", "RandomNormal",
-    "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "If", "Loop", "Scan"})
-# Ops whose output type is an attribute, not their inputs' type.
-_TYPED_BY_ATTRIBUTE = frozenset({"Constant", "ConstantOfShape", "EyeLike"})
+    "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "If", "Loop", "Scan",
+    "Softmax", "LogSoftmax"})
+# Ops whose output type is an attribute, not their inputs' type (BitCast also reinterprets its input's bits).
+_TYPED_BY_ATTRIBUTE = frozenset({"Constant", "ConstantOfShape", "EyeLike", "BitCast"})
+_HALF = "tensor(float16)"
 # Layers the accuracy fallback may return to fp32: where half precision loses accuracy.
 FALLBACK_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Softmax", "LayerNormalization",
                           "BatchNormalization", "InstanceNormalization", "ReduceMean", "ReduceSum", "Pow",
@@ -46,9 +57,30 @@ def to_fp16(values: np.ndarray) -> np.ndarray:
     return clamped.astype(np.float16)
 
 
-def _is_fp32(tensor: gs.Tensor) -> bool:
-    dtype = tensor.values.dtype if isinstance(tensor, gs.Constant) else tensor.dtype
-    return dtype is not None and np.dtype(dtype) == np.float32
+def _formal_types(schema: onnx.defs.OpSchema, params: list, index: int) -> list[str] | None:
+    """The types the schema allows at input/output ``index`` (the last formal parameter may repeat)."""
+    if not params:
+        return None
+    param = params[min(index, len(params) - 1)]
+    if index >= len(params) and param.option != onnx.defs.OpSchema.FormalParameterOption.Variadic:
+        return None
+    constraints = {c.type_param_str: list(c.allowed_type_strs) for c in schema.type_constraints}
+    return constraints.get(param.type_str, [param.type_str])
+
+
+def takes_half(node: gs.Node, opset: int, float_names: set[str]) -> bool:
+    """Whether ONNX defines ``node``'s op with float16 wherever it now reads or writes float32."""
+    try:
+        schema = onnx.defs.get_schema(node.op, opset if node.domain in (None, "", "ai.onnx") else 1 << 30,
+                                      node.domain or "")
+    except onnx.defs.SchemaError:
+        return False  # a custom or model-local op: nothing says what its body does with half inputs
+    for params, tensors in ((schema.inputs, node.inputs), (schema.outputs, node.outputs)):
+        for index, t in enumerate(tensors):
+            allowed = _formal_types(schema, params, index) if t.name in float_names else [_HALF]
+            if allowed is None or _HALF not in allowed:
+                return False
+    return True
 
 
 class _Converter:
@@ -57,7 +89,7 @@ class _Converter:
     def __init__(self, graph: gs.Graph, keep_io_types: bool) -> None:
         self.graph = graph
         self.keep_io_types = keep_io_types
-        self.float_names = {name for name, t in graph.tensors().items() if _is_fp32(t)}
+        self.float_names = {name for name, t in graph.tensors().items() if is_float32(t)}
         self.casts: dict[tuple[str, int], gs.Variable] = {}
         self.constants: dict[str, gs.Constant] = {}
 
@@ -65,8 +97,10 @@ class _Converter:
         return any(t.name in self.float_names for t in [*node.inputs, *node.outputs])
 
     def run(self, fp32_nodes: frozenset[str]) -> list[gs.Node]:
+        opset = int(self.graph.opset)
         half = [n for n in self.graph.nodes if n.name not in fp32_nodes and n.op not in DEFAULT_BLOCKED_OPS
-                and n.op not in _TYPED_BY_ATTRIBUTE and self.involves_float(n)]
+                and n.op not in _TYPED_BY_ATTRIBUTE and self.involves_float(n)
+                and takes_half(n, opset, self.float_names)]
         half_ids = {id(n) for n in half}
         for node in half:
             for out in node.outputs:
@@ -76,11 +110,12 @@ class _Converter:
                 node.attrs["to"] = onnx.TensorProto.FLOAT16
         if not self.keep_io_types:
             for t in self.graph.inputs:
-                if t.name in self.float_names:
+                if t.name in self.float_names and any(id(n) in half_ids for n in t.outputs):
                     t.dtype = np.float16
         for node in list(self.graph.nodes):
             if node.op != "Cast":  # a Cast reads any type
                 self._fix_inputs(node, np.float16 if id(node) in half_ids else np.float32)
+        self._keep_captured_fp32()
         if self.keep_io_types:
             self._restore_outputs()
         self.graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -92,8 +127,17 @@ class _Converter:
                 continue
             if isinstance(t, gs.Constant):
                 node.inputs[i] = self._constant(t) if want is np.float16 else t
-            elif np.dtype(t.dtype) != np.dtype(want):
+            elif numpy_dtype(t) != np.dtype(want):
                 node.inputs[i] = self._cast(t, want)
+
+    def _keep_captured_fp32(self) -> None:
+        """Nodes inside If/Loop/Scan bodies (not converted) read the outer values they capture in float32."""
+        outer = {id(t) for t in self.graph.tensors().values()}
+        for subgraph in self.graph.subgraphs(recursive=True):
+            for node in subgraph.nodes:
+                for i, t in enumerate(node.inputs):
+                    if id(t) in outer and t.name in self.float_names and numpy_dtype(t) == np.float16:
+                        node.inputs[i] = self._cast(t, np.float32)
 
     def _constant(self, t: gs.Constant) -> gs.Constant:
         if t.name not in self.constants:
@@ -113,7 +157,7 @@ class _Converter:
     def _restore_outputs(self) -> None:
         """Graph outputs stay float32 under their names: the fp16 value is renamed and cast."""
         for out in self.graph.outputs:
-            if out.name not in self.float_names or np.dtype(out.dtype) != np.float16 or not out.inputs:
+            if out.name not in self.float_names or numpy_dtype(out) != np.float16 or not out.inputs:
                 continue
             half = gs.Variable(f"{out.name}_fp16", dtype=np.float16, shape=out.shape)
             source = out.inputs[0]
@@ -133,7 +177,7 @@ def convert_fp16(model: Model, fp32_nodes: frozenset[str], keep_io_types: bool) 
 def overflowing_nodes(model: Model, samples: Iterable[Feeds]) -> frozenset[str]:
     """Producers and consumers of tensors whose values exceed OVERFLOW_LIMIT on ``samples``."""
     graph = model.graph
-    names = [name for name, t in graph.tensors().items() if isinstance(t, gs.Variable) and _is_fp32(t)]
+    names = [name for name, t in graph.tensors().items() if isinstance(t, gs.Variable) and is_float32(t)]
     maxima = value_maxima(model, names, samples)
     tensors = graph.tensors()
     hot: set[str] = set()

@@ -12,6 +12,17 @@ import onnx_graphsurgeon as gs
 MS_DOMAIN = "com.microsoft"
 
 
+def numpy_dtype(tensor: gs.Tensor) -> np.dtype | None:
+    """The tensor's element type as a numpy dtype; None when unknown or one numpy lacks (graphsurgeon keeps
+    the ONNX enum, an int, for bfloat16 and float8 types, and ``np.dtype`` of that raises)."""
+    dtype = tensor.dtype
+    return None if dtype is None or isinstance(dtype, int | np.integer) else np.dtype(dtype)
+
+
+def is_float32(tensor: gs.Tensor) -> bool:
+    return numpy_dtype(tensor) == np.float32
+
+
 def producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if tensor.inputs else None
 

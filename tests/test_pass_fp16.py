@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from infer_compile.ir import Model
@@ -13,7 +13,8 @@ from infer_compile.numerics import TOLERANCES, compare_outputs, run_onnx, summar
 from infer_compile.passes import PassContext
 from infer_compile.passes.fp16 import Fp16Conversion, to_fp16
 from infer_compile.passes.precision_state import node_precisions
-from tests.builders import make_model, tensor, tiny_cnn
+from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.passes_helpers import assert_nested_if_preserved
 from tests.precision_models import calibration, cleaned, held_out, small_transformer
 
 
@@ -25,12 +26,14 @@ def convert(proto: onnx.ModelProto, data=None, **options) -> tuple[Model, PassCo
     return model, ctx
 
 
-def figures_vs_fp32(proto: onnx.ModelProto, model: Model) -> tuple[dict, bool]:
-    feeds = held_out(proto)
+def figures_vs_fp32(proto: onnx.ModelProto, model: Model, feeds: dict | None = None) -> tuple[dict, bool]:
+    """onnxruntime on the fp32 original and the fp16 model (fed the same values in its input dtypes)."""
+    feeds = held_out(proto) if feeds is None else feeds
     reference = run_onnx(Model.from_proto(proto), feeds)
     dtypes = {s.name: s.dtype for s in model.inputs}
     got = run_onnx(model, {k: v.astype(dtypes[k]) for k, v in feeds.items()})
-    comparisons = compare_outputs(reference, {k: v.astype(np.float32) for k, v in got.items()})
+    comparisons = compare_outputs(reference, {k: v.astype(np.float32) if v.dtype == np.float16 else v
+                                              for k, v in got.items()})
     return summarize(comparisons), within(reference, comparisons, TOLERANCES["fp16"])
 
 
@@ -103,3 +106,67 @@ def test_constants_are_clamped_safely() -> None:
     assert half[0] == 65504 and half[1] == -65504  # saturate instead of inf
     assert half[2] > 0 and half[3] < 0  # keep the sign instead of flushing to zero
     assert half[4] == 0 and half[5] == -np.inf and half[6] == 0.5
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+def test_values_if_bodies_capture_reach_them_in_fp32(keep_io_types: bool) -> None:
+    proto = onnx.shape_inference.infer_shapes(nested_if())  # the build infers dtypes before fp16 runs
+    ctx = PassContext(options={"keep_io_types": keep_io_types})
+    model, _ = assert_nested_if_preserved(Fp16Conversion(), proto, ctx, precision="fp16")
+    assert model.op_histogram()["Cast"] >= 3  # a_dup, idn and s are captured; each is cast back once
+
+
+def _layernorm_with_statistics() -> tuple[onnx.ModelProto, dict]:
+    """LayerNormalization's Mean/InvStdDev outputs are float32 (or bfloat16) only."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("LayerNormalization", ["r", "g", "b"], ["y", "mean", "inv_std"], axis=-1)]
+    outputs = [tensor("y", [2, 8]), tensor("mean", [2, 1]), tensor("inv_std", [2, 1])]
+    gamma_beta = {"g": np.ones(8, np.float32), "b": np.zeros(8, np.float32)}
+    proto = make_model(nodes, [tensor("x", [2, 8])], outputs, gamma_beta)
+    return proto, {"x": np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)}
+
+
+def _dynamic_quantize() -> tuple[onnx.ModelProto, dict]:
+    """DynamicQuantizeLinear reads float32 only."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("DynamicQuantizeLinear", ["r"], ["q", "s", "z"])]
+    outputs = [tensor("q", [2, 8], TensorProto.UINT8), tensor("s", []), tensor("z", [], TensorProto.UINT8)]
+    proto = make_model(nodes, [tensor("x", [2, 8])], outputs)
+    return proto, {"x": np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)}
+
+
+def _bitcast() -> tuple[onnx.ModelProto, dict]:
+    """BitCast reinterprets its input's bits: half bits are not float bits."""
+    nodes = [helper.make_node("BitCast", ["x"], ["bits"], to=TensorProto.INT32), helper.make_node("Relu", ["x"], ["r"])]
+    outputs = [tensor("bits", [2, 8], TensorProto.INT32), tensor("r", [2, 8])]
+    proto = make_model(nodes, [tensor("x", [2, 8])], outputs, opset=26)
+    return proto, {"x": np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)}
+
+
+def _local_function_with_mixed_types() -> tuple[onnx.ModelProto, dict]:
+    """A model-local function whose body computes in float64 between two Casts: its body keeps its types."""
+    body = [helper.make_node("Cast", ["a"], ["wide"], to=TensorProto.DOUBLE),
+            helper.make_node("Mul", ["wide", "wide"], ["square"]),
+            helper.make_node("Cast", ["square"], ["out"], to=TensorProto.FLOAT)]
+    function = helper.make_function("local", "Square64", ["a"], ["out"], body,
+                                    [helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Square64", ["r"], ["y"], domain="local")]
+    graph = helper.make_graph(nodes, "local_function", [tensor("x", [2, 8])], [tensor("y", [2, 8])])
+    proto = helper.make_model(graph, functions=[function], ir_version=8,
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    return proto, {"x": np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)}
+
+
+def _softmax_of_large_numbers() -> tuple[onnx.ModelProto, dict]:
+    """ONNX's softmax_large_number case: fp16 rounds 10001..10003 to 10000 (steps of 8 there)."""
+    proto = make_model([helper.make_node("Softmax", ["x"], ["y"])], [tensor("x", [2, 4])], [tensor("y", [2, 4])])
+    return proto, {"x": np.array([[0, 1, 2, 3], [10000, 10001, 10002, 10003]], np.float32)}
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+@pytest.mark.parametrize("build", [_layernorm_with_statistics, _dynamic_quantize, _bitcast,
+                                   _local_function_with_mixed_types, _softmax_of_large_numbers])
+def test_ops_without_fp16_numerics_stay_fp32_and_the_graph_is_type_consistent(build, keep_io_types: bool) -> None:
+    proto, feeds = build()
+    model, _ = convert(proto, keep_io_types=keep_io_types)
+    figures, ok = figures_vs_fp32(proto, model, feeds)
+    assert ok and figures["cosine"] > 0.9999, figures
