@@ -14,6 +14,7 @@ from infer_compile.passes.graph_utils import (
     MS_DOMAIN,
     add_node,
     clip_bounds,
+    is_float32,
     known_shape,
     new_constant,
     other_input,
@@ -41,10 +42,6 @@ def _activation_params(act: gs.Node) -> list[float] | None:
     return []
 
 
-def _is_fp32(t: gs.Tensor) -> bool:
-    return t.dtype is not None and np.dtype(t.dtype) == np.float32
-
-
 def _conv_and_residual(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Node, gs.Tensor | None, list[gs.Node]] | None:
     """(conv, residual Z or None, matched nodes) when ``t`` is Conv(...) or Conv(...) + Z of the same shape."""
     conv = produced_by(t, "Conv")
@@ -55,7 +52,7 @@ def _conv_and_residual(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Node, gs.Tenso
         conv, z = produced_by(conv_out, "Conv"), other_input(add, conv_out)
         shape = known_shape(conv_out)
         if conv is not None and sole_consumer(graph, conv_out) is add and shape is not None \
-                and known_shape(z) == shape and _is_fp32(z):
+                and known_shape(z) == shape and is_float32(z):
             return conv, z, [conv, add]
     return None
 
@@ -67,7 +64,7 @@ def _fused_conv(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
     if found is None:
         return False
     conv, z, matched = found
-    if len(conv.inputs[1].shape or ()) != 4 or not _is_fp32(conv.outputs[0]):
+    if len(conv.inputs[1].shape or ()) != 4 or not is_float32(conv.outputs[0]):
         return False  # 2-D convolutions in fp32: what the CPU kernel implements
     inputs = list(conv.inputs)
     if z is not None:
@@ -84,7 +81,7 @@ def _fused_gemm(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
     if FUSED_GEMM not in ctx.target_caps or act.op == "Clip":
         return False
     gemm = produced_by(act.inputs[0], "Gemm")
-    if gemm is None or sole_consumer(graph, act.inputs[0]) is not act or not _is_fp32(act.inputs[0]):
+    if gemm is None or sole_consumer(graph, act.inputs[0]) is not act or not is_float32(act.inputs[0]):
         return False
     params = _activation_params(act) or []
     extra = dict(zip(("activation_alpha", "activation_beta"), params, strict=False))

@@ -17,6 +17,7 @@ from infer_compile.passes.graph_utils import (
     clip_bounds,
     is_scalar,
     new_constant,
+    numpy_dtype,
     other_input,
     produced_by,
     replace_nodes,
@@ -37,12 +38,12 @@ def _min_max_to_clip(graph: gs.Graph, outer: gs.Node, ctx: PassContext) -> bool:
             continue
         for x in inner.inputs:
             inner_bound = scalar_value(other_input(inner, x))
-            if inner_bound is None or x.dtype is None:
+            dtype = numpy_dtype(x)
+            if inner_bound is None or dtype is None:
                 continue
             lo, hi = (inner_bound, outer_bound) if inner_op == "Max" else (outer_bound, inner_bound)
             if lo > hi:  # Clip(lo > hi) would not reproduce min/max semantics
                 return False
-            dtype = np.dtype(x.dtype)
             bounds = [new_constant(graph, f"{outer.name}_{key}", np.array(v, dtype))
                       for key, v in (("min", lo), ("max", hi))]
             replace_nodes([inner, outer], add_node(graph, "Clip", [x, *bounds], name=outer.name))

@@ -20,6 +20,7 @@ from infer_compile.passes.graph_utils import (
     MS_DOMAIN,
     add_node,
     constant,
+    is_float32,
     is_scalar,
     known_shape,
     new_constant,
@@ -125,7 +126,7 @@ def _attention_bias(graph: gs.Graph, mask: gs.Tensor | None, b: int, n: int, s: 
     if mask is None:
         return gs.Variable.empty()
     shape = known_shape(mask)
-    if shape is None or len(shape) > 4 or mask.dtype is None or np.dtype(mask.dtype) != np.float32:
+    if shape is None or len(shape) > 4 or not is_float32(mask):
         return None
     m = (1,) * (4 - len(shape)) + shape
     if m[0] not in (1, b) or m[1] not in (1, n) or m[2] not in (1, s) or m[3] != s:

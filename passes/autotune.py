@@ -27,7 +27,7 @@ import onnx_graphsurgeon as gs
 from infer_compile.ir import Model
 from infer_compile.numerics import Feeds, random_inputs
 from infer_compile.passes.base import TUNER, Pass, PassContext, PassResult
-from infer_compile.passes.graph_utils import producer
+from infer_compile.passes.graph_utils import numpy_dtype, producer
 
 # Seconds of timing when the build options do not say (pass option "tune_time").
 DEFAULT_TUNE_TIME = 5.0
@@ -164,7 +164,7 @@ def to_fp32(graph: gs.Graph, node: gs.Node) -> None:
             node.inputs[i] = gs.Constant(name, source)
         else:
             activation, (low, high) = source
-            dtype = np.dtype(activation.dtype or np.float32)
+            dtype = numpy_dtype(activation) or np.dtype(np.float32)
             clipped = gs.Variable(name, dtype=dtype, shape=activation.shape)
             graph.layer(op="Clip", name=f"{tensor.name}/clip", outputs=[clipped],
                         inputs=[activation, gs.Constant(f"{tensor.name}/min", np.array(low, dtype)),

@@ -14,6 +14,7 @@ from infer_compile.passes.graph_utils import (
     is_scalar,
     known_shape,
     new_constant,
+    numpy_dtype,
     other_input,
     rank,
     replace_nodes,
@@ -69,7 +70,9 @@ def _layernorm(graph: gs.Graph, mean: gs.Node, ctx: PassContext) -> bool:
     if found is None:
         return False
     middle, last, eps = found
-    dtype, width = np.dtype(x.dtype), shape[-1]
+    dtype, width = numpy_dtype(x), shape[-1]
+    if dtype is None or dtype.kind != "f":  # unknown, or a type numpy lacks (bfloat16): gamma/beta need one
+        return False
     matched = [mean, sub, *middle, last]
     gamma, beta = np.ones(width, dtype), np.zeros(width, dtype)
     scaled = _affine(graph, last, "Mul", width, r)

@@ -7,15 +7,15 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from infer_compile.passes.base import PassContext
-from infer_compile.passes.graph_utils import axes_of, bypass_node, constant, known_shape, produced_by, rank
+from infer_compile.passes.graph_utils import axes_of, bypass_node, constant, known_shape, numpy_dtype, produced_by, rank
 from infer_compile.passes.rewrite import RewritePass
 
 
 def _same_type_cast(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> bool:
-    src = node.inputs[0]
-    if src.dtype is None:
+    dtype = numpy_dtype(node.inputs[0])
+    if dtype is None:
         return False
-    return np.dtype(src.dtype) == onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]) and bypass_node(graph, node)
+    return dtype == onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]) and bypass_node(graph, node)
 
 
 def _same_shape_reshape(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> bool:

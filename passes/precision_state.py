@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 
 from infer_compile.ir import Model
 from infer_compile.passes.base import PassContext
+from infer_compile.passes.graph_utils import numpy_dtype
 
 # Bookkeeping nodes that carry precision changes rather than compute.
 _PLUMBING = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast"})
@@ -46,11 +47,8 @@ def name_unnamed_nodes(graph: gs.Graph) -> None:
 
 
 def _float_dtype(tensor: gs.Tensor) -> np.dtype | None:
-    dtype = tensor.values.dtype if isinstance(tensor, gs.Constant) else tensor.dtype
-    if dtype is None:
-        return None
-    dtype = np.dtype(dtype)
-    return dtype if dtype.kind == "f" else None
+    dtype = numpy_dtype(tensor)
+    return dtype if dtype is not None and dtype.kind == "f" else None
 
 
 def node_precision(node: gs.Node) -> str:

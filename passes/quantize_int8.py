@@ -42,7 +42,7 @@ from infer_compile.passes.base import (
     PassContext,
     PassResult,
 )
-from infer_compile.passes.graph_utils import bypass_node, clip_bounds, is_graph_io, producer
+from infer_compile.passes.graph_utils import bypass_node, clip_bounds, is_float32, is_graph_io, producer
 from infer_compile.passes.precision_state import (
     PrecisionState,
     name_unnamed_nodes,
@@ -89,11 +89,11 @@ class QuantizationPlan:
 
 
 def is_float_variable(tensor: gs.Tensor) -> bool:
-    return isinstance(tensor, gs.Variable) and tensor.dtype is not None and np.dtype(tensor.dtype) == np.float32
+    return isinstance(tensor, gs.Variable) and is_float32(tensor)
 
 
 def is_float_constant(tensor: gs.Tensor) -> bool:
-    return isinstance(tensor, gs.Constant) and tensor.values.dtype == np.float32
+    return isinstance(tensor, gs.Constant) and is_float32(tensor)
 
 
 def weight_input(node: gs.Node) -> int | None:

@@ -84,3 +84,22 @@ def cleaned(proto: onnx.ModelProto) -> Model:
     model = Model.from_proto(proto)
     PassManager([cls() for cls in CLEANUP]).run(model, PassContext())
     return model
+
+
+def mixed_types(seed: int = 0) -> onnx.ModelProto:
+    """A float32 MatMul/ReLU path whose result also passes through bfloat16 and float8 (types numpy lacks),
+    beside a float64 path and an int64 ArgMax: precision passes must touch only the float32 tensors."""
+    rng = np.random.default_rng(seed)
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["m"], name="fc"), n("Relu", ["m"], ["r"], name="relu"),
+             n("Cast", ["r"], ["r_bf16"], to=onnx.TensorProto.BFLOAT16),
+             n("Cast", ["r_bf16"], ["r_from_bf16"], to=onnx.TensorProto.FLOAT),
+             n("Cast", ["r"], ["r_f8"], to=onnx.TensorProto.FLOAT8E4M3FN),
+             n("Cast", ["r_f8"], ["r_from_f8"], to=onnx.TensorProto.FLOAT),
+             n("Add", ["r_from_bf16", "r_from_f8"], ["y"], name="sum"),
+             n("Mul", ["xd", "d"], ["yd"], name="double_scale"), n("ArgMax", ["r"], ["index"], axis=-1)]
+    inputs = [tensor("x", ["batch", HIDDEN]), tensor("xd", ["batch", HIDDEN], onnx.TensorProto.DOUBLE)]
+    outputs = [tensor("y", ["batch", HIDDEN]), tensor("yd", ["batch", HIDDEN], onnx.TensorProto.DOUBLE),
+               tensor("index", ["batch", 1], onnx.TensorProto.INT64)]
+    init = {"w": (rng.standard_normal((HIDDEN, HIDDEN)) / 4).astype(np.float32), "d": np.float64(3.0)}
+    return make_model(nodes, inputs, outputs, init, opset=19, name="mixed_types")

@@ -15,8 +15,9 @@ from infer_compile.passes import PassContext, PassManager
 from infer_compile.passes.accuracy_fallback import AccuracyFallback
 from infer_compile.passes.fp16 import Fp16Conversion
 from infer_compile.passes.quantize_int8 import QuantizeInt8
-from tests.builders import make_model, tensor, tiny_cnn
-from tests.precision_models import calibration, cleaned, held_out, outlier_mlp
+from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.passes_helpers import assert_nested_if_preserved
+from tests.precision_models import calibration, cleaned, held_out, mixed_types, outlier_mlp
 
 
 def build(proto: onnx.ModelProto, first=QuantizeInt8, **options) -> tuple[Model, PassContext]:
@@ -84,3 +85,19 @@ def test_a_nan_output_is_the_worst_figure_whatever_the_order() -> None:
         figures = summarize(compare_outputs({"a": ok, "b": ok}, outputs))
         assert all(np.isnan(figures[k]) for k in ("cosine", "max_abs", "max_rel", "top1_agreement"))
         assert parse_budget("cosine>=0.9,max-abs<=1").check(figures)
+
+
+@pytest.mark.parametrize("first", [QuantizeInt8, Fp16Conversion])
+def test_models_with_types_numpy_lacks_are_measured(first) -> None:
+    model, ctx = build(mixed_types(), first, accuracy_budget="cosine>=0.99")
+    assert ctx.records["quantization"]["accuracy"]["cosine"] >= 0.99
+    onnx.checker.check_model(model.to_proto(), full_check=True)
+
+
+def test_nested_if_model_is_measured_and_preserved() -> None:
+    proto = onnx.shape_inference.infer_shapes(nested_if(outer=[helper.make_node("MatMul", ["x", "w"], ["pre"])]))
+    ctx = PassContext(target="onnxruntime", calibration=calibration(proto, count=25))
+    QuantizeInt8().run(model := Model.from_proto(proto), ctx)
+    quantized = model.to_proto()
+    assert_nested_if_preserved(AccuracyFallback(), quantized, ctx, precision="int8")
+    assert "accuracy" in ctx.records["quantization"]

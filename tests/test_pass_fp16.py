@@ -15,7 +15,7 @@ from infer_compile.passes.fp16 import Fp16Conversion, to_fp16
 from infer_compile.passes.precision_state import node_precisions
 from tests.builders import make_model, nested_if, tensor, tiny_cnn
 from tests.passes_helpers import assert_nested_if_preserved
-from tests.precision_models import calibration, cleaned, held_out, small_transformer
+from tests.precision_models import calibration, cleaned, held_out, mixed_types, small_transformer
 
 
 def convert(proto: onnx.ModelProto, data=None, **options) -> tuple[Model, PassContext]:
@@ -170,3 +170,15 @@ def test_ops_without_fp16_numerics_stay_fp32_and_the_graph_is_type_consistent(bu
     model, _ = convert(proto, keep_io_types=keep_io_types)
     figures, ok = figures_vs_fp32(proto, model, feeds)
     assert ok and figures["cosine"] > 0.9999, figures
+
+
+def test_only_float32_tensors_change() -> None:
+    proto = mixed_types()
+    model, _ = convert(proto, keep_io_types=True)
+    tensors = model.graph.tensors()
+    assert tensors["r_bf16"].dtype == onnx.TensorProto.BFLOAT16
+    assert tensors["r_f8"].dtype == onnx.TensorProto.FLOAT8E4M3FN
+    assert tensors["yd"].dtype == np.float64 and tensors["d"].values.dtype == np.float64
+    assert tensors["m"].dtype == np.float16
+    figures, ok = figures_vs_fp32(proto, model)
+    assert ok, figures

@@ -17,8 +17,9 @@ from infer_compile.passes import PassContext
 from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_LPT
 from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.targets import get_target
-from tests.builders import make_model, tensor, tiny_cnn
-from tests.precision_models import calibration, cleaned, held_out, small_transformer
+from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.passes_helpers import assert_nested_if_preserved
+from tests.precision_models import calibration, cleaned, held_out, mixed_types, small_transformer
 
 
 def quantize(proto: onnx.ModelProto, target: str = "trt", caps: frozenset[str] | None = None,
@@ -214,3 +215,20 @@ def test_onnxruntime_runs_matmul_plus_bias_as_qgemm(tmp_path: Path) -> None:
     ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
     ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
     assert "QGemm" in ops and "Gemm" not in ops, " ".join(ops)
+
+
+def test_only_float32_tensors_are_quantized() -> None:
+    proto = mixed_types()
+    model, ctx = quantize(proto, "onnxruntime")
+    tensors = model.graph.tensors()
+    assert tensors["r_bf16"].dtype == onnx.TensorProto.BFLOAT16 and tensors["yd"].dtype == np.float64
+    assert ctx.records["quantization"]["nodes"]["int8"] == 1  # the MatMul
+    figures = accuracy(proto, model)
+    assert figures["cosine"] > 0.99, figures
+
+
+def test_values_if_bodies_capture_stay_float() -> None:
+    proto = onnx.shape_inference.infer_shapes(nested_if(outer=[helper.make_node("MatMul", ["x", "w"], ["pre"])]))
+    ctx = PassContext(target="onnxruntime", calibration=calibration(proto))
+    model, _ = assert_nested_if_preserved(QuantizeInt8(), proto, ctx, precision="int8")
+    assert any(n.op == "QuantizeLinear" for n in model.graph.nodes)
