@@ -11,10 +11,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from infer_compile.calibration.cache import cache_key, load_cached_ranges, model_digest, save_ranges
 from infer_compile.calibration.calibrators import AbsHistogram, method, needs_histogram
 from infer_compile.calibration.data import CalibrationData, sample_count
+from infer_compile.errors import UnsupportedError, UserInputError
 from infer_compile.ir import Model
 from infer_compile.numerics import Feeds, ort_session
 
@@ -71,6 +74,30 @@ def exposed(model: Model, names: Iterable[str]) -> Iterator[Model]:
         graph.outputs = outputs
 
 
+# What onnxruntime raises when a session cannot be created or run (its exception types derive from Exception).
+ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.RuntimeException,
+              ort_state.NotImplemented)
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def samples_do_not_fit(exc: BaseException) -> UserInputError:
+    """The error for a model that onnxruntime cannot run on the calibration samples: they need replacing."""
+    return UserInputError(
+        f"the model does not run on the calibration samples ({first_line(exc)})",
+        hint="give samples that fit the model's inputs with --calib PATH (random 'synthetic' data cannot "
+             "satisfy inputs such as sizes, indices or shapes)")
+
+
+def run_on_samples(session: ort.InferenceSession, names: list[str], feeds: Feeds) -> list[np.ndarray]:
+    try:
+        return session.run(names, feeds)
+    except ORT_ERRORS as exc:
+        raise samples_do_not_fit(exc) from exc
+
+
 def run_exposed(model: Model, names: list[str], samples: Iterable[Feeds],
                 consume: Callable[[dict[str, np.ndarray]], None]) -> None:
     """Calls ``consume`` with the values of the tensors ``names`` (graph inputs included) per batch of
@@ -82,10 +109,15 @@ def run_exposed(model: Model, names: list[str], samples: Iterable[Feeds],
     inputs = {s.name for s in model.inputs}
     inner = [n for n in names if n not in inputs]
     with exposed(model, inner):
-        session = ort_session(model, optimize=False)
+        try:
+            session = ort_session(model, optimize=False)
+        except ORT_ERRORS as exc:
+            raise UnsupportedError(f"calibration: onnxruntime cannot load the graph to measure its activations "
+                                   f"({first_line(exc)})", hint="build without --int8/--calib, and report the model"
+                                   ) from exc
 
     def run(feeds: Feeds) -> dict[str, np.ndarray]:
-        values = dict(zip(inner, session.run(inner, feeds), strict=True)) if inner else {}
+        values = dict(zip(inner, run_on_samples(session, inner, feeds), strict=True)) if inner else {}
         return {n: feeds[n] if n in inputs else values[n] for n in names}
 
     stream = iter(samples)  # one pass: samples may be read from disk as they are used

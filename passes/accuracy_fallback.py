@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from infer_compile.budget import METRICS, Budget, parse_budget
-from infer_compile.calibration.collect import batched
+from infer_compile.calibration.collect import ORT_ERRORS, batched, first_line, samples_do_not_fit
 from infer_compile.calibration.data import CalibrationData
 from infer_compile.errors import AccuracyError
 from infer_compile.ir import Model
@@ -29,14 +29,26 @@ DEFAULT_FALLBACK_LIMIT = 0.5
 class HeldOutEvaluator:
     """Figures (max abs, cosine, top-1 agreement) of a model vs the fp32 reference on held-out samples."""
 
-    def __init__(self, reference: Model, samples: Iterable[Feeds]) -> None:
+    def __init__(self, reference: Model, samples: Iterable[Feeds], precision: str = "int8") -> None:
         self.samples = samples  # re-iterable: read again for every model evaluated, not kept
         self.reference = reference
+        self.precision = precision
         # The fp32 reference as numerics.py defines it: unoptimized (also no pre-packed weight copies).
-        self.expected = self.outputs(reference, optimize=False)
+        try:
+            self.expected = self._run(reference, optimize=False)
+        except ORT_ERRORS as exc:
+            raise samples_do_not_fit(exc) from exc
 
-    def outputs(self, model: Model, optimize: bool = True) -> Feeds:
-        # Optimized like the deployed artifact, so int8 figures come from ORT's real int8 kernels.
+    def outputs(self, model: Model) -> Feeds:
+        """Optimized like the deployed artifact, so int8 figures come from ORT's real int8 kernels."""
+        try:
+            return self._run(model, optimize=True)
+        except ORT_ERRORS as exc:  # the fp32 reference ran on these samples: the rewritten graph is at fault
+            raise AccuracyError(f"the {self.precision} graph does not run in onnxruntime on the held-out "
+                                f"samples ({first_line(exc)})",
+                                hint=f"build without --{self.precision} and report the model") from exc
+
+    def _run(self, model: Model, optimize: bool) -> Feeds:
         session = ort_session(model, optimize=optimize)
         names = [o.name for o in session.get_outputs()]
         dtypes = {s.name: s.dtype for s in model.inputs}  # fp16 builds may take half-precision inputs
@@ -90,7 +102,7 @@ class AccuracyFallback(Pass):
         if state is None:
             return PassResult()
         record = ctx.records.setdefault("quantization", {})
-        evaluator = HeldOutEvaluator(state.reference, data.split()[1])
+        evaluator = HeldOutEvaluator(state.reference, data.split()[1], state.precision)
         figures = evaluator.figures(model)
         record["accuracy"] = figures
         refuse_nan(figures, evaluator, state.precision)

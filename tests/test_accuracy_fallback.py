@@ -12,7 +12,7 @@ from infer_compile.errors import AccuracyError, ExitCode
 from infer_compile.ir import Model
 from infer_compile.numerics import compare_outputs, run_onnx, summarize
 from infer_compile.passes import PassContext, PassManager
-from infer_compile.passes.accuracy_fallback import AccuracyFallback
+from infer_compile.passes.accuracy_fallback import AccuracyFallback, HeldOutEvaluator
 from infer_compile.passes.fp16 import Fp16Conversion
 from infer_compile.passes.quantize_int8 import QuantizeInt8
 from tests.builders import make_model, nested_if, tensor, tiny_cnn
@@ -101,3 +101,15 @@ def test_nested_if_model_is_measured_and_preserved() -> None:
     quantized = model.to_proto()
     assert_nested_if_preserved(AccuracyFallback(), quantized, ctx, precision="int8")
     assert "accuracy" in ctx.records["quantization"]
+
+
+def test_a_rewritten_graph_that_does_not_run_fails_the_accuracy_check() -> None:
+    proto = tiny_cnn()
+    broken = onnx.ModelProto()
+    broken.CopyFrom(proto)
+    flatten = next(n for n in broken.graph.node if n.op_type == "Flatten")
+    flatten.op_type, flatten.input[:] = "Reshape", [flatten.input[0], "bad_shape"]
+    broken.graph.initializer.append(onnx.numpy_helper.from_array(np.array([7, 5], np.int64), "bad_shape"))
+    evaluator = HeldOutEvaluator(Model.from_proto(proto), calibration(proto, count=5).split()[1])
+    with pytest.raises(AccuracyError, match="int8 graph does not run in onnxruntime"):
+        evaluator.figures(Model.from_proto(broken))

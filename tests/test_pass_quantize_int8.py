@@ -232,3 +232,13 @@ def test_values_if_bodies_capture_stay_float() -> None:
     ctx = PassContext(target="onnxruntime", calibration=calibration(proto))
     model, _ = assert_nested_if_preserved(QuantizeInt8(), proto, ctx, precision="int8")
     assert any(n.op == "QuantizeLinear" for n in model.graph.nodes)
+
+
+def test_a_model_that_cannot_run_on_the_samples_is_refused_with_the_reason() -> None:
+    """Random samples for a shape input: onnxruntime's Reshape fails on them; the user has to give real ones."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["m"]),
+             helper.make_node("Reshape", ["m", "shape"], ["y"])]
+    inputs = [tensor("x", [4, 8]), tensor("shape", [2], onnx.TensorProto.INT64)]
+    proto = make_model(nodes, inputs, [tensor("y", ["a", "b"])], {"w": np.ones((8, 8), np.float32)})
+    with pytest.raises(UserInputError, match=r"does not run on the calibration samples .*Reshape"):
+        quantize(proto, "onnxruntime")
