@@ -21,9 +21,13 @@ from infer_compile.ir import Model
 from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.passes import PassContext
 from infer_compile.passes.autotune import RUNS_PER_BLOCK, Autotune, choose, measure, quantized_layers, to_fp32
+from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.targets import get_target, load_artifact
 from infer_compile.targets.base import TargetRequest, TuningCandidate
 from infer_compile.targets.onnxruntime import OrtTuner
+from tests.builders import nested_if
+from tests.passes_helpers import assert_nested_if_preserved
+from tests.precision_models import calibration
 
 
 def _int8(source: Path, calibration: CalibrationSettings, output: Path, tune_time: float):
@@ -177,3 +181,12 @@ def test_to_fp32_shares_one_clip_between_layers_reading_one_tensor() -> None:
     model.graph.cleanup().toposort()
     assert model.op_histogram() == {"Clip": 1, "MatMul": 2}
     assert within(quantized, compare_outputs(quantized, run_onnx(model, feeds)), TOLERANCES["int8"])
+
+
+def test_int8_nested_if_model_is_preserved() -> None:
+    proto = onnx.shape_inference.infer_shapes(nested_if(outer=[helper.make_node("MatMul", ["x", "w"], ["pre"])]))
+    ctx = PassContext(target="onnxruntime", calibration=calibration(proto), options={"tune_time": 1.0},
+                      tuner=OrtTuner())
+    QuantizeInt8().run(quantized := Model.from_proto(proto), ctx)
+    assert quantized_layers(quantized.graph)  # the top-level MatMul: layer selection runs
+    assert_nested_if_preserved(Autotune(), quantized.to_proto(), ctx, precision="int8")
