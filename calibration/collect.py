@@ -125,7 +125,7 @@ def run_exposed(model: Model, names: list[str], samples: Iterable[Feeds],
     if sample is None:
         return
     first = run(sample)
-    per_sample = max(sum(v.nbytes for v in first.values()) // sample_count(sample), 1)
+    per_sample = max(sum(v.nbytes for v in first.values()) // max(sample_count(sample), 1), 1)
     consume(first)
     del first, sample  # before the next batch runs
     for feeds in batched(stream, model, max(1, min(MAX_BATCH, ACTIVATION_BUDGET // per_sample))):

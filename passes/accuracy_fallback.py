@@ -54,10 +54,19 @@ class HeldOutEvaluator:
         dtypes = {s.name: s.dtype for s in model.inputs}  # fp16 builds may take half-precision inputs
         runs = [session.run(names, {k: v.astype(dtypes[k]) for k, v in feeds.items()})
                 for feeds in batched(self.samples, self.reference)]
-        return {name: np.concatenate([np.atleast_1d(r[i]) for r in runs]) for i, name in enumerate(names)}
+        return {name: _joined([r[i] for r in runs]) for i, name in enumerate(names)}
 
     def figures(self, model: Model) -> dict:
         return summarize(compare_outputs(self.expected, self.outputs(model)))
+
+
+def _joined(batches: list[np.ndarray]) -> np.ndarray:
+    """One output over all batches: along the batch axis when the batches agree beyond it, else flattened
+    (outputs whose shape depends on the values, e.g. NonZero, or without a batch axis)."""
+    arrays = [np.atleast_1d(b) for b in batches]
+    if all(a.shape[1:] == arrays[0].shape[1:] for a in arrays):
+        return np.concatenate(arrays)
+    return np.concatenate([a.ravel() for a in arrays])
 
 
 def score(figures: dict, budget: Budget) -> float:

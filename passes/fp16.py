@@ -36,7 +36,9 @@ DEFAULT_BLOCKED_OPS = frozenset({
     "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "If", "Loop", "Scan",
     "Softmax", "LogSoftmax"})
 # Ops whose output type is an attribute, not their inputs' type (BitCast also reinterprets its input's bits).
-_TYPED_BY_ATTRIBUTE = frozenset({"Constant", "ConstantOfShape", "EyeLike", "BitCast"})
+_TYPED_BY_ATTRIBUTE = frozenset({"Constant", "ConstantOfShape", "EyeLike", "BitCast", "MelWeightMatrix"})
+# Scatters with a reduction: onnxruntime's CPU kernels have no float16 version of them.
+_REDUCING_SCATTERS = frozenset({"ScatterND", "ScatterElements"})
 _HALF = "tensor(float16)"
 # Layers the accuracy fallback may return to fp32: where half precision loses accuracy.
 FALLBACK_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Softmax", "LayerNormalization",
@@ -69,7 +71,10 @@ def _formal_types(schema: onnx.defs.OpSchema, params: list, index: int) -> list[
 
 
 def takes_half(node: gs.Node, opset: int, float_names: set[str]) -> bool:
-    """Whether ONNX defines ``node``'s op with float16 wherever it now reads or writes float32."""
+    """Whether ``node``'s op computes in float16 wherever it now reads or writes float32 (per its ONNX schema,
+    less what onnxruntime lacks)."""
+    if node.op in _REDUCING_SCATTERS and node.attrs.get("reduction", "none") != "none":
+        return False
     try:
         schema = onnx.defs.get_schema(node.op, opset if node.domain in (None, "", "ai.onnx") else 1 << 30,
                                       node.domain or "")

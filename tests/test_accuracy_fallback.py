@@ -113,3 +113,12 @@ def test_a_rewritten_graph_that_does_not_run_fails_the_accuracy_check() -> None:
     evaluator = HeldOutEvaluator(Model.from_proto(proto), calibration(proto, count=5).split()[1])
     with pytest.raises(AccuracyError, match="int8 graph does not run in onnxruntime"):
         evaluator.figures(Model.from_proto(broken))
+
+
+def test_outputs_whose_shape_depends_on_the_values_are_compared() -> None:
+    """NonZero's output width differs per sample: the held-out batches cannot be stacked along axis 0."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonZero", ["r"], ["where"])]
+    proto = make_model(nodes, [tensor("x", [4, 8])], [tensor("where", [2, "n"], onnx.TensorProto.INT64)])
+    model = Model.from_proto(proto)
+    evaluator = HeldOutEvaluator(model, calibration(proto, count=10).split()[1])
+    assert evaluator.figures(model)["max_abs"] == 0.0

@@ -162,9 +162,19 @@ def _softmax_of_large_numbers() -> tuple[onnx.ModelProto, dict]:
     return proto, {"x": np.array([[0, 1, 2, 3], [10000, 10001, 10002, 10003]], np.float32)}
 
 
+def _scatter_with_reduction() -> tuple[onnx.ModelProto, dict]:
+    """onnxruntime's CPU ScatterElements has no float16 kernel with a reduction."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("ScatterElements", ["r", "index", "r"], ["y"], axis=1, reduction="add")]
+    proto = make_model(nodes, [tensor("x", [2, 8])], [tensor("y", [2, 8])],
+                       {"index": np.tile(np.arange(8, dtype=np.int64)[::-1], (2, 1))})
+    return proto, {"x": np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)}
+
+
 @pytest.mark.parametrize("keep_io_types", [True, False])
 @pytest.mark.parametrize("build", [_layernorm_with_statistics, _dynamic_quantize, _bitcast,
-                                   _local_function_with_mixed_types, _softmax_of_large_numbers])
+                                   _local_function_with_mixed_types, _softmax_of_large_numbers,
+                                   _scatter_with_reduction])
 def test_ops_without_fp16_numerics_stay_fp32_and_the_graph_is_type_consistent(build, keep_io_types: bool) -> None:
     proto, feeds = build()
     model, _ = convert(proto, keep_io_types=keep_io_types)

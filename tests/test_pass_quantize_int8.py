@@ -242,3 +242,11 @@ def test_a_model_that_cannot_run_on_the_samples_is_refused_with_the_reason() -> 
     proto = make_model(nodes, inputs, [tensor("y", ["a", "b"])], {"w": np.ones((8, 8), np.float32)})
     with pytest.raises(UserInputError, match=r"does not run on the calibration samples .*Reshape"):
         quantize(proto, "onnxruntime")
+
+
+def test_empty_calibration_samples_do_not_break_the_batching() -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])]
+    proto = make_model(nodes, [tensor("x", ["batch", 8])], [tensor("y", ["batch", 8])],
+                       {"w": np.ones((8, 8), np.float32)})
+    model, _ = quantize(proto, "onnxruntime", data=calibration(proto, batch=0))
+    assert any(n.op == "QuantizeLinear" for n in model.graph.nodes)
