@@ -53,8 +53,12 @@ def precision_options(precision: str, *, calib: str | None, method: str | None =
     return settings, {k: v for k, v in pass_options.items() if v}
 
 
-def describe_precision(record: dict[str, Any] | None) -> str | None:
-    """One summary line: nodes per precision, calibration, accuracy vs fp32, layers kept in fp32."""
+def describe_precision(record: dict[str, Any] | None, final_check: dict[str, Any] | None = None) -> str | None:
+    """One summary line: nodes per precision, calibration, accuracy vs fp32, layers kept in fp32.
+
+    Accuracy is the final check's, measured on the artifact as written (after autotuning's per-layer
+    choices), when it ran; else what the accuracy pass measured on the graph before autotuning.
+    """
     if not record:
         return None
     nodes = record.get("nodes", {})
@@ -63,9 +67,11 @@ def describe_precision(record: dict[str, Any] | None) -> str | None:
         cached = " (ranges from cache)" if record.get("ranges_from_cache") else ""
         parts.append(f"{record['method']} calibration on {record['samples']} samples "
                      f"({record['held_out']} held out){cached}")
-    if acc := record.get("accuracy"):
+    acc = final_check["figures"] if final_check else record.get("accuracy")
+    if acc:
         top1 = f", top-1 {acc['top1_agreement']:.4f}" if acc.get("top1_agreement") is not None else ""
-        parts.append(f"vs fp32: cosine {acc['cosine']:.6f}, max abs {acc['max_abs']:.3g}{top1}")
+        measured = "the artifact" if final_check else "the graph before autotuning"
+        parts.append(f"{measured} vs fp32: cosine {acc['cosine']:.6f}, max abs {acc['max_abs']:.3g}{top1}")
     if fallback := record.get("fallback"):
         kept = fallback["kept_fp32"]
         parts.append(f"budget {fallback['budget']}: {len(kept)} layer(s) kept fp32"

@@ -175,7 +175,6 @@ def verify_command(
     debug: DebugOption = False,
 ) -> None:
     """Compare ARTIFACT's outputs with SOURCE's on the same inputs; exit 3 when outside the budget."""
-    from infer_compile.artifacts import read_manifest
     from infer_compile.budget import parse_budget
     from infer_compile.feeds import parse_inputs
     from infer_compile.frontends import SourceOptions, load_source
@@ -198,18 +197,25 @@ def verify_command(
                 raise AccuracyError(f"accuracy budget '{parsed}' not met: {'; '.join(failures)}",
                                     hint="rebuild at a higher precision, or relax --budget if this is acceptable")
         else:
-            check_tolerance(result, (read_manifest(artifact) or {}).get("precision", "fp32"))
+            check_tolerance(result, judged_precision(artifact))
         if not json_output:
             console.print("[green]verified[/]" + (f": within budget '{parsed}'" if parsed else ""), highlight=False)
 
 
-def check_tolerance(result: Verification, precision: str) -> None:
-    from infer_compile.numerics import TOLERANCES, within
+def judged_precision(artifact: Path) -> str:
+    """The precision whose tolerance ``artifact`` is judged by, as the build's final check judged it."""
+    from infer_compile.targets import target_for_artifact
 
-    tolerance = TOLERANCES.get(precision, TOLERANCES["fp32"])
-    if not within(result.reference, result.comparisons, tolerance):
-        raise AccuracyError(f"outputs differ beyond the {precision} tolerance (max-abs <= {tolerance.atol:g} "
-                            f"scaled, or cosine >= {tolerance.min_cosine:g})",
+    target, manifest = target_for_artifact(artifact)
+    return target.check_precision(manifest) if manifest.get("precision") else "fp32"
+
+
+def check_tolerance(result: Verification, precision: str) -> None:
+    from infer_compile.numerics import TOLERANCES, out_of_tolerance
+
+    failures = out_of_tolerance(result.comparisons, TOLERANCES[precision])
+    if failures:
+        raise AccuracyError(f"outputs differ beyond the {precision} tolerance: {failures[0]}",
                             hint="give an explicit --budget such as 'cosine>=0.999' to judge by your own bar")
 
 

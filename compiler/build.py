@@ -17,13 +17,16 @@ from infer_compile import __version__
 from infer_compile.artifacts import read_manifest
 from infer_compile.cache import BuildCache, CacheHit
 from infer_compile.calibration import CalibrationSettings, load_calibration
-from infer_compile.errors import UserInputError
+from infer_compile.errors import AccuracyError, UserInputError
+from infer_compile.examples import example_inputs, reference_outputs
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges
 from infer_compile.ir import file_digest
+from infer_compile.numerics import Feeds
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline
-from infer_compile.passes.manager import ProgressHook
+from infer_compile.passes.manager import PassBrokeOutputs, ProgressHook
 from infer_compile.targets import Target, TargetRequest, auto_target, get_target
+from infer_compile.verification import FinalCheck, FinalCheckFailed
 
 
 @dataclass
@@ -49,6 +52,10 @@ class BuildOptions:
     defer: bool = False
     # Calibration data and calibrator settings (--calib ...); required for int8.
     calibration: CalibrationSettings | None = None
+    # Load the written artifact with its target's runtime and compare it with the source before committing it.
+    final_check: bool = True
+    # The example inputs (--inputs FILE.npz, arrays keyed by input name) that checks and autotuning run on.
+    inputs: Path | None = None
 
 
 @dataclass
@@ -131,11 +138,22 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     nodes_before = model.node_count
     calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
     request.calibration = calibration.samples if calibration else None
-    ctx = PassContext(target=target.name, target_caps=target.accepted_ops, calibration=calibration,
-                      options={**options.pass_options, "tune_time": options.tune_time},
-                      shape_overrides={dim: opt for dim, (_, opt, _) in options.shape_ranges.items()},
-                      tuner=target.tuner(request) if options.tune_time > 0 else None, status=status)
-    records = PassManager(pipeline, verify=options.verify_passes, progress=progress).run(model, ctx)
+    shape_overrides = {dim: opt for dim, (_, opt, _) in options.shape_ranges.items()}
+    examples = example_inputs(model, given=options.inputs, held_out=calibration.split()[1] if calibration else None,
+                              dims=shape_overrides)
+    checking = time.perf_counter()
+    reference = reference_outputs(model, examples) if options.final_check or options.verify_passes else None
+    check = FinalCheck(examples, reference, time.perf_counter() - checking) if options.final_check else None
+
+    def context() -> PassContext:
+        return PassContext(target=target.name, target_caps=target.accepted_ops, calibration=calibration,
+                           options={**options.pass_options, "tune_time": options.tune_time},
+                           shape_overrides=shape_overrides, examples=examples.feeds, status=status)
+
+    ctx = context()
+    ctx.tuner = target.tuner(request) if options.tune_time > 0 else None
+    records = PassManager(pipeline, verify=options.verify_passes, progress=progress, feeds=examples.feeds[0],
+                          reference=reference[0] if reference else None).run(model, ctx)
     # The runtime settings autotuning chose reach the target like user options (which win).
     request.options = {**ctx.records.get("autotune", {}).get("target_options", {}), **request.options}
 
@@ -150,9 +168,29 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         "tool_versions": tool_versions(),
         **ctx.records,
     }
-    files = target.compile(model, output, request, manifest)
+    try:
+        files = target.compile(model, output, request, manifest, check)
+    except FinalCheckFailed as failed:
+        assert reference is not None
+        culprit = first_breaking_pass(source, options, pipeline, context(), examples.feeds[0], reference[0])
+        raise AccuracyError(f"final check failed: {failed.message}; {culprit}; nothing was written",
+            hint="build without the pass named, with another target, or report the model "
+                 "(--no-final-check writes the artifact unchecked)") from failed
     result = BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
                          time.perf_counter() - start, read_manifest(output) or manifest)
     if cache:
         result.cache = cache.store(key, result)
     return result
+
+
+def first_breaking_pass(source: Path, options: BuildOptions, pipeline: list, ctx: PassContext, feeds: Feeds,
+                        reference: Feeds) -> str:
+    """Which pass makes the model stop matching its source: the pipeline rerun (without autotuning) on a fresh
+    load of the source, every pass judged against the source's outputs by the build's precision tolerance."""
+    model = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges))).model
+    try:
+        PassManager(pipeline, feeds=feeds, reference=reference, against_source=options.precision).run(model, ctx)
+    except PassBrokeOutputs as exc:
+        return f"the first pass that breaks it is '{exc.pass_name}' ({exc.message.removeprefix('--verify-passes: ')})"
+    return ("every pass keeps the graph within tolerance in onnxruntime, so the target's conversion or runtime "
+            "changes the results")

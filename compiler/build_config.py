@@ -8,7 +8,8 @@
     path = "tiny_cnn.onnx"                   # relative to the config file
     name = "tiny_cnn"                        # default: the file's stem
     # optional, per model: targets, precisions, input_shapes = { image = [1, 3, 32, 32] },
-    # shape_ranges = { batch = [1, 8, 32] }, skip_passes, verify_passes, pass_options, target_options
+    # shape_ranges = { batch = [1, 8, 32] }, skip_passes, verify_passes, final_check, inputs = "x.npz",
+    # pass_options, target_options
 
 Every model x target x precision is one job, built in its own process (up to ``-j N`` at a time)
 to ``<output_dir>/<name>.<target>.<precision><suffix>``. A job that fails does not stop the others.
@@ -33,9 +34,9 @@ from infer_compile.frontends.specs import shape_range_problem
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MATRIX_SCHEMA = "infer-compile.build-matrix/1"
-_TOP_KEYS = {"output_dir", "targets", "precisions", "skip_passes", "verify_passes", "models"}
+_TOP_KEYS = {"output_dir", "targets", "precisions", "skip_passes", "verify_passes", "final_check", "models"}
 _MODEL_KEYS = {"path", "name", "targets", "precisions", "input_shapes", "shape_ranges", "skip_passes",
-               "verify_passes", "pass_options", "target_options"}
+               "verify_passes", "final_check", "inputs", "pass_options", "target_options"}
 _HINT = "see 'Building from a config file' in the README for the keys"
 
 
@@ -178,6 +179,9 @@ class _Parser:
             "skip_passes": skip_passes,
             "verify_passes": self.typed(entry, "verify_passes", bool,
                                         self.typed(defaults, "verify_passes", bool, False), prefix, index),
+            "final_check": self.typed(entry, "final_check", bool,
+                                      self.typed(defaults, "final_check", bool, True), prefix, index),
+            "inputs": self.base / inputs if (inputs := self.typed(entry, "inputs", str, "", prefix, index)) else None,
             "pass_options": self.typed(entry, "pass_options", dict, {}, prefix, index),
             "target_options": self.typed(entry, "target_options", dict, {}, prefix, index),
             "cache_dir": self.cache_dir,

@@ -140,12 +140,23 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
         "build time": f"{result.seconds:.2f} s",
         "cache": result.cache,
     }
+    summary["final check"] = describe_final_check(result.manifest.get("final_check"))
     from infer_compile.calibration.options import describe_precision
 
-    if precision_line := describe_precision(result.manifest.get("quantization")):
+    if precision_line := describe_precision(result.manifest.get("quantization"), result.manifest.get("final_check")):
         summary["numerics"] = precision_line
     for key, value in summary.items():
-        console.print(f"[bold]{key:<10}[/] {escape(value)}", soft_wrap=True, highlight=False)
+        console.print(f"[bold]{key:<11}[/] {escape(value)}", soft_wrap=True, highlight=False)
+
+
+def describe_final_check(record: dict | None) -> str:
+    """The build table's line for the final check: outcome, inputs, worst figures and its cost."""
+    if not record:
+        return "off (--no-final-check)"
+    figures = record["figures"]
+    return (f"{record['status']} in {record['seconds']:.2f} s: the artifact in its runtime vs the source on "
+            f"{record['samples']} sample(s) ({record['origin']}), cosine {figures['cosine']:.6f}, max abs "
+            f"{figures['max_abs']:.3g} ({record['precision']} tolerance)")
 
 
 def parse_duration(value: str, option: str) -> float:
@@ -225,6 +236,13 @@ def compile_command(
         "--signature", help="TensorFlow SavedModel signature (default: serving_default).")] = None,
     verify_passes: Annotated[bool, typer.Option(
         "--verify-passes", help="Check numerics after every pass; stop at the first that breaks them.")] = False,
+    no_final_check: Annotated[bool, typer.Option(
+        "--no-final-check", help="Skip the final check (the written artifact run in its runtime against the source "
+                                 "model before it is committed).")] = False,
+    inputs: Annotated[Path | None, typer.Option(
+        "--inputs", help="Example inputs (.npz keyed by input name) for the final check, --verify-passes and "
+                         "autotuning \\[default: held-out --calib samples, else random data fit to the graph].",
+        show_default=False)] = None,
     skip_pass: Annotated[list[str] | None, typer.Option(
         "--skip-pass", help="Leave a pass out of the pipeline (repeatable; see `infer-compile passes`).")] = None,
     fold_size_limit: Annotated[int | None, typer.Option(
@@ -335,6 +353,8 @@ def compile_command(
                                  arch=arch, python_entry=from_python, exporter=exporter, signature=signature),
             shape_ranges=parse_shape_ranges(shape_range or []),
             verify_passes=verify_passes,
+            final_check=not no_final_check,
+            inputs=inputs,
             skip_passes=list(skip_pass or []),
             cache_dir=cache_option(cache_dir, no_cache),
             tune_time=0.0 if no_tune else parse_duration(tune_time, "--tune-time"),

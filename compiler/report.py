@@ -39,6 +39,7 @@ def build_report(result: BuildResult) -> dict[str, Any]:
         "calibration": calibration or None,
         "accuracy": accuracy or None,
         "autotune": manifest.get("autotune"),
+        "final_check": manifest.get("final_check"),
         "tool_versions": manifest.get("tool_versions", {}),
         "manifest": manifest,
     }

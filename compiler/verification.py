@@ -8,14 +8,26 @@ whose arg-max matches.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import UserInputError
+from infer_compile.errors import AccuracyError, InferCompileError, UserInputError
+from infer_compile.examples import Examples, graph_inputs
 from infer_compile.feeds import conform
 from infer_compile.ir import Model
-from infer_compile.numerics import Feeds, OutputComparison, compare_outputs, random_inputs, run_onnx, summarize
+from infer_compile.numerics import (
+    TOLERANCES,
+    Feeds,
+    OutputComparison,
+    compare_outputs,
+    out_of_tolerance,
+    run_onnx,
+    summarize,
+)
 from infer_compile.targets import Runner
 
 
@@ -35,9 +47,10 @@ class Verification:
 
 def verify(source: Model, runner: Runner, *, samples: int, seed: int, given: list[Feeds] | None = None
            ) -> Verification:
-    """Run the lowered source model and ``runner`` on ``given`` feeds, or on ``samples`` seeded random ones."""
+    """Run the lowered source model and ``runner`` on ``given`` feeds, or on ``samples`` seeded random ones
+    (shaped by what the graph does with its inputs, see ``examples.graph_inputs``)."""
     check_same_interface(source, runner)
-    feed_list = given or [random_inputs(source.inputs, seed=seed + i) for i in range(samples)]
+    feed_list = given or [graph_inputs(source, seed=seed + i) for i in range(samples)]
     refs = [run_onnx(source, feeds) for feeds in feed_list]
     gots = [runner.run(for_runner(runner, feeds)) for feeds in feed_list]
     reference = _stack(refs)
@@ -63,3 +76,36 @@ def for_runner(runner: Runner, feeds: Feeds) -> Feeds:
 
 def _stack(results: list[Feeds]) -> Feeds:
     return {name: np.stack([np.asarray(r[name]) for r in results]) for name in results[0]}
+
+
+class FinalCheckFailed(AccuracyError):
+    """The artifact as written does not load, run, or match the source model (the build bisects the passes)."""
+
+
+@dataclass
+class FinalCheck:
+    """The check every build ends with: the staged artifact, loaded by its target's own runner, against the
+    source graph (before any pass) on the build's examples. Called by ``Target.compile`` before the commit."""
+
+    examples: Examples
+    reference: list[Feeds]  # the source graph's outputs on the examples
+    reference_seconds: float  # what computing them cost (part of the check's cost)
+
+    def __call__(self, load: Callable[[], Runner], target: str, precision: str) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            runner = load()
+            got = [runner.run(for_runner(runner, feeds)) for feeds in self.examples.feeds]
+        except Exception as exc:  # whatever the runtime raises: the artifact is unusable, never exit 0
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise FinalCheckFailed(f"the {target} artifact does not load or run in its runtime ({detail})") from exc
+        try:
+            comparisons = compare_outputs(_stack(self.reference), _stack(got))
+        except InferCompileError as exc:  # an output missing or of another shape
+            raise FinalCheckFailed(f"the {target} artifact's outputs do not match the source's: {exc.message}") from exc
+        failures = out_of_tolerance(comparisons, TOLERANCES[precision])
+        if failures:
+            raise FinalCheckFailed(f"the {target} artifact differs from the source model beyond the {precision} "
+                                   f"tolerance on {self.examples.origin}: {failures[0]}")
+        return {"status": "passed", "seconds": round(self.reference_seconds + time.perf_counter() - start, 4),
+                "precision": precision, **self.examples.to_json(), "figures": summarize(comparisons)}

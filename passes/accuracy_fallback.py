@@ -19,7 +19,7 @@ from infer_compile.calibration.collect import ORT_ERRORS, batched, first_line, s
 from infer_compile.calibration.data import CalibrationData
 from infer_compile.errors import AccuracyError
 from infer_compile.ir import Model
-from infer_compile.numerics import Feeds, compare_outputs, ort_session, summarize
+from infer_compile.numerics import Feeds, compare_outputs, in_dtypes, ort_session, summarize
 from infer_compile.passes.base import CALIBRATION, Pass, PassContext, PassResult
 from infer_compile.passes.precision_state import PrecisionState, node_precisions
 
@@ -51,9 +51,8 @@ class HeldOutEvaluator:
     def _run(self, model: Model, optimize: bool) -> Feeds:
         session = ort_session(model, optimize=optimize)
         names = [o.name for o in session.get_outputs()]
-        dtypes = {s.name: s.dtype for s in model.inputs}  # fp16 builds may take half-precision inputs
-        runs = [session.run(names, {k: v.astype(dtypes[k]) for k, v in feeds.items()})
-                for feeds in batched(self.samples, self.reference)]
+        # fp16 builds may take half-precision inputs
+        runs = [session.run(names, in_dtypes(feeds, model.inputs)) for feeds in batched(self.samples, self.reference)]
         return {name: _joined([r[i] for r in runs]) for i, name in enumerate(names)}
 
     def figures(self, model: Model) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.ir import Model
-from infer_compile.numerics import Feeds, random_inputs
+from infer_compile.numerics import Feeds, in_dtypes, random_inputs
 from infer_compile.passes.base import TUNER, Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import numpy_dtype, producer
 
@@ -249,7 +249,9 @@ class Autotune(Pass):
         start = time.perf_counter()
         result = PassResult()
         record: dict[str, Any] = {"budget_s": budget}
-        feeds = random_inputs(model.inputs, seed=0, dims=ctx.shape_overrides)
+        # The build's examples, in the dtypes the graph now takes (an fp16 graph may take float16 inputs).
+        feeds = (in_dtypes(ctx.examples[0], model.inputs) if ctx.examples
+                 else random_inputs(model.inputs, seed=0, dims=ctx.shape_overrides))
         self._status(ctx, "loading the model once to see what timing it costs")
         cost = Cost.probe(ctx.tuner, model, feeds)
         layers = quantized_layers(model.graph) if ctx.tuner.per_layer_precision else []

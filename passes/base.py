@@ -46,6 +46,8 @@ class PassContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     calibration: Any = None
     shape_overrides: Mapping[str, int] = field(default_factory=dict)
+    # The build's example inputs (user's, held-out calibration samples or graph-aware random; feeds by input name).
+    examples: list[Any] = field(default_factory=list)
     # The target's Tuner (targets.base.Tuner) when autotuning was asked for; passes never import targets.
     tuner: Any = None
     # Live one-line status for long passes (the CLI shows it in its progress line).

@@ -12,10 +12,11 @@ from infer_compile.numerics import (
     TOLERANCES,
     Feeds,
     compare_outputs,
+    in_dtypes,
+    out_of_tolerance,
     random_inputs,
     run_onnx,
     summarize,
-    within,
 )
 from infer_compile.passes.base import Pass, PassContext
 
@@ -40,28 +41,43 @@ class PassRecord:
 ProgressHook = Callable[[Pass, int, int], None]
 
 
+class PassBrokeOutputs(AccuracyError):
+    """A pass changed the outputs beyond tolerance, or left a graph that does not run (--verify-passes)."""
+
+    def __init__(self, pass_name: str, message: str, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.pass_name = pass_name
+
+
 class PassManager:
     """Runs ``passes`` in order on a model.
 
     With ``verify=True``, after each pass that changed the graph, the graph before and after
-    are run on the same seeded inputs with onnxruntime (optimizations off); the first pass
-    whose outputs differ beyond its precision's tolerance stops the build (exit code 3).
+    are run on the same inputs (``feeds``, else seeded random ones) with onnxruntime (optimizations
+    off); the first pass whose outputs differ beyond its precision's tolerance stops the build (exit
+    code 3). With ``against_source`` (a precision), every pass is judged instead against the graph
+    before the first pass, by that precision's tolerance: the first pass after which the model no
+    longer matches its source (how the build finds the pass that broke a failed final check).
     """
 
     def __init__(self, passes: Sequence[Pass], *, verify: bool = False, seed: int = 0,
-                 progress: ProgressHook | None = None) -> None:
+                 progress: ProgressHook | None = None, feeds: Feeds | None = None,
+                 reference: Feeds | None = None, against_source: str | None = None) -> None:
         self.passes = list(passes)
-        self.verify = verify
+        self.verify = verify or against_source is not None
         self.seed = seed
         self.progress = progress
+        self.feeds = feeds
+        self.reference = reference
+        self.against_source = against_source
 
     def run(self, model: Model, ctx: PassContext) -> list[PassRecord]:
         records: list[PassRecord] = []
         ran: list[str] = []
-        feeds: Feeds | None = None
-        reference: Feeds | None = None
-        if self.verify:
+        feeds, reference = self.feeds, self.reference
+        if self.verify and feeds is None:
             feeds = random_inputs(model.inputs, seed=self.seed, dims=ctx.shape_overrides)
+        if self.verify and reference is None:
             reference = run_onnx(model, feeds)
         for index, p in enumerate(self.passes):
             if self.progress:
@@ -84,7 +100,8 @@ class PassManager:
             ran.append(p.name)
             if self.verify and result.modified:
                 assert feeds is not None and reference is not None
-                reference, record.verification = self._check(p, model, feeds, reference)
+                after, record.verification = self._check(p, model, feeds, reference)
+                reference = reference if self.against_source else after
             records.append(record)
         return records
 
@@ -92,21 +109,20 @@ class PassManager:
         try:
             # Precision passes may retype graph inputs (fp16 without --keep-io-types): feed the same
             # values in the dtype the graph now takes.
-            dtypes = {spec.name: spec.dtype for spec in model.inputs}
-            retyped = {name: value.astype(dtypes.get(name, value.dtype)) for name, value in feeds.items()}
-            after = run_onnx(model, retyped)
+            after = run_onnx(model, in_dtypes(feeds, model.inputs))
         except InferCompileError:
             raise
         except Exception as exc:
-            raise AccuracyError(f"--verify-passes: the graph after pass '{p.name}' does not run: {exc}",
-                                hint=f"skip it with --skip-pass {p.name} and report the model") from exc
-        comparisons = compare_outputs(reference, after)
-        figures = summarize(comparisons)
-        if not within(reference, comparisons, TOLERANCES[p.precision]):
-            worst = max(comparisons, key=lambda c: c.max_abs)
-            raise AccuracyError(
-                f"--verify-passes: pass '{p.name}' changed output '{worst.name}' beyond {p.precision} "
-                f"tolerance (max abs {worst.max_abs:.3g}, cosine {worst.cosine:.6f})",
-                hint=f"build without it using --skip-pass {p.name}",
-            )
-        return after, figures
+            raise PassBrokeOutputs(p.name, f"--verify-passes: the graph after pass '{p.name}' does not run: {exc}",
+                                   hint=f"skip it with --skip-pass {p.name} and report the model") from exc
+        try:
+            comparisons = compare_outputs(reference, after)
+        except AccuracyError as exc:  # an output gone or reshaped
+            raise PassBrokeOutputs(p.name, f"--verify-passes: after pass '{p.name}', {exc.message}",
+                                   hint=f"build without it using --skip-pass {p.name}") from exc
+        precision = self.against_source or p.precision
+        failures = out_of_tolerance(comparisons, TOLERANCES[precision])
+        if failures:
+            raise PassBrokeOutputs(p.name, f"--verify-passes: pass '{p.name}' changed the outputs beyond {precision} "
+                                   f"tolerance ({failures[0]})", hint=f"build without it using --skip-pass {p.name}")
+        return after, summarize(comparisons)

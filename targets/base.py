@@ -23,6 +23,10 @@ from infer_compile.errors import TargetUnavailableError, UserInputError
 from infer_compile.ir import Model, TensorSpec, file_digest
 from infer_compile.numerics import Feeds
 
+# Judges a staged artifact (compiler.verification.FinalCheck): called with a loader of its runner, the
+# target's name and the precision to judge by; returns the check's manifest record or raises.
+FinalCheck = Callable[[Callable[[], "Runner"], str, str], Mapping[str, Any]]
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -222,18 +226,30 @@ class Target(ABC):
         """Whether this build needs representative samples (INT8 activation ranges)."""
         return request.precision == "int8"
 
+    def check_precision(self, manifest: dict[str, Any]) -> str:
+        """The precision whose tolerance the artifact's outputs are judged by (the one it computes in)."""
+        return str(manifest["precision"])
+
+    def check_runner(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        """What the final check runs: the artifact loaded as users will load it."""
+        return self.load(artifact, manifest)
+
     def compile(self, model: Model, output: Path, request: TargetRequest,
-                manifest: dict[str, Any]) -> list[Path]:
-        """Emit atomically: nothing appears at ``output`` unless the artifact and manifest are complete."""
+                manifest: dict[str, Any], check: FinalCheck | None = None) -> list[Path]:
+        """Emit atomically: nothing appears at ``output`` unless the artifact and manifest are complete
+        and, given a ``check``, the staged artifact passed it (its record goes into the manifest)."""
         self.check_request(request)
         with staged_output(output) as stage:
             own = self.emit(model, stage, request)
             files = sorted(p.name for p in stage.dir.iterdir())
-            stage.write_manifest({**manifest, "target": self.name, "precision": request.precision,
-                                  "artifact": {"file": output.name, "files": files,
-                                               "sha256": file_digest(stage.artifact)},
-                                  "tool_versions": {**manifest.get("tool_versions", {}), **self.tool_versions()},
-                                  **own})
+            body = {**manifest, "target": self.name, "precision": request.precision,
+                    "artifact": {"file": output.name, "files": files,
+                                 "sha256": file_digest(stage.artifact)},
+                    "tool_versions": {**manifest.get("tool_versions", {}), **self.tool_versions()}, **own}
+            if check is not None:
+                body["final_check"] = check(lambda: self.check_runner(stage.artifact, body), self.name,
+                                            self.check_precision(body))
+            stage.write_manifest(body)
             return stage.commit()
 
 

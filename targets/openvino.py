@@ -235,6 +235,12 @@ class OpenVinoTarget(Target):
                 and blob.get("openvino") == ov.__version__
                 and blob.get("device_name") == _core().get_property(DEVICE, "FULL_DEVICE_NAME"))
 
+    def check_precision(self, manifest: dict[str, Any]) -> str:
+        # The CPU computes in the manifest's inference precision (load() asks for it), e.g. bf16 for --fp16
+        # where the CPU has bf16 but no f16: judge by that precision's tolerance, never a looser one.
+        computes_in = {"f16": "fp16", "bf16": "bf16"}.get(manifest.get("inference_precision", "f32"))
+        return computes_in if computes_in and manifest["precision"] != "int8" else manifest["precision"]
+
     def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
         blob = manifest.get("compiled_blob")
         config = {**manifest.get(OvTuner.option_key, {}), PRECISION_HINT: manifest.get("inference_precision", "f32")}

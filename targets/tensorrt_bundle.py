@@ -31,7 +31,7 @@ from typing import Any
 from infer_compile.artifacts import StagedOutput
 from infer_compile.errors import TargetUnavailableError, UserInputError
 from infer_compile.ir import Model, file_digest, load_onnx, save_onnx
-from infer_compile.targets.base import Availability, TargetRequest
+from infer_compile.targets.base import Availability, FinalCheck, Runner, TargetRequest
 from infer_compile.targets.tensorrt import CACHE_SEED, INSTALL_HINT, PRESET_SETTINGS, TensorRtTarget
 from infer_compile.targets.tensorrt_settings import BuilderSettings, trtexec_commands
 
@@ -62,9 +62,16 @@ class TensorRtBundleTarget(TensorRtTarget):
         return {}
 
     def compile(self, model: Model, output: Path, request: TargetRequest,
-                manifest: dict[str, Any]) -> list[Path]:
+                manifest: dict[str, Any], check: FinalCheck | None = None) -> list[Path]:
         request = replace(request, options={**request.options, _BUILD_MANIFEST: manifest})
-        return super().compile(model, output, request, manifest)
+        return super().compile(model, output, request, manifest, check)
+
+    def check_runner(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        """No GPU here: the bundle's ONNX, exactly what TensorRT will parse, runs in onnxruntime instead."""
+        from infer_compile.targets.onnxruntime import OrtRunner  # the one exception to "targets never import
+        # each other": onnxruntime is the core runtime every machine has
+
+        return OrtRunner(artifact / ONNX_FILE, {})
 
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
         settings = self.settings(model, request)

@@ -296,7 +296,7 @@ def test_bundle_round_trips(deferred, source: Path) -> None:
     feeds = random_inputs(reference.inputs, seed=3, dims={"batch": 4})
     expected = run_onnx(reference, feeds)
     comparisons = compare_outputs(expected, run_onnx(load_onnx(found.onnx), feeds))
-    assert within(expected, comparisons, TOLERANCES["fp32"]), summarize(comparisons)
+    assert within(comparisons, TOLERANCES["fp32"]), summarize(comparisons)
 
 
 def test_int8_bundle_carries_the_calibrated_qdq_graph(source: Path, tmp_path: Path) -> None:
@@ -307,7 +307,7 @@ def test_int8_bundle_carries_the_calibrated_qdq_graph(source: Path, tmp_path: Pa
     feeds = random_inputs(reference.inputs, seed=1, dims={"batch": 2})
     expected = run_onnx(reference, feeds)
     comparisons = compare_outputs(expected, run_onnx(graph, feeds))
-    assert within(expected, comparisons, TOLERANCES["int8"]), summarize(comparisons)
+    assert within(comparisons, TOLERANCES["int8"]), summarize(comparisons)
 
 
 def test_headline_int8_command_defers(source: Path, tmp_path: Path) -> None:
@@ -510,7 +510,7 @@ def assert_matches_onnxruntime(engine: Path, precision: str) -> None:
     feeds = random_inputs(reference.inputs, seed=5, dims={"batch": 4})
     expected = run_onnx(reference, feeds)
     comparisons = compare_outputs(expected, load_artifact(engine).run(feeds))
-    assert within(expected, comparisons, TOLERANCES[precision]), summarize(comparisons)
+    assert within(comparisons, TOLERANCES[precision]), summarize(comparisons)
 
 
 @pytest.mark.gpu

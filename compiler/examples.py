@@ -1,0 +1,154 @@
+"""Example inputs that mean something, for --verify-passes, autotuning and the final check.
+
+In order of preference: the user's own arrays (``--inputs FILE.npz``), held-out calibration samples,
+else seeded random data shaped by what the graph does with each input: an integer that indexes a
+Gather stays within the indexed axis, and one the graph compares with constants (``Equal(sr, 16000)``,
+a sample rate choosing a branch) takes one of those constants instead of random garbage. When the
+source model still cannot run on them, the user hears so in one line and is told to pass real inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from infer_compile.errors import UnsupportedError, UserInputError
+from infer_compile.feeds import conform, load_array_file
+from infer_compile.ir import Model, TensorSpec
+from infer_compile.numerics import Feeds, ort_session, random_inputs, resolve_shape
+from infer_compile.passes.graph_utils import constant, known_shape, other_input
+
+# Held-out calibration samples used as examples (each one costs a reference and an artifact run).
+MAX_CALIBRATION_EXAMPLES = 4
+INPUTS_HINT = "pass real inputs with --inputs FILE.npz (arrays keyed by input name)"
+# Ops that pass an integer input's values through unchanged on the way to the node that uses them.
+_VALUE_PRESERVING = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"})
+_INDEX_OPS = frozenset({"Gather", "GatherElements"})
+
+
+@dataclass
+class Examples:
+    """The inputs a build checks the model on, and where they came from (for the report)."""
+
+    feeds: list[Feeds]
+    origin: str
+    generated: bool  # random data: a reference failing on it is the data's fault, not the model's
+
+    def to_json(self) -> dict:
+        return {"samples": len(self.feeds), "origin": self.origin}
+
+
+def example_inputs(model: Model, *, given: Path | None = None, held_out: Iterable[Feeds] | None = None,
+                   dims: Mapping[str, int] | None = None, seed: int = 0) -> Examples:
+    """The examples for ``model``: ``given`` (an .npz keyed by input name), else ``held_out``, else random."""
+    if given is not None:
+        return Examples([read_inputs(given, model.inputs)], f"--inputs {given.name}", generated=False)
+    if held := list(islice(held_out or (), MAX_CALIBRATION_EXAMPLES)):  # read from disk: only these few
+        return Examples(held, "held-out calibration samples", generated=False)
+    return Examples([graph_inputs(model, seed=seed, dims=dims)], f"random, seed {seed}", generated=True)
+
+
+def read_inputs(path: Path, specs: list[TensorSpec]) -> Feeds:
+    """``--inputs FILE.npz``: one array per model input, checked against the model (never unpickled)."""
+    arrays = load_array_file(path)
+    if not isinstance(arrays, dict):
+        raise UserInputError(f"--inputs {path}: a .npy holds one array; the model takes {len(specs)} input(s)",
+                             hint="save them with numpy.savez(path, **{input_name: array})")
+    names = [s.name for s in specs]
+    if unknown := sorted(set(arrays) - set(names)):
+        raise UserInputError(f"--inputs {path}: the model has no input(s) {', '.join(unknown)}",
+                             hint=f"model inputs: {', '.join(names)}")
+    if missing := [n for n in names if n not in arrays]:
+        raise UserInputError(f"--inputs {path}: no array for input(s) {', '.join(missing)}",
+                             hint=f"model inputs: {', '.join(names)}")
+    return {spec.name: conform(spec, arrays[spec.name]) for spec in specs}
+
+
+def graph_inputs(model: Model, *, seed: int = 0, dims: Mapping[str, int] | None = None) -> Feeds:
+    """Seeded random inputs that respect what the graph does with integer inputs (see the module doc)."""
+    feeds = random_inputs(model.inputs, seed=seed, dims=dims)
+    rng = np.random.default_rng(seed + 1)
+    for tensor in model.graph.inputs:
+        spec = next(s for s in model.inputs if s.name == tensor.name)
+        if spec.dtype.kind not in "iu":
+            continue
+        shape = resolve_shape(spec, dims)
+        if choices := _compared_with(tensor):
+            feeds[spec.name] = rng.choice(np.array(choices), size=shape).astype(spec.dtype)
+        elif (bound := _index_bound(tensor)) is not None:
+            feeds[spec.name] = rng.integers(0, bound, size=shape).astype(spec.dtype)
+    return feeds
+
+
+def _uses(tensor: gs.Tensor) -> list[tuple[gs.Node, gs.Tensor]]:
+    """(node, the tensor it reads) for every node reading ``tensor``'s values, through value-preserving ops."""
+    uses, todo, seen = [], [tensor], set()
+    while todo:
+        current = todo.pop()
+        for node in current.outputs:
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op in _VALUE_PRESERVING and node.inputs and node.inputs[0] is current:
+                todo.extend(node.outputs[:1])
+            else:
+                uses.append((node, current))
+    return uses
+
+
+def _compared_with(tensor: gs.Tensor) -> list[int]:
+    """Constants the graph tests the input for equality with (a mode switch such as a sample rate)."""
+    values: set[int] = set()
+    for node, read in _uses(tensor):
+        if node.op == "Equal":
+            other = constant(other_input(node, read))
+            if other is not None and other.size == 1 and float(other.ravel()[0]).is_integer():
+                values.add(int(other.ravel()[0]))
+    return sorted(values)
+
+
+def _index_bound(tensor: gs.Tensor) -> int | None:
+    """The smallest axis length the input indexes (Gather/GatherElements indices), when the data's shape is known."""
+    bounds = []
+    for node, read in _uses(tensor):
+        if node.op in _INDEX_OPS and len(node.inputs) > 1 and node.inputs[1] is read:
+            shape = known_shape(node.inputs[0])
+            axis = int(node.attrs.get("axis", 0))
+            if shape and -len(shape) <= axis < len(shape) and shape[axis] > 0:
+                bounds.append(shape[axis])
+    return min(bounds) if bounds else None
+
+
+def reference_outputs(model: Model, examples: Examples) -> list[Feeds]:
+    """The source model's outputs on ``examples`` (onnxruntime, optimizations off): what the artifact must match.
+
+    A source onnxruntime cannot load, or cannot run on the examples, is a one-line error, not a crash;
+    on generated inputs the hint asks for real ones.
+    """
+    try:
+        session = ort_session(model)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UnsupportedError(f"onnxruntime cannot load the source model, so there is no reference to check "
+                               f"the artifact against ({_first_line(exc)})",
+                               hint="build without the check with --no-final-check") from exc
+    names = [o.name for o in session.get_outputs()]
+    outputs = []
+    for feeds in examples.feeds:
+        try:
+            outputs.append(dict(zip(names, session.run(names, feeds), strict=True)))
+        except Exception as exc:
+            if examples.generated:
+                raise UserInputError(f"the source model does not run in onnxruntime on generated example "
+                                     f"inputs ({_first_line(exc)})", hint=INPUTS_HINT) from exc
+            raise UserInputError(f"the source model does not run in onnxruntime on {examples.origin} "
+                                 f"({_first_line(exc)})", hint="check those inputs against the model") from exc
+    return outputs
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

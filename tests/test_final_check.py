@@ -1,0 +1,175 @@
+"""The final check every build ends with, the example inputs it runs on, and the one tolerance judgement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import infer_compile.build
+from infer_compile.examples import example_inputs, graph_inputs
+from infer_compile.ir import Model
+from infer_compile.numerics import TOLERANCES, compare_output, within
+from infer_compile.passes import build_pipeline
+from tests.artifact_helpers import assert_user_error, invoke
+from tests.builders import make_model, tensor, tiny_cnn
+from tests.test_pass_manager import ScaleFirstConv
+
+# --- the judgement: relative, never an absolute floor ------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", sorted(TOLERANCES))
+def test_all_zero_constant_or_nan_outputs_never_pass(precision: str) -> None:
+    ref = np.random.default_rng(0).normal(0, 0.01, (4, 10)).astype(np.float32)  # small: max abs of zeros < 0.05
+    for got in (np.zeros_like(ref), np.full_like(ref, ref.mean()), np.where(ref > 0, np.nan, ref)):
+        assert not within([compare_output("y", ref, got)], TOLERANCES[precision]), got
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_offset_output_that_lost_its_variation_fails_even_with_cosine_near_one(precision: str) -> None:
+    ref = 100 + np.random.default_rng(0).normal(0, 1, 1000)
+    comparison = compare_output("y", ref, np.full_like(ref, 100.0))
+    assert comparison.cosine > 0.9999
+    assert not within([comparison], TOLERANCES[precision])
+
+
+@pytest.mark.parametrize("precision,noise", [("fp32", 1e-6), ("fp16", 1e-3), ("int8", 2e-2)])
+def test_rounding_noise_of_each_precision_passes(precision: str, noise: float) -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.normal(0, 3, (8, 100))
+    assert within([compare_output("y", ref, ref + rng.normal(0, noise * 3, ref.shape))], TOLERANCES[precision])
+
+
+def test_matching_infinities_pass_and_a_new_nan_fails() -> None:
+    ref = np.array([1.0, np.inf, -np.inf, 2.0])
+    assert within([compare_output("y", ref, ref.copy())], TOLERANCES["fp32"])
+    assert not within([compare_output("y", ref, np.array([1.0, np.inf, np.nan, 2.0]))], TOLERANCES["fp32"])
+
+
+# --- example inputs ------------------------------------------------------------------------------------------
+
+
+def sample_rate_model(*, with_mode_switch: bool = True) -> onnx.ModelProto:
+    """y = (x + arange(sr // 1000)) * (1 if sr == 16000 else 2): runs only when sr // 1000 == 16.
+
+    Without the mode switch nothing in the graph says which sample rate it takes.
+    """
+    nodes = [helper.make_node("Div", ["sr", "thousand"], ["n"]),
+             helper.make_node("Range", ["zero", "n", "one"], ["steps"]),
+             helper.make_node("Cast", ["steps"], ["ramp"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "ramp"], ["shifted"])]
+    inits = {"thousand": np.array(1000, np.int64), "zero": np.array(0, np.int64), "one": np.array(1, np.int64)}
+    if with_mode_switch:
+        nodes += [helper.make_node("Equal", ["sr", "rate"], ["is_16k"]),
+                  helper.make_node("Where", ["is_16k", "gain_16k", "gain_other"], ["gain"]),
+                  helper.make_node("Mul", ["shifted", "gain"], ["y"])]
+        inits |= {"rate": np.array(16000, np.int64), "gain_16k": np.array(1.0, np.float32),
+                  "gain_other": np.array(2.0, np.float32)}
+    else:
+        nodes.append(helper.make_node("Identity", ["shifted"], ["y"]))
+    return make_model(nodes, [tensor("x", [1, 16]), tensor("sr", [], TensorProto.INT64)], [tensor("y", [1, 16])],
+                      inits)
+
+
+def test_integer_inputs_follow_what_the_graph_does_with_them() -> None:
+    table = np.zeros((50, 4), np.float32)
+    model = Model.from_proto(make_model(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"]), helper.make_node("Equal", ["sr", "rate"], ["is"]),
+         helper.make_node("Cast", ["is"], ["y"], to=TensorProto.FLOAT)],
+        [tensor("ids", [64], TensorProto.INT64), tensor("sr", [], TensorProto.INT64)],
+        [tensor("rows", [64, 4]), tensor("y", [])], {"table": table, "rate": np.array(8000, np.int64)}))
+    feeds = graph_inputs(model, seed=3)
+    assert feeds["sr"].shape == () and int(feeds["sr"]) == 8000
+    assert feeds["ids"].min() >= 0 and feeds["ids"].max() < 50 and feeds["ids"].max() > 1  # the table's range
+
+
+def test_int64_scalar_sample_rate_builds_and_checks(tmp_path: Path) -> None:
+    source = tmp_path / "vad.onnx"
+    onnx.save_model(sample_rate_model(), str(source))
+    out = tmp_path / "vad.out.onnx"
+    result = invoke(source, "-o", out, "--verify-passes", "--no-tune")
+    assert result.exit_code == 0, result.output
+    assert "final check" in result.stdout and "passed" in result.stdout
+    assert json.loads((tmp_path / "vad.out.onnx.manifest.json").read_text())["final_check"]["status"] == "passed"
+
+
+def test_reference_failing_on_generated_inputs_asks_for_inputs_which_then_work(tmp_path: Path) -> None:
+    source = tmp_path / "vad.onnx"
+    onnx.save_model(sample_rate_model(with_mode_switch=False), str(source))
+    out = tmp_path / "vad.out.onnx"
+    refused = invoke(source, "-o", out, "--no-tune")
+    assert_user_error(refused, "does not run in onnxruntime on generated example inputs", "--inputs FILE.npz")
+    assert not out.exists()
+    np.savez(tmp_path / "inputs.npz", x=np.ones((1, 16), np.float32), sr=np.array(16000, np.int64))
+    built = invoke(source, "-o", out, "--no-tune", "--inputs", tmp_path / "inputs.npz")
+    assert built.exit_code == 0, built.output
+    assert "--inputs inputs.npz" in built.stdout
+
+
+def test_inputs_file_is_checked_against_the_model(tmp_path: Path) -> None:
+    model = Model.from_proto(sample_rate_model())
+    np.savez(tmp_path / "extra.npz", x=np.ones((1, 16), np.float32), sr=np.array(16000), rate=np.array(1))
+    with pytest.raises(Exception, match="no input"):
+        example_inputs(model, given=tmp_path / "extra.npz")
+    np.save(tmp_path / "one.npy", np.ones((1, 16), np.float32))
+    with pytest.raises(Exception, match=r"a \.npy holds one array"):
+        example_inputs(model, given=tmp_path / "one.npy")
+
+
+# --- the check on every build ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real pipeline with a test-only pass that scales a weight (a wrong rewrite) after batchnorm folding."""
+    def pipeline(precision: str = "fp32", skip: list[str] | None = None):
+        passes = build_pipeline(precision, skip or [])
+        at = next(i for i, p in enumerate(passes) if p.name == "batchnorm-folding") + 1
+        return [*passes[:at], ScaleFirstConv(1.05), *passes[at:]]
+
+    monkeypatch.setattr(infer_compile.build, "build_pipeline", pipeline)
+
+
+def test_broken_pass_fails_the_build_naming_it_and_writes_nothing(broken_pipeline, tiny_cnn_onnx: Path,
+                                                                  tmp_path: Path, build_cache: Path) -> None:
+    out = tmp_path / "out" / "model.onnx"
+    result = invoke(tiny_cnn_onnx, "-o", out, "--no-tune")
+    assert_user_error(result, "final check failed", "first pass that breaks it is 'scale-first-conv'",
+                      code=3)
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+    assert not any(p.is_file() for p in build_cache.rglob("*"))
+
+
+def test_no_final_check_skips_it(broken_pipeline, tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    result = invoke(tiny_cnn_onnx, "-o", out, "--no-tune", "--no-final-check")
+    assert result.exit_code == 0, result.output
+    assert "off (--no-final-check)" in result.stdout
+    assert "final_check" not in json.loads((tmp_path / "model.onnx.manifest.json").read_text())
+
+
+def test_cost_and_figures_are_in_the_table_and_report(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    result = invoke(tiny_cnn_onnx, "-o", tmp_path / "m.onnx", "--no-tune", "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())["final_check"]
+    assert report["status"] == "passed" and report["seconds"] > 0 and report["precision"] == "fp32"
+    assert report["figures"]["cosine"] > 0.99999
+    assert f"passed in {report['seconds']:.2f} s" in result.stdout
+
+
+def test_all_zero_artifact_fails_verify(tmp_path: Path) -> None:
+    source = tmp_path / "src.onnx"
+    onnx.save_model(tiny_cnn(), str(source))
+    zeros = tiny_cnn()
+    (output,) = zeros.graph.output
+    for node in zeros.graph.node:
+        node.output[:] = ["raw" if name == output.name else name for name in node.output]
+    zeros.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((), np.float32), "nothing"))
+    zeros.graph.node.append(helper.make_node("Mul", ["raw", "nothing"], [output.name]))
+    onnx.save_model(zeros, str(tmp_path / "zeros.onnx"))
+    result = invoke("verify", source, tmp_path / "zeros.onnx")
+    assert_user_error(result, "outputs differ beyond the fp32 tolerance", "cosine 0.000000", code=3)
