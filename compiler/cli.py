@@ -434,9 +434,9 @@ def print_deferred(result) -> None:  # BuildResult
     if result.manifest.get("format") != "trtbundle":
         return
     for major, command in result.manifest["trtexec"].items():
-        console.print(f"[bold]{'trtexec':<10}[/] (TensorRT {major}.x, in a copy of the bundle) {escape(command)}",
+        console.print(f"[bold]{'trtexec':<11}[/] (TensorRT {major}.x, in a copy of the bundle) {escape(command)}",
                       soft_wrap=True, highlight=False)
-    console.print(f"[bold]{'next':<10}[/] on a GPU machine: infer-compile finalize {escape(str(result.artifact))}",
+    console.print(f"[bold]{'next':<11}[/] on a GPU machine: infer-compile finalize {escape(str(result.artifact))}",
                   soft_wrap=True, highlight=False)
 
 

@@ -145,7 +145,7 @@ def test_cli_cache_options_and_default_location(tmp_path: Path, build_cache: Pat
     hit = invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out)
     assert "hit" in hit.stdout
     off = invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out, "--no-cache")
-    assert off.exit_code == 0 and "cache      off" in off.stdout
+    assert off.exit_code == 0 and "cache       off" in off.stdout
     elsewhere = tmp_path / "shared-cache"
     invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out, "--cache-dir", elsewhere)
     assert len(entries(elsewhere)) == 1
