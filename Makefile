@@ -52,6 +52,7 @@ bench: $(VENV)/.full
 	$(BIN)/python bench/openvino_int8.py
 	$(BIN)/python bench/tflite_target.py
 	$(BIN)/python bench/build_cache.py
+	$(BIN)/python bench/final_check.py
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache .ruff_cache

@@ -139,20 +139,25 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
     request.calibration = calibration.samples if calibration else None
     shape_overrides = {dim: opt for dim, (_, opt, _) in options.shape_ranges.items()}
+    checked = options.final_check or options.verify_passes
+    # Only built when something runs the model: the checks, or autotuning.
     examples = example_inputs(model, given=options.inputs, held_out=calibration.split()[1] if calibration else None,
-                              dims=shape_overrides)
+                              dims=shape_overrides) if checked or options.tune_time > 0 else None
     checking = time.perf_counter()
-    reference = reference_outputs(model, examples) if options.final_check or options.verify_passes else None
-    check = FinalCheck(examples, reference, time.perf_counter() - checking) if options.final_check else None
+    reference = reference_outputs(model, examples) if examples and checked else None
+    check = None
+    if options.final_check and examples and reference:
+        check = FinalCheck(examples, reference, time.perf_counter() - checking)
+    feeds = examples.feeds if examples else []
 
     def context() -> PassContext:
         return PassContext(target=target.name, target_caps=target.accepted_ops, calibration=calibration,
                            options={**options.pass_options, "tune_time": options.tune_time},
-                           shape_overrides=shape_overrides, examples=examples.feeds, status=status)
+                           shape_overrides=shape_overrides, examples=feeds, status=status)
 
     ctx = context()
     ctx.tuner = target.tuner(request) if options.tune_time > 0 else None
-    records = PassManager(pipeline, verify=options.verify_passes, progress=progress, feeds=examples.feeds[0],
+    records = PassManager(pipeline, verify=options.verify_passes, progress=progress, feeds=feeds[0] if feeds else None,
                           reference=reference[0] if reference else None).run(model, ctx)
     # The runtime settings autotuning chose reach the target like user options (which win).
     request.options = {**ctx.records.get("autotune", {}).get("target_options", {}), **request.options}
@@ -172,7 +177,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         files = target.compile(model, output, request, manifest, check)
     except FinalCheckFailed as failed:
         assert reference is not None
-        culprit = first_breaking_pass(source, options, pipeline, context(), examples.feeds[0], reference[0])
+        culprit = first_breaking_pass(source, options, pipeline, context(), feeds[0], reference[0])
         raise AccuracyError(f"final check failed: {failed.message}; {culprit}; nothing was written",
             hint="build without the pass named, with another target, or report the model "
                  "(--no-final-check writes the artifact unchecked)") from failed

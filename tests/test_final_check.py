@@ -173,3 +173,15 @@ def test_all_zero_artifact_fails_verify(tmp_path: Path) -> None:
     onnx.save_model(zeros, str(tmp_path / "zeros.onnx"))
     result = invoke("verify", source, tmp_path / "zeros.onnx")
     assert_user_error(result, "outputs differ beyond the fp32 tolerance", "cosine 0.000000", code=3)
+
+
+def test_int8_build_checks_on_held_out_samples_and_reports_the_artifacts_accuracy(tiny_cnn_onnx: Path, tiny_cnn_calib,
+                                                                                   tmp_path: Path) -> None:
+    from infer_compile.calibration.options import describe_precision
+    from tests.artifact_helpers import build_artifact
+
+    result = build_artifact(tiny_cnn_onnx, tmp_path / "q.onnx", precision="int8", calibration=tiny_cnn_calib)
+    check = result.manifest["final_check"]
+    assert (check["origin"], check["samples"], check["precision"]) == ("held-out calibration samples", 3, "int8")
+    line = describe_precision(result.manifest["quantization"], check)
+    assert f"the artifact vs fp32: cosine {check['figures']['cosine']:.6f}" in line
