@@ -178,9 +178,15 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     except FinalCheckFailed as failed:
         assert reference is not None
         culprit = first_breaking_pass(source, options, pipeline, context(), feeds[0], reference[0])
-        raise AccuracyError(f"final check failed: {failed.message}; {culprit}; nothing was written",
-            hint="build without the pass named, with another target, or report the model "
-                 "(--no-final-check writes the artifact unchecked)") from failed
+        if culprit is None:
+            blame = ("every pass keeps the graph within tolerance in onnxruntime, so the target's conversion or "
+                     "runtime changes the results")
+            hint = "build for another target, or report the model (--no-final-check writes the artifact unchecked)"
+        else:
+            blame = f"the first pass that breaks it is '{culprit.pass_name}' ({culprit.message})"
+            hint = f"build without it using --skip-pass {culprit.pass_name}, and report the model"
+        raise AccuracyError(f"final check failed: {failed.message}; {blame}; nothing was written",
+                            hint=hint) from failed
     result = BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
                          time.perf_counter() - start, read_manifest(output) or manifest)
     if cache:
@@ -189,13 +195,13 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
 
 
 def first_breaking_pass(source: Path, options: BuildOptions, pipeline: list, ctx: PassContext, feeds: Feeds,
-                        reference: Feeds) -> str:
+                        reference: Feeds) -> PassBrokeOutputs | None:
     """Which pass makes the model stop matching its source: the pipeline rerun (without autotuning) on a fresh
     load of the source, every pass judged against the source's outputs by the build's precision tolerance."""
     model = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges))).model
     try:
         PassManager(pipeline, feeds=feeds, reference=reference, against_source=options.precision).run(model, ctx)
     except PassBrokeOutputs as exc:
-        return f"the first pass that breaks it is '{exc.pass_name}' ({exc.message.removeprefix('--verify-passes: ')})"
-    return ("every pass keeps the graph within tolerance in onnxruntime, so the target's conversion or runtime "
-            "changes the results")
+        exc.message = exc.message.removeprefix("--verify-passes: ")
+        return exc
+    return None

@@ -21,6 +21,12 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A library's (often multi-line) exception message as one line of at most ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class InferCompileError(Exception):
     """Base class: a one-line message and an optional hint saying what to do."""
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.errors import UnsupportedError, UserInputError
+from infer_compile.errors import UnsupportedError, UserInputError, one_line
 from infer_compile.feeds import conform, load_array_file
 from infer_compile.ir import Model, TensorSpec
 from infer_compile.numerics import Feeds, ort_session, random_inputs, resolve_shape
-from infer_compile.passes.graph_utils import constant, known_shape, other_input
+from infer_compile.passes.graph_utils import constant, known_shape, other_input, producer
 
 # Held-out calibration samples used as examples (each one costs a reference and an artifact run).
 MAX_CALIBRATION_EXAMPLES = 4
@@ -106,10 +106,18 @@ def _compared_with(tensor: gs.Tensor) -> list[int]:
     values: set[int] = set()
     for node, read in _uses(tensor):
         if node.op == "Equal":
-            other = constant(other_input(node, read))
+            other = _constant_value(other_input(node, read))
             if other is not None and other.size == 1 and float(other.ravel()[0]).is_integer():
                 values.add(int(other.ravel()[0]))
     return sorted(values)
+
+
+def _constant_value(tensor: gs.Tensor | None) -> np.ndarray | None:
+    """An initializer's values, or a Constant node's (the source graph is not constant-folded yet)."""
+    node = producer(tensor) if tensor is not None else None
+    if node is not None and node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
+        return np.asarray(node.attrs["value"].values)
+    return constant(tensor)
 
 
 def _index_bound(tensor: gs.Tensor) -> int | None:
@@ -134,7 +142,7 @@ def reference_outputs(model: Model, examples: Examples) -> list[Feeds]:
         session = ort_session(model)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise UnsupportedError(f"onnxruntime cannot load the source model, so there is no reference to check "
-                               f"the artifact against ({_first_line(exc)})",
+                               f"the artifact against ({one_line(exc)})",
                                hint="build without the check with --no-final-check") from exc
     names = [o.name for o in session.get_outputs()]
     outputs = []
@@ -144,11 +152,7 @@ def reference_outputs(model: Model, examples: Examples) -> list[Feeds]:
         except Exception as exc:
             if examples.generated:
                 raise UserInputError(f"the source model does not run in onnxruntime on generated example "
-                                     f"inputs ({_first_line(exc)})", hint=INPUTS_HINT) from exc
+                                     f"inputs ({one_line(exc)})", hint=INPUTS_HINT) from exc
             raise UserInputError(f"the source model does not run in onnxruntime on {examples.origin} "
-                                 f"({_first_line(exc)})", hint="check those inputs against the model") from exc
+                                 f"({one_line(exc)})", hint="check those inputs against the model") from exc
     return outputs
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

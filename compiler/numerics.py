@@ -25,7 +25,7 @@ def ort_session(model: Model, *, optimize: bool = False, threads: int | None = N
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: errors reach the caller as exceptions, not also as log lines
     if threads:
         options.intra_op_num_threads = threads
     return open_session(model, options)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import AccuracyError, InferCompileError, UserInputError
+from infer_compile.errors import AccuracyError, InferCompileError, UserInputError, one_line
 from infer_compile.examples import Examples, graph_inputs
 from infer_compile.feeds import conform
 from infer_compile.ir import Model
@@ -97,8 +97,8 @@ class FinalCheck:
             runner = load()
             got = [runner.run(for_runner(runner, feeds)) for feeds in self.examples.feeds]
         except Exception as exc:  # whatever the runtime raises: the artifact is unusable, never exit 0
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise FinalCheckFailed(f"the {target} artifact does not load or run in its runtime ({detail})") from exc
+            raise FinalCheckFailed(f"the {target} artifact does not load or run in its runtime "
+                                   f"({one_line(exc)})") from exc
         try:
             comparisons = compare_outputs(_stack(self.reference), _stack(got))
         except InferCompileError as exc:  # an output missing or of another shape

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from infer_compile.errors import AccuracyError, InferCompileError, PassError, UserInputError
+from infer_compile.errors import AccuracyError, InferCompileError, PassError, UserInputError, one_line
 from infer_compile.ir import Model
 from infer_compile.numerics import (
     TOLERANCES,
@@ -109,11 +109,14 @@ class PassManager:
         try:
             # Precision passes may retype graph inputs (fp16 without --keep-io-types): feed the same
             # values in the dtype the graph now takes.
-            after = run_onnx(model, in_dtypes(feeds, model.inputs))
+            # Against the source (finding what broke an artifact), graphs also go through onnxruntime's
+            # optimizer, as deployed artifacts do: a graph only the optimizer rejects is broken too.
+            after = run_onnx(model, in_dtypes(feeds, model.inputs), optimize=self.against_source is not None)
         except InferCompileError:
             raise
         except Exception as exc:
-            raise PassBrokeOutputs(p.name, f"--verify-passes: the graph after pass '{p.name}' does not run: {exc}",
+            raise PassBrokeOutputs(p.name, f"--verify-passes: the graph after pass '{p.name}' does not run: "
+                                   f"{one_line(exc)}",
                                    hint=f"skip it with --skip-pass {p.name} and report the model") from exc
         try:
             comparisons = compare_outputs(reference, after)
