@@ -151,8 +151,10 @@ def reference_outputs(model: Model, examples: Examples) -> list[Feeds]:
             outputs.append(dict(zip(names, session.run(names, feeds), strict=True)))
         except Exception as exc:
             if examples.generated:
+                dynamic = ", ".join(spec.name for spec in model.inputs if not spec.is_static)
+                pin = f", or pin the dynamic dims of {dynamic} with --input-shape NAME:DIMS" if dynamic else ""
                 raise UserInputError(f"the source model does not run in onnxruntime on generated example "
-                                     f"inputs ({one_line(exc)})", hint=INPUTS_HINT) from exc
+                                     f"inputs ({one_line(exc)})", hint=INPUTS_HINT + pin) from exc
             raise UserInputError(f"the source model does not run in onnxruntime on {examples.origin} "
                                  f"({one_line(exc)})", hint="check those inputs against the model") from exc
     return outputs
