@@ -1,10 +1,12 @@
 """Example inputs that mean something, for --verify-passes, autotuning and the final check.
 
 In order of preference: the user's own arrays (``--inputs FILE.npz``), held-out calibration samples,
-else seeded random data shaped by what the graph does with each input: an integer that indexes a
-Gather stays within the indexed axis, and one the graph compares with constants (``Equal(sr, 16000)``,
-a sample rate choosing a branch) takes one of those constants instead of random garbage. When the
-source model still cannot run on them, the user hears so in one line and is told to pass real inputs.
+else seeded random data shaped by what the graph does with each input: an integer the graph compares
+with constants (``Equal(sr, 16000)``, a sample rate choosing a branch) takes one of those constants,
+one that indexes a Gather stays within the indexed axis, and shape, axes, divisor and count operands
+get values valid for any data (ones, distinct axes, ``[1, ..., -1]`` for Reshape) instead of random
+garbage. When the source model still cannot run on them, the user hears so in one line and is told to
+pass real inputs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ INPUTS_HINT = "pass real inputs with --inputs FILE.npz (arrays keyed by input na
 # Ops that pass an integer input's values through unchanged on the way to the node that uses them.
 _VALUE_PRESERVING = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"})
 _INDEX_OPS = frozenset({"Gather", "GatherElements"})
+# Integer operands whose valid values do not depend on the data, by (op, input index): what to feed.
+_ONES, _AXES, _ANY_SHAPE = "ones", "axes", "any-shape"
+_OPERANDS = {
+    ("Expand", 1): _ONES, ("Tile", 1): _ONES, ("ConstantOfShape", 0): _ONES,  # shapes / repeats: 1 always fits
+    ("Div", 1): _ONES, ("Mod", 1): _ONES, ("Range", 2): _ONES, ("TopK", 1): _ONES, ("OneHot", 1): _ONES,
+    ("Slice", 4): _ONES,  # divisors, steps, counts: never 0
+    ("Unsqueeze", 1): _AXES, ("Slice", 3): _AXES, ("ReduceSum", 1): _AXES, ("ReduceMean", 1): _AXES,
+    ("ReduceMax", 1): _AXES, ("ReduceMin", 1): _AXES, ("ReduceProd", 1): _AXES,  # distinct valid axes
+    ("Reshape", 1): _ANY_SHAPE,  # [1, ..., 1, -1] reshapes anything
+}
 
 
 @dataclass
@@ -82,7 +94,23 @@ def graph_inputs(model: Model, *, seed: int = 0, dims: Mapping[str, int] | None 
             feeds[spec.name] = rng.choice(np.array(choices), size=shape).astype(spec.dtype)
         elif (bound := _index_bound(tensor)) is not None:
             feeds[spec.name] = rng.integers(0, bound, size=shape).astype(spec.dtype)
+        elif role := next((_OPERANDS[key] for node, read in _uses(tensor)
+                           if (key := (node.op, _position(node, read))) in _OPERANDS), None):
+            feeds[spec.name] = _operand(role, shape).astype(spec.dtype)
     return feeds
+
+
+def _position(node: gs.Node, tensor: gs.Tensor) -> int:
+    return next((i for i, t in enumerate(node.inputs) if t is tensor), -1)
+
+
+def _operand(role: str, shape: tuple[int, ...]) -> np.ndarray:
+    if role == _AXES:
+        return np.arange(int(np.prod(shape))).reshape(shape)
+    values = np.ones(shape, np.int64)
+    if role == _ANY_SHAPE and values.size:
+        values.reshape(-1)[-1] = -1
+    return values
 
 
 def _uses(tensor: gs.Tensor) -> list[tuple[gs.Node, gs.Tensor]]:

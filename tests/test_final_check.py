@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import infer_compile.build
-from infer_compile.examples import example_inputs, graph_inputs
+from infer_compile.examples import Examples, example_inputs, graph_inputs, reference_outputs
 from infer_compile.ir import Model
 from infer_compile.numerics import TOLERANCES, compare_output, within
 from infer_compile.passes import build_pipeline
@@ -85,6 +85,19 @@ def test_integer_inputs_follow_what_the_graph_does_with_them() -> None:
     feeds = graph_inputs(model, seed=3)
     assert feeds["sr"].shape == () and int(feeds["sr"]) == 8000
     assert feeds["ids"].min() >= 0 and feeds["ids"].max() < 50 and feeds["ids"].max() > 1  # the table's range
+
+
+def test_shape_and_axes_operands_get_values_valid_for_any_data() -> None:
+    model = Model.from_proto(make_model(
+        [helper.make_node("Expand", ["x", "shape"], ["wide"]), helper.make_node("Unsqueeze", ["wide", "axes"], ["y"]),
+         helper.make_node("Reshape", ["x", "flat"], ["z"])],
+        [tensor("x", [2, 3]), tensor("shape", [2], TensorProto.INT64), tensor("axes", [2], TensorProto.INT64),
+         tensor("flat", [2], TensorProto.INT64)],
+        [tensor("y", [1, 1, 2, 3]), tensor("z", [1, 6])]))
+    feeds = graph_inputs(model)
+    assert feeds["shape"].tolist() == [1, 1] and feeds["axes"].tolist() == [0, 1] and feeds["flat"].tolist() == [1, -1]
+    outputs = reference_outputs(model, Examples([feeds], "random", generated=True))[0]
+    assert outputs["y"].shape == (1, 1, 2, 3) and outputs["z"].shape == (1, 6)
 
 
 def test_int64_scalar_sample_rate_builds_and_checks(tmp_path: Path) -> None:
