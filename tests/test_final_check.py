@@ -198,3 +198,16 @@ def test_int8_build_checks_on_held_out_samples_and_reports_the_artifacts_accurac
     assert (check["origin"], check["samples"], check["precision"]) == ("held-out calibration samples", 3, "int8")
     line = describe_precision(result.manifest["quantization"], check)
     assert f"the artifact vs fp32: cosine {check['figures']['cosine']:.6f}" in line
+
+
+def test_config_and_api_turn_it_off(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    import infer_compile
+    from infer_compile.build_config import load_config
+
+    config = tmp_path / "infer.toml"
+    config.write_text(f'final_check = false\n[[models]]\npath = "{tiny_cnn_onnx}"\n'
+                      f'[[models]]\npath = "{tiny_cnn_onnx}"\nname = "checked"\nfinal_check = true\n')
+    assert [job.options.final_check for job in load_config(config, None)] == [False, True]
+    artifact = infer_compile.compile(tiny_cnn_onnx, "onnxruntime", output=tmp_path / "m.onnx", final_check=False,
+                                     cache=False)
+    assert "final_check" not in artifact.manifest and artifact.report()["final_check"] is None
