@@ -17,7 +17,7 @@ from infer_compile import __version__
 from infer_compile.artifacts import read_manifest
 from infer_compile.cache import BuildCache, CacheHit
 from infer_compile.calibration import CalibrationSettings, load_calibration
-from infer_compile.errors import AccuracyError, UserInputError
+from infer_compile.errors import AccuracyError, InferCompileError, UserInputError
 from infer_compile.examples import example_inputs, reference_outputs
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges
@@ -204,4 +204,6 @@ def first_breaking_pass(source: Path, options: BuildOptions, pipeline: list, ctx
     except PassBrokeOutputs as exc:
         exc.message = exc.message.removeprefix("--verify-passes: ")
         return exc
+    except InferCompileError:  # e.g. an accuracy budget: the final check's failure is the one to report
+        return None
     return None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import AccuracyError, InferCompileError, UserInputError, one_line
+from infer_compile.errors import AccuracyError, InferCompileError, TargetUnavailableError, UserInputError, one_line
 from infer_compile.examples import Examples, graph_inputs
 from infer_compile.feeds import conform
 from infer_compile.ir import Model
@@ -96,6 +96,10 @@ class FinalCheck:
         try:
             runner = load()
             got = [runner.run(for_runner(runner, feeds)) for feeds in self.examples.feeds]
+        except TargetUnavailableError as exc:  # the artifact may be fine: what runs it is missing (cuda-python)
+            raise TargetUnavailableError(f"the final check cannot run the {target} artifact here: {exc.message}",
+                                         hint=f"{exc.hint or 'install what it names'}; or build with "
+                                              "--no-final-check") from exc
         except Exception as exc:  # whatever the runtime raises: the artifact is unusable, never exit 0
             raise FinalCheckFailed(f"the {target} artifact does not load or run in its runtime "
                                    f"({one_line(exc)})") from exc
