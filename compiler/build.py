@@ -178,20 +178,24 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     except FinalCheckFailed as failed:
         assert reference is not None
         culprit = first_breaking_pass(source, options, pipeline, context(), feeds[0], reference[0])
-        if culprit is None:
-            blame = ("every pass keeps the graph within tolerance in onnxruntime, so the target's conversion or "
-                     "runtime changes the results")
-            hint = "build for another target, or report the model (--no-final-check writes the artifact unchecked)"
-        else:
-            blame = f"the first pass that breaks it is '{culprit.pass_name}' ({culprit.message})"
-            hint = f"build without it using --skip-pass {culprit.pass_name}, and report the model"
-        raise AccuracyError(f"final check failed: {failed.message}; {blame}; nothing was written",
-                            hint=hint) from failed
+        raise failed_check_error(failed, culprit) from failed
     result = BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
                          time.perf_counter() - start, read_manifest(output) or manifest)
     if cache:
         result.cache = cache.store(key, result)
     return result
+
+
+def failed_check_error(failed: FinalCheckFailed, culprit: PassBrokeOutputs | None) -> AccuracyError:
+    """The one-line error of a build whose final check failed: what failed, and the pass (or target) to blame."""
+    if culprit is None:
+        blame = ("every pass keeps the graph within tolerance in onnxruntime, so the target's conversion or "
+                 "runtime changes the results")
+        hint = "build for another target, or report the model (--no-final-check writes the artifact unchecked)"
+    else:
+        blame = f"the first pass that breaks it is '{culprit.pass_name}' ({culprit.message})"
+        hint = f"build without it using --skip-pass {culprit.pass_name}, and report the model"
+    return AccuracyError(f"final check failed: {failed.message}; {blame}; nothing was written", hint=hint)
 
 
 def first_breaking_pass(source: Path, options: BuildOptions, pipeline: list, ctx: PassContext, feeds: Feeds,
