@@ -32,8 +32,10 @@ INPUTS_HINT = "pass real inputs with --inputs FILE.npz (arrays keyed by input na
 _VALUE_PRESERVING = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"})
 _INDEX_OPS = frozenset({"Gather", "GatherElements"})
 # Integer operands whose valid values do not depend on the data, by (op, input index): what to feed.
-_ONES, _AXES, _ANY_SHAPE = "ones", "axes", "any-shape"
+_ZEROS, _ONES, _AXES, _ANY_SHAPE = "zeros", "ones", "axes", "any-shape"
 _OPERANDS = {
+    ("CumSum", 1): _ZEROS, ("CumProd", 1): _ZEROS,  # an axis valid for any rank
+    ("Dropout", 1): _ZEROS, ("Dropout", 2): _ZEROS,  # ratio 0, inference mode (training mode is random)
     ("Expand", 1): _ONES, ("Tile", 1): _ONES, ("ConstantOfShape", 0): _ONES,  # shapes / repeats: 1 always fits
     ("Div", 1): _ONES, ("Mod", 1): _ONES, ("Range", 2): _ONES, ("TopK", 1): _ONES, ("OneHot", 1): _ONES,
     ("Slice", 4): _ONES,  # divisors, steps, counts: never 0
@@ -87,12 +89,13 @@ def graph_inputs(model: Model, *, seed: int = 0, dims: Mapping[str, int] | None 
     rng = np.random.default_rng(seed + 1)
     for tensor in model.graph.inputs:
         spec = next(s for s in model.inputs if s.name == tensor.name)
-        if spec.dtype.kind not in "iu":
+        if spec.dtype.kind not in "iufb":
             continue
         shape = resolve_shape(spec, dims)
-        if choices := _compared_with(tensor):
+        integer = spec.dtype.kind in "iu"
+        if integer and (choices := _compared_with(tensor)):
             feeds[spec.name] = rng.choice(np.array(choices), size=shape).astype(spec.dtype)
-        elif (bound := _index_bound(tensor)) is not None:
+        elif integer and (bound := _index_bound(tensor)) is not None:
             feeds[spec.name] = rng.integers(0, bound, size=shape).astype(spec.dtype)
         elif role := next((_OPERANDS[key] for node, read in _uses(tensor)
                            if (key := (node.op, _position(node, read))) in _OPERANDS), None):
@@ -107,6 +110,8 @@ def _position(node: gs.Node, tensor: gs.Tensor) -> int:
 def _operand(role: str, shape: tuple[int, ...]) -> np.ndarray:
     if role == _AXES:
         return np.arange(int(np.prod(shape))).reshape(shape)
+    if role == _ZEROS:
+        return np.zeros(shape, np.int64)
     values = np.ones(shape, np.int64)
     if role == _ANY_SHAPE and values.size:
         values.reshape(-1)[-1] = -1
