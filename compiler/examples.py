@@ -34,6 +34,8 @@ _INDEX_OPS = frozenset({"Gather", "GatherElements"})
 # Integer operands whose valid values do not depend on the data, by (op, input index): what to feed.
 _ZEROS, _ONES, _AXES, _ANY_SHAPE = "zeros", "ones", "axes", "any-shape"
 _OPERANDS = {
+    ("Resize", 2): _ONES, ("Resize", 3): _ONES, ("Upsample", 1): _ONES,  # scales / sizes: positive
+    ("NonMaxSuppression", 2): _ONES, ("NonMaxSuppression", 3): _ZEROS, ("NonMaxSuppression", 4): _ZEROS,
     ("CumSum", 1): _ZEROS, ("CumProd", 1): _ZEROS,  # an axis valid for any rank
     ("Dropout", 1): _ZEROS, ("Dropout", 2): _ZEROS,  # ratio 0, inference mode (training mode is random)
     ("Expand", 1): _ONES, ("Tile", 1): _ONES, ("ConstantOfShape", 0): _ONES,  # shapes / repeats: 1 always fits

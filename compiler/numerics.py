@@ -69,7 +69,7 @@ def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None) -> tu
 
 
 def random_inputs(specs: list[TensorSpec], *, seed: int = 0, dims: Mapping[str, int] | None = None) -> Feeds:
-    """Seeded inputs matching ``specs``: normal floats, small non-negative ints (safe as indices), bools."""
+    """Seeded inputs matching ``specs``: normal floats, small non-negative ints (safe as indices), bools, strings."""
     rng = np.random.default_rng(seed)
     feeds: Feeds = {}
     for spec in specs:
@@ -78,6 +78,8 @@ def random_inputs(specs: list[TensorSpec], *, seed: int = 0, dims: Mapping[str, 
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(np.bool_)
+        elif spec.dtype.kind in "OSU":  # strings (onnxruntime takes them as object arrays of str)
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(str).astype(object)
         else:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
     return feeds

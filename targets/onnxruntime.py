@@ -36,7 +36,7 @@ ORT_FORMAT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
               "tensor(uint64)": np.uint64, "tensor(uint32)": np.uint32, "tensor(uint16)": np.uint16,
-              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(string)": np.object_}
 
 
 def session_options(settings: dict[str, Any]) -> ort.SessionOptions:
