@@ -214,3 +214,13 @@ def test_config_and_api_turn_it_off(tiny_cnn_onnx: Path, tmp_path: Path) -> None
     artifact = infer_compile.compile(tiny_cnn_onnx, "onnxruntime", output=tmp_path / "m.onnx", final_check=False,
                                      cache=False)
     assert "final_check" not in artifact.manifest and artifact.report()["final_check"] is None
+
+
+def test_openvino_is_judged_at_the_precision_it_computes_in() -> None:
+    from infer_compile.targets import get_target
+
+    openvino = get_target("openvino")
+    assert openvino.check_precision({"precision": "fp32", "inference_precision": "f32"}) == "fp32"
+    assert openvino.check_precision({"precision": "fp16", "inference_precision": "bf16"}) == "bf16"
+    assert openvino.check_precision({"precision": "fp16", "inference_precision": "f16"}) == "fp16"
+    assert openvino.check_precision({"precision": "int8", "inference_precision": "bf16"}) == "int8"
