@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from infer_compile.artifacts import atomic_write_text
-from infer_compile.errors import UserInputError
 from infer_compile.ir import Model, serialized
+from infer_compile.outputs import read_own_json
 
 CACHE_SCHEMA = "infer-compile.calibration/1"
 
@@ -27,14 +27,8 @@ def cache_key(model_sha: str, data_sha: str, method: str, percentile: float) -> 
 
 def load_cached_ranges(path: Path, key: dict[str, Any], names: list[str]) -> dict[str, float] | None:
     """The cached ranges when the file exists, its key matches and it covers ``names``; else None."""
-    if not path.is_file():
-        return None
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"--calib-cache {path}: not a readable calibration cache ({exc})",
-                             hint="delete it; it is rebuilt on the next build") from None
-    if body.get("schema") != CACHE_SCHEMA or body.get("key") != key:
+    body = read_cache_file(path)
+    if body is None or body.get("key") != key:
         return None
     ranges = body.get("ranges", {})
     if not all(name in ranges for name in names):
@@ -42,7 +36,13 @@ def load_cached_ranges(path: Path, key: dict[str, Any], names: list[str]) -> dic
     return {name: float(ranges[name]) for name in names}
 
 
+def read_cache_file(path: Path) -> dict[str, Any] | None:
+    """The range cache at ``path``; None if there is none. A file we did not write is refused, never replaced."""
+    return read_own_json(path, "--calib-cache", CACHE_SCHEMA)
+
+
 def save_ranges(path: Path, key: dict[str, Any], ranges: dict[str, float]) -> None:
+    read_cache_file(path)  # created by someone else while we calibrated: still not ours to replace
     body = {"schema": CACHE_SCHEMA, "key": key, "ranges": ranges}
     atomic_write_text(path, json.dumps(body, indent=1) + "\n")
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from infer_compile.budget import parse_budget
 from infer_compile.calibration.data import CalibrationSettings
-from infer_compile.calibration.readers import CalibrationWarning, ImagePreprocess
+from infer_compile.calibration.readers import ImagePreprocess
 from infer_compile.errors import UserInputError
 
 
@@ -77,20 +74,3 @@ def describe_precision(record: dict[str, Any] | None, final_check: dict[str, Any
         parts.append(f"budget {fallback['budget']}: {len(kept)} layer(s) kept fp32"
                      + (f" ({', '.join(kept[:5])}{', ...' if len(kept) > 5 else ''})" if kept else ""))
     return "; ".join(parts)
-
-
-@contextmanager
-def calibration_warnings(show: Callable[[str], None]) -> Iterator[None]:
-    """Route CalibrationWarnings (synthetic data, too few samples) to ``show`` as plain lines, every time."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", CalibrationWarning)
-        original = warnings.showwarning
-
-        def route(message, category, *args, **kwargs) -> None:
-            if issubclass(category, CalibrationWarning):
-                show(str(message))
-            else:
-                original(message, category, *args, **kwargs)
-
-        warnings.showwarning = route
-        yield

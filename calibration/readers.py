@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infer_compile.errors import UserInputError
+from infer_compile.errors import BuildWarning, UserInputError
 from infer_compile.feeds import conform, load_array_file
 from infer_compile.frontends.specs import load_entry_point
 from infer_compile.ir import TensorSpec
@@ -33,7 +33,7 @@ _CALLABLE = re.compile(r"^[^:]+:[A-Za-z_]\w*$")  # pkg.mod:fn or path/to/file.py
 Keep = Callable[[int], bool]
 
 
-class CalibrationWarning(UserWarning):
+class CalibrationWarning(BuildWarning):
     """Calibration data that will give poor ranges (synthetic data, too few samples)."""
 
 

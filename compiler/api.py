@@ -18,6 +18,7 @@ from infer_compile.build import BuildOptions, BuildResult, compile_model
 from infer_compile.cache import default_cache_dir
 from infer_compile.errors import UserInputError
 from infer_compile.frontends import SourceOptions
+from infer_compile.outputs import check_report_path
 from infer_compile.targets import Runner, load_artifact
 
 PathLike = str | os.PathLike[str]
@@ -62,14 +63,16 @@ def compile(model: PathLike, target: str = "auto", precision: str = "fp32", outp
         raise UserInputError(f"unknown build option(s): {', '.join(unknown)}",
                              hint=f"options: {', '.join(sorted(known | {'input_shapes', 'cache', 'cache_dir'}))}")
     build_options = BuildOptions(
-        target=target, precision=precision, output=Path(output) if output else None,
+        target=target, precision=precision, output=os.fspath(output) if output else None,  # keeps "dir/"
         source=SourceOptions(input_shapes=dict(input_shapes or {})),
         cache_dir=(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None,
         **options)
+    if report:
+        from infer_compile.report import REPORT_SCHEMA, write_report
+
+        check_report_path(Path(report), REPORT_SCHEMA)
     result = compile_model(Path(model), build_options)
     if report:
-        from infer_compile.report import write_report
-
         write_report(result, Path(report))
     return Artifact(result.artifact, result.files, result.target, result.manifest, result)
 

@@ -296,17 +296,26 @@ def build_command(
     debug: DebugOption = False,
 ) -> None:
     """Build every model x target x precision in a config file, in parallel; one summary table."""
-    from infer_compile.artifacts import atomic_write_text
-    from infer_compile.build_config import MATRIX_SCHEMA, exit_code, load_config, run_jobs
+    with user_errors(debug) as outcome:  # imports included: a signal during them is handled too
+        from infer_compile.artifacts import atomic_write_text
+        from infer_compile.build_config import MATRIX_SCHEMA, JobOutcome, exit_code, load_config, run_jobs
+        from infer_compile.outputs import check_report_path
 
-    with user_errors(debug):
         job_list = load_config(config, cache_option(cache_dir, no_cache))
+        if report:
+            check_report_path(report, MATRIX_SCHEMA)
         workers = jobs or os.cpu_count() or 1
         err_console.print(f"{len(job_list)} job(s) from {escape(str(config))}, up to {workers} at a time",
                           highlight=False)
         with progress_bar() as progress:
             task = progress.add_task("building", total=len(job_list))
-            outcomes = run_jobs(job_list, workers, done=lambda _: progress.advance(task))
+
+            def done(o: JobOutcome) -> None:
+                progress.advance(task)
+                if o.status != "failed":
+                    outcome.written.append(o.job.options.output)
+
+            outcomes = run_jobs(job_list, workers, done=done)
         table = Table(show_edge=False)
         for col in ("model", "target", "precision", "status", "time", "artifact"):
             table.add_column(col, justify="right" if col == "time" else "left", overflow="fold")

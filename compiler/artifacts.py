@@ -4,21 +4,38 @@ A target writes every file of an artifact into a hidden staging folder next to t
 only when all of them are complete are they renamed into place (same file system, so each
 rename is atomic), side files first, the manifest last. An interrupted or failed build removes
 the staging folder and leaves the destination as it was.
+
+Only files a previous artifact of ours consists of (listed by its manifest) are ever replaced; any
+other file at a destination path stops the commit. Temporary folders carry their owner (host, pid,
+process start time) in their names, so a later build removes those of builds that were killed
+(SIGKILL, power loss) and never those of a live concurrent build.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from infer_compile.errors import InferCompileError, UserInputError
+
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_SCHEMA = 1
+# host-pid-start-random, as owned_tempdir() names folders
+OWNER_PATTERN = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[a-z0-9_]+"
+# Errors that mean "no room to write here"; and free space below which a failed write is blamed on it.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_NEARLY_FULL = 1 << 20
+STAGING_PATTERN = re.compile(r"\..+\.partial-" + OWNER_PATTERN)
 
 
 def manifest_path(artifact: Path) -> Path:
@@ -32,13 +49,85 @@ def read_manifest(artifact: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
+def is_bare_name(name: object) -> bool:
+    """A plain file name (no folder part, not . or ..): what manifests and cache entries may list."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and os.sep not in name \
+        and (os.altsep is None or os.altsep not in name) and "\0" not in name
+
+
+def artifact_files(artifact: Path) -> set[str]:
+    """Names of the files that make up a previous artifact of ours at ``artifact`` (from its manifest)."""
+    try:
+        manifest = read_manifest(artifact)
+        listed = manifest["artifact"]["files"] if isinstance(manifest, dict) else []
+    except (OSError, ValueError, KeyError, TypeError):  # no manifest of ours there
+        return set()
+    if not isinstance(listed, list):
+        return set()
+    return {name for name in listed if is_bare_name(name)} | {manifest_path(artifact).name}
+
+
+def check_replaceable(path: Path, ours: set[str]) -> None:
+    """Refuse to replace anything at ``path`` unless it belongs to a previous artifact of ours."""
+    if os.path.lexists(path) and path.name not in ours:
+        raise UserInputError(f"{path} exists and was not written by infer-compile: not replacing it",
+                             hint="move it away, or give another -o (an existing folder or DIR/ writes into it)")
+
+
+def _host_id() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot; tells a reused pid apart); '0' without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5); fields after the command name start at 3
+
+
+def owned_tempdir(parent: Path, prefix: str) -> Path:
+    """A new private folder in ``parent`` whose name says which process on which host owns it."""
+    owner = f"{_host_id()}-{os.getpid()}-{_start_time(os.getpid())}-"
+    return Path(tempfile.mkdtemp(prefix=prefix + owner, dir=parent))
+
+
+def _owner_gone(host: str, pid: str, start: str) -> bool:
+    # A build on another machine sharing the folder: cannot tell, leave it. On Windows os.kill(pid, 0)
+    # would not probe but send Ctrl-C: never sweep there.
+    if host != _host_id() or os.name == "nt":
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    return start != "0" and _start_time(int(pid)) != start
+
+
+def sweep_stale(parent: Path, pattern: re.Pattern[str]) -> None:
+    """Remove folders in ``parent`` named like ``pattern`` (an owned_tempdir name) whose owner is gone."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        path = parent / name
+        if match and not path.is_symlink() and path.is_dir() and _owner_gone(*match.group("host", "pid", "start")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class StagedOutput:
     """Staging area for one artifact whose final path is ``final``."""
 
     def __init__(self, final: Path) -> None:
         self.final = final
         final.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        sweep_stale(final.parent, STAGING_PATTERN)
+        self.dir = owned_tempdir(final.parent, f".{final.name}.partial-")
 
     @property
     def artifact(self) -> Path:
@@ -54,12 +143,18 @@ class StagedOutput:
         manifest_path(self.artifact).write_text(json.dumps(body, indent=2, sort_keys=False, default=str) + "\n")
 
     def commit(self) -> list[Path]:
-        """Move everything into place; returns the final paths (artifact first)."""
+        """Move everything into place; returns the final paths (artifact first).
+
+        Raises UserInputError, moving nothing, when a destination holds something not of ours.
+        """
         staged = sorted(self.dir.iterdir(), key=self._commit_order)
+        ours = artifact_files(self.final)
+        for src in staged:
+            check_replaceable(self.final.parent / src.name, ours)
         moved: list[Path] = []
         for src in staged:
             dst = self.final.parent / src.name
-            if dst.is_dir() and not dst.is_symlink():
+            if dst.is_dir() and not dst.is_symlink():  # a previous artifact's folder (a bundle)
                 shutil.rmtree(dst)
             os.replace(src, dst)
             moved.append(dst)
@@ -77,13 +172,39 @@ class StagedOutput:
 
 @contextmanager
 def staged_output(final: Path) -> Iterator[StagedOutput]:
-    """Yield a staging area; commit happens explicitly, anything else (errors, Ctrl-C) cleans up."""
-    stage = StagedOutput(final)
+    """Yield a staging area; commit happens explicitly, anything else (errors, Ctrl-C) cleans up.
+
+    A full disk or read-only file system becomes a UserInputError naming ``final``.
+    """
+    stage = None
     try:
+        stage = StagedOutput(final)
         yield stage
+    except OSError as exc:
+        if exc.errno in _NO_ROOM:
+            raise no_room(final, exc.strerror) from exc
+        raise
+    except InferCompileError:
+        raise
+    except Exception as exc:  # libraries that wrap the OS error (OpenVINO): judge by the free space left
+        if _nearly_full(final.parent):
+            raise no_room(final, os.strerror(errno.ENOSPC)) from exc
+        raise
     finally:
-        if stage.dir.exists():
+        if stage is not None and stage.dir.exists():
             stage.abort()
+
+
+def no_room(path: Path, reason: str) -> UserInputError:
+    return UserInputError(f"cannot write {path}: {reason}",
+                          hint="free space there or write elsewhere (-o); nothing was left behind")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -15,14 +15,16 @@ import onnx_graphsurgeon as gs
 
 from infer_compile import __version__
 from infer_compile.artifacts import read_manifest
-from infer_compile.cache import BuildCache, CacheHit
+from infer_compile.cache import BuildCache, CacheHit, source_files
 from infer_compile.calibration import CalibrationSettings, load_calibration
+from infer_compile.calibration.cache import read_cache_file
 from infer_compile.errors import AccuracyError, InferCompileError, UserInputError
 from infer_compile.examples import example_inputs, reference_outputs
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges
 from infer_compile.ir import file_digest
 from infer_compile.numerics import Feeds
+from infer_compile.outputs import check_output, resolve_output
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline
 from infer_compile.passes.manager import PassBrokeOutputs, ProgressHook
 from infer_compile.targets import Target, TargetRequest, auto_target, get_target
@@ -35,7 +37,8 @@ class BuildOptions:
 
     target: str = "auto"
     precision: str = "fp32"
-    output: Path | None = None
+    # Artifact path, or a folder to write into (a str ending in '/' keeps the slash a Path would drop).
+    output: Path | str | None = None
     source: SourceOptions = field(default_factory=SourceOptions)
     verify_passes: bool = False
     skip_passes: list[str] = field(default_factory=list)
@@ -90,10 +93,6 @@ def resolve_target(name: str) -> tuple[Target, str]:
     return get_target(name), "requested"
 
 
-def default_output(source: Path, target: Target) -> Path:
-    return source.with_name(source.stem + "." + target.name + target.suffix)
-
-
 def tool_versions() -> dict[str, str]:
     return {"infer-compile": __version__, "onnx": onnx.__version__, "onnx-graphsurgeon": gs.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
@@ -104,9 +103,8 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     """Build ``source`` as ``options`` say; raises InferCompileError subclasses for user problems."""
     start = time.perf_counter()
     source = Path(source)
-    target, reason = resolve_target(options.target)
-    if options.defer:
-        target = target.deferred()
+    base, reason = resolve_target(options.target)
+    target = base.deferred() if options.defer else base
     request = TargetRequest(options.precision, dict(options.shape_ranges), dict(options.target_options))
     # Fail on an unusable target or precision before any expensive work.
     target.require_available()
@@ -123,9 +121,13 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
             raise UserInputError(f"target '{target.name}' lowers precision with its own converter: "
                                  f"{', '.join('--' + key.replace('_', '-') for key in ignored)} do(es) not apply",
                                  hint="drop them, or build for another target")
-    output = Path(options.output) if options.output else default_output(source, target)
+    suffixes = tuple(dict.fromkeys((*base.output_suffixes, target.suffix)))  # --defer: the bundle's too
+    output = resolve_output(options.output, source, base, suffixes)
     if options.defer:  # -o names the final artifact; the bundle is written beside it under the bundle's suffix
         output = output.with_suffix(target.suffix)
+    check_output(output, source_files(source))
+    if options.calibration and options.calibration.cache:
+        read_cache_file(options.calibration.cache)  # refused now, not after calibrating, if not ours
     cache = BuildCache(options.cache_dir) if options.cache_dir else None
     if cache:
         key = cache.key(source, options, target, output, {**tool_versions(), **target.tool_versions()})
@@ -182,7 +184,11 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     result = BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
                          time.perf_counter() - start, read_manifest(output) or manifest)
     if cache:
-        result.cache = cache.store(key, result)
+        try:
+            result.cache = cache.store(key, result)
+        except KeyboardInterrupt as exc:  # the artifact is in place already: the CLI says so
+            exc.written = [result.artifact]  # type: ignore[attr-defined]
+            raise
     return result
 
 

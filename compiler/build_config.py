@@ -18,7 +18,9 @@ to ``<output_dir>/<name>.<target>.<precision><suffix>``. A job that fails does n
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
+import signal
 import time
 import tomllib
 from collections.abc import Callable
@@ -27,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infer_compile.artifacts import manifest_path
 from infer_compile.build import BuildOptions, compile_model, resolve_target
-from infer_compile.errors import ExitCode, InferCompileError, UserInputError
+from infer_compile.errors import ExitCode, InferCompileError, Terminated, UserInputError
 from infer_compile.frontends import SourceOptions
 from infer_compile.frontends.specs import shape_range_problem
 
@@ -229,26 +232,74 @@ def run_job(job: Job) -> JobOutcome:
     return JobOutcome(job, status, time.perf_counter() - start, report=build_report(result))
 
 
+class _Worker:
+    """A build worker's state for its signal handler."""
+
+    busy = False  # building a job: a signal then unwinds it (cleanup), else the worker just exits
+
+
+def _worker_signal(signum: int, frame: object) -> None:
+    if _Worker.busy:
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    os._exit(128 + signum)  # idle or starting: nothing to clean up, and no traceback on stderr
+
+
+def _init_worker() -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _worker_signal)
+
+
+def _run_in_worker(job: Job) -> JobOutcome:
+    _Worker.busy = True
+    try:
+        return run_job(job)
+    except KeyboardInterrupt as exc:  # its cleanup ran on the way here; take no further queued job
+        os._exit(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)
+    finally:
+        _Worker.busy = False
+
+
 def run_jobs(jobs: list[Job], workers: int, done: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
     """Run ``jobs`` in up to ``workers`` processes; outcomes in the jobs' order."""
     outcomes: dict[int, JobOutcome] = {}
     # spawn, not fork: a process that already ran onnxruntime/OpenVINO holds thread-pool locks a forked
     # child would inherit locked (deadlock); fresh workers cost an import each, small next to a build.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
-        futures = {pool.submit(run_job, job): index for index, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # the worker died (a native crash in a target library)
-                outcome = JobOutcome(jobs[index], "failed", 0.0, f"worker process died: {exc}",
-                                     "rerun this job alone with `infer-compile compile --debug`",
-                                     int(ExitCode.INTERNAL))
-            outcomes[index] = outcome
-            if done:
-                done(outcome)
+    started = time.time()
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context,
+                             initializer=_init_worker) as pool:
+        futures = {pool.submit(_run_in_worker, job): index for index, job in enumerate(jobs)}
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # the worker died (a native crash in a target library)
+                    outcome = JobOutcome(jobs[index], "failed", 0.0, f"worker process died: {exc}",
+                                         "rerun this job alone with `infer-compile compile --debug`",
+                                         int(ExitCode.INTERNAL))
+                outcomes[index] = outcome
+                if done:
+                    done(outcome)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM here: stop the workers too (a running job cleans up)
+            pool.shutdown(wait=False, cancel_futures=True)
+            stopping = multiprocessing.active_children()
+            for worker in stopping:
+                worker.terminate()
+            for worker in stopping:
+                worker.join(timeout=60)
+            # Workers commit before this process hears of it: ask the disk what was completed.
+            exc.written = [job.options.output for job in jobs  # type: ignore[attr-defined]
+                           if _written_since(job.options.output, started)]
+            raise
     return [outcomes[i] for i in range(len(jobs))]
+
+
+def _written_since(artifact: Path, started: float) -> bool:
+    try:
+        return manifest_path(artifact).stat().st_mtime >= started  # the manifest is committed last
+    except OSError:
+        return False
 
 
 def exit_code(outcomes: list[JobOutcome]) -> int:

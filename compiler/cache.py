@@ -9,6 +9,10 @@ An entry is a folder ``entries/<key>/`` holding the artifact files and ``entry.j
 a private temporary folder and rename it into place (atomic on one file system), so a reader sees
 a complete entry or none, and of two concurrent writers of one key the second simply drops its copy.
 The folder may be shared by CI runners (same file system per writer: the temp folder lives inside).
+
+``entry.json`` records the sha256 of every file (the manifest too); a hit checks the copies it
+delivers against them, and an entry that fails (truncated, edited, or naming files outside itself)
+is discarded with a warning and rebuilt. Temporary folders of killed writers are swept on the next store.
 """
 
 from __future__ import annotations
@@ -16,18 +20,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
-import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infer_compile.artifacts import staged_output
+from infer_compile.artifacts import OWNER_PATTERN, is_bare_name, owned_tempdir, staged_output, sweep_stale
+from infer_compile.errors import BuildWarning
 from infer_compile.ir import file_digest
 
 if TYPE_CHECKING:
@@ -35,11 +42,14 @@ if TYPE_CHECKING:
     from infer_compile.targets import Target
 
 CACHE_ENV = "INFER_COMPILE_CACHE_DIR"
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2  # 2: entry.json records a sha256 per file
 ENTRY_FILE = "entry.json"
 # Options that say where results go, not what they are.
 _NOT_IN_KEY = frozenset({"output", "cache_dir"})
-_PACKAGE_ROOTS = ("compiler", "passes", "targets", "calibration")
+# The import packages infer-compile consists of (repository folders in a checkout, one tree in a wheel).
+_PACKAGES = ("infer_compile", "infer_compile.passes", "infer_compile.targets", "infer_compile.calibration")
+# Temporary folders in tmp/: key prefix, then owned_tempdir's owner fields.
+_TEMP_PATTERN = re.compile(r"[0-9a-f]{16}-" + OWNER_PATTERN)
 
 
 def default_cache_dir() -> Path:
@@ -91,12 +101,17 @@ def source_files(source: Path) -> list[Path]:
     return [source, *(source.parent / loc for loc in locations if (source.parent / loc).is_file())]
 
 
+def code_files() -> list[Path]:
+    """infer-compile's own source files, wherever it is imported from (checkout, editable or wheel install)."""
+    folders = {Path(folder).resolve() for name in _PACKAGES
+               for folder in importlib.util.find_spec(name).submodule_search_locations}
+    return sorted({p for folder in folders for p in folder.rglob("*.py") if "__pycache__" not in p.parts})
+
+
 @functools.cache
 def code_digest() -> str:
     """infer-compile's own source: a changed pass or target must not reuse old artifacts."""
-    package = Path(__file__).resolve().parent.parent
-    files = sorted(p for root in _PACKAGE_ROOTS for p in (package / root).rglob("*.py"))
-    return file_digest(files)
+    return file_digest(code_files())
 
 
 @dataclass
@@ -130,16 +145,44 @@ class BuildCache:
         return self.root / "entries" / key
 
     def fetch(self, key: str, output: Path) -> CacheHit | None:
-        """Copy the entry's files to ``output`` (atomically); None on a miss."""
+        """Copy the entry's files to ``output`` (atomically) and check them; None on a miss.
+
+        A damaged or tampered entry is a miss too: it is discarded with a BuildWarning.
+        """
         entry = self.entry(key)
         try:
             meta = json.loads((entry / ENTRY_FILE).read_text())
-            with staged_output(output) as stage:
-                for name in meta["files"]:
-                    _copy(entry / name, stage.sibling(name))
-                return CacheHit(stage.commit(), meta)
-        except (OSError, ValueError, KeyError):  # absent, or removed/damaged under us: build instead
+        except (OSError, ValueError):  # absent, or removed under us: build instead
             return None
+        with staged_output(output) as stage:
+            try:
+                problem = _entry_problem(meta, entry)
+                if problem is None:
+                    for name in meta["files"]:
+                        _copy(entry / name, stage.sibling(name))
+                    # The copies are what the user gets: check them, not the entry (which may change under us).
+                    problem = next((f"{name} does not match its recorded sha256" for name in meta["files"]
+                                    if file_digest(stage.sibling(name)) != meta["sha256"][name]), None)
+            except OSError as exc:
+                if not entry.exists():  # removed by a concurrent discard or clean-up
+                    return None
+                problem = f"unreadable ({exc})"
+            if problem is None:
+                return CacheHit(stage.commit(), meta)
+        self._discard(entry)
+        warnings.warn(f"build cache entry {entry} is damaged ({problem}): discarded, rebuilding", BuildWarning,
+                      stacklevel=2)
+        return None
+
+    def _discard(self, entry: Path) -> None:
+        """Move a bad entry out of entries/ at once (atomic), then delete it."""
+        try:
+            self.root.joinpath("tmp").mkdir(exist_ok=True)
+            doomed = owned_tempdir(self.root / "tmp", f"{entry.name[:16]}-")
+            os.replace(entry, doomed / "entry")
+        except OSError:  # already gone, or a read-only cache: nothing to discard here
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def store(self, key: str, result: BuildResult) -> str:
         """Add the build's files; returns what happened. Of concurrent writers of one key the first wins.
@@ -149,13 +192,15 @@ class BuildCache:
         try:
             self.root.joinpath("entries").mkdir(parents=True, exist_ok=True)
             self.root.joinpath("tmp").mkdir(exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f"{key[:16]}-", dir=self.root / "tmp"))
+            sweep_stale(self.root / "tmp", _TEMP_PATTERN)
+            tmp = owned_tempdir(self.root / "tmp", f"{key[:16]}-")
         except OSError as exc:
             return f"miss (not stored: {exc})"
         try:
             for path in result.files:
                 _copy(path, tmp / path.name)
             meta = {"format": ENTRY_FORMAT, "created": time.time(), "files": [p.name for p in result.files],
+                    "sha256": {p.name: file_digest(tmp / p.name) for p in result.files},
                     "records": [r.to_json() for r in result.records], "nodes_before": result.nodes_before,
                     "nodes_after": result.nodes_after, "build_seconds": result.seconds}
             (tmp / ENTRY_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -168,6 +213,22 @@ class BuildCache:
             return f"miss (not stored: {exc})"
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _entry_problem(meta: Any, entry: Path) -> str | None:
+    """What makes ``meta`` (an entry.json) unusable, before any of its files is read; None if nothing."""
+    if not isinstance(meta, dict) or meta.get("format") != ENTRY_FORMAT:
+        return "unknown entry format"
+    names, digests = meta.get("files"), meta.get("sha256")
+    if not (isinstance(names, list) and names and isinstance(digests, dict)):
+        return "no file list with digests"
+    if bad := next((name for name in names if not is_bare_name(name) or name == ENTRY_FILE), None):
+        return f"names a file outside the entry: {bad!r}"
+    if unchecked := next((name for name in names if not isinstance(digests.get(name), str)), None):
+        return f"no sha256 recorded for {unchecked}"
+    if link := next((name for name in names if (entry / name).is_symlink()), None):
+        return f"{link} is a symbolic link"
+    return None
 
 
 def _copy(src: Path, dst: Path) -> None:

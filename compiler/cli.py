@@ -7,8 +7,10 @@ one line on stderr with a hint and a documented exit code; tracebacks only with 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +20,14 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from infer_compile.errors import ExitCode, InferCompileError, UserInputError
+from infer_compile.errors import (
+    BuildWarning,
+    ExitCode,
+    InferCompileError,
+    Terminated,
+    UserInputError,
+    raise_on_sigterm,
+)
 
 # Logs and pipes are not terminals: give them room instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -56,11 +65,19 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """
 
 
+@dataclass
+class Outcome:
+    """What a command has written so far, so an interruption can say what is true."""
+
+    written: list[Path] = field(default_factory=list)  # complete artifacts
+
+
 @contextmanager
-def user_errors(debug: bool) -> Iterator[None]:
+def user_errors(debug: bool) -> Iterator[Outcome]:
     """Turn errors into one line + exit code; show tracebacks only when debugging."""
+    outcome = Outcome()
     try:
-        yield
+        yield outcome
     except InferCompileError as exc:
         if debug:
             err_console.print_exception()
@@ -68,9 +85,15 @@ def user_errors(debug: bool) -> Iterator[None]:
         if exc.hint:
             err_console.print(f"  hint: {escape(exc.hint)}", highlight=False, soft_wrap=True)
         raise typer.Exit(int(exc.exit_code)) from None
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted:[/] nothing was written")
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated); cleanup ran on the way here
+        # Complete artifacts: those this command saw finish, and those the interrupted code says it committed.
+        written = list(dict.fromkeys([*outcome.written, *getattr(exc, "written", [])]))
+        what = (f"complete before it: {', '.join(map(str, written))}; nothing else was written" if written
+                else "no artifact was written")
+        label, code = (("terminated", ExitCode.TERMINATED) if isinstance(exc, Terminated)
+                       else ("interrupted", ExitCode.INTERRUPTED))
+        err_console.print(f"[bold red]{label}:[/] {escape(what)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(int(code)) from None
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise
     except Exception as exc:
@@ -81,6 +104,24 @@ def user_errors(debug: bool) -> Iterator[None]:
         if not debug:
             err_console.print("  hint: rerun with --debug for the traceback and report it")
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
+
+
+@contextmanager
+def build_warnings() -> Iterator[None]:
+    """Show BuildWarnings (poor calibration data, a discarded cache entry) as one plain line each, every time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", BuildWarning)
+        original = warnings.showwarning
+
+        def route(message, category, *args, **kwargs) -> None:
+            if issubclass(category, BuildWarning):
+                err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}", soft_wrap=True,
+                                  highlight=False)
+            else:
+                original(message, category, *args, **kwargs)
+
+        warnings.showwarning = route
+        yield
 
 
 def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
@@ -214,7 +255,9 @@ def compile_command(
     = "auto",
     fp16: Annotated[bool, typer.Option("--fp16", help="Build in half precision.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Build INT8 (needs calibration data).")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Artifact path.")] = None,
+    # A str: "build/" (into that folder) must keep its slash, which a Path drops.
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Artifact path, or a folder to write into (an existing one, or DIR/).")] = None,
     input_shape: Annotated[list[str] | None, typer.Option(
         "--input-shape", help="Pin an input's shape, NAME:1x3x224x224 (repeatable).")] = None,
     input_dtype: Annotated[list[str] | None, typer.Option(
@@ -319,19 +362,19 @@ def compile_command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Compile MODEL into an artifact for a target."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn
+    with user_errors(debug) as outcome:  # imports take seconds: a signal during them is handled too
+        from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from infer_compile.build import BuildOptions, compile_model
-    from infer_compile.calibration.options import calibration_warnings, precision_options
-    from infer_compile.frontends import SourceOptions
-    from infer_compile.frontends.specs import (
-        model_source,
-        parse_dynamic_dims,
-        parse_input_dtypes,
-        parse_shape_ranges,
-    )
+        from infer_compile.build import BuildOptions, compile_model
+        from infer_compile.calibration.options import precision_options
+        from infer_compile.frontends import SourceOptions
+        from infer_compile.frontends.specs import (
+            model_source,
+            parse_dynamic_dims,
+            parse_input_dtypes,
+            parse_shape_ranges,
+        )
 
-    with user_errors(debug):
         if fp16 and int8:
             raise UserInputError("--fp16 and --int8 exclude each other", hint="choose one precision")
         precision = "int8" if int8 else "fp16" if fp16 else "fp32"
@@ -364,6 +407,11 @@ def compile_command(
                             **tflite_options(tflite_int8_mode, tflite_int8_io, keep_nchw)},
             defer=defer,
         )
+        if report:
+            from infer_compile.outputs import check_report_path
+            from infer_compile.report import REPORT_SCHEMA
+
+            check_report_path(report, REPORT_SCHEMA)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                       transient=True, disable=not err_console.is_terminal) as progress:
             task = progress.add_task("loading model", total=None)
@@ -374,10 +422,10 @@ def compile_command(
             def on_status(text: str) -> None:
                 progress.update(task, description=text)
 
-            with calibration_warnings(lambda text: err_console.print(f"[bold yellow]warning:[/] {escape(text)}",
-                                                                     soft_wrap=True, highlight=False)):
+            with build_warnings():
                 result = compile_model(model_source(model, from_python), options, progress=on_pass,
                                        status=on_status)
+        outcome.written.append(result.artifact)
         print_build(result)
         print_tuning(result.manifest.get("autotune"))
         print_deferred(result)
@@ -471,6 +519,7 @@ from infer_compile import artifact_cli  # noqa: E402, F401
 
 
 def main() -> None:
+    raise_on_sigterm()
     app(prog_name="infer-compile")
 
 

@@ -6,6 +6,7 @@ anything that is not an ``InferCompileError`` is a bug and gets a traceback only
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 
 
@@ -18,7 +19,8 @@ class ExitCode(IntEnum):
     ACCURACY = 3  # a numeric check or accuracy budget failed
     UNAVAILABLE = 4  # the target's library or hardware is not present on this machine
     INTERNAL = 70  # a bug in infer-compile
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM (CI cancellation, docker stop, Kubernetes)
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -76,3 +78,21 @@ class PassError(InferCompileError):
         self.ran_before = ran_before
         if isinstance(cause, InferCompileError):
             self.exit_code = cause.exit_code
+
+
+class BuildWarning(UserWarning):
+    """Something the user should know that does not stop the build (the CLI prints it as one line)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so the same cleanup runs (staging folders, temp files)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated in this process (command-line entry points and build workers only:
+    a library must not take over its host's signals)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)

@@ -158,6 +158,8 @@ class Target(ABC):
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     suffix: ClassVar[str]
+    # Other file name suffixes its artifacts may have (-o model.ort): the target writes that format.
+    other_suffixes: ClassVar[tuple[str, ...]] = ()
     precisions: ClassVar[frozenset[str]]
     dynamic_shapes: ClassVar[bool]
     # Keys of TargetRequest.options a user may set for this target (the CLI's target-specific flags).
@@ -170,6 +172,11 @@ class Target(ABC):
     # Auto selection prefers the available target with the highest rank.
     auto_rank: ClassVar[int] = 0
     description: ClassVar[str] = ""
+
+    @property
+    def output_suffixes(self) -> tuple[str, ...]:
+        """The suffixes an artifact path may have, the default first."""
+        return (self.suffix, *self.other_suffixes)
 
     @abstractmethod
     def availability(self) -> Availability:

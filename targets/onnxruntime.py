@@ -98,6 +98,7 @@ class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     aliases = ("ort", "onnx")
     suffix = ".onnx"
+    other_suffixes = (".ort",)
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
     option_keys = frozenset({"session_options"})

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+from infer_compile.artifacts import read_manifest
 from infer_compile.build import BuildOptions, compile_model, resolve_target, tool_versions
-from infer_compile.cache import BuildCache, default_cache_dir
+from infer_compile.cache import BuildCache, code_files, default_cache_dir
 from infer_compile.calibration import CalibrationSettings
+from infer_compile.errors import BuildWarning
 from infer_compile.frontends import SourceOptions
 from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, within
 from infer_compile.targets import load_artifact
@@ -99,7 +107,8 @@ def test_damaged_entry_is_rebuilt_not_trusted(tmp_path: Path) -> None:
     build(source, tmp_path / "a" / "m.onnx", cache)
     (entry,) = entries(cache)
     (entry / "m.onnx").unlink()  # e.g. a partial manual clean-up
-    again = build(source, tmp_path / "b" / "m.onnx", cache)
+    with pytest.warns(BuildWarning, match="discarded, rebuilding"):
+        again = build(source, tmp_path / "b" / "m.onnx", cache)
     assert again.cache.startswith("miss") and again.source is not None
     assert not list((tmp_path / "b").glob(".*partial*"))
 
@@ -149,3 +158,94 @@ def test_cli_cache_options_and_default_location(tmp_path: Path, build_cache: Pat
     elsewhere = tmp_path / "shared-cache"
     invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out, "--cache-dir", elsewhere)
     assert len(entries(elsewhere)) == 1
+
+
+def _first_entry(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A model, its cache with one stored entry, and that entry."""
+    source, cache = write_tiny_cnn(tmp_path / "m.onnx"), tmp_path / "cache"
+    assert build(source, tmp_path / "a" / "m.onnx", cache).cache == "miss (stored)"
+    (entry,) = entries(cache)
+    return source, cache, entry
+
+
+@pytest.mark.parametrize("damage", ["truncated artifact", "edited manifest"])
+def test_tampered_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path: Path, damage: str) -> None:
+    source, cache, entry = _first_entry(tmp_path)
+    fresh = (tmp_path / "a" / "m.onnx").read_bytes()
+    if damage == "truncated artifact":
+        (entry / "m.onnx").write_bytes(fresh[: len(fresh) // 2])
+    else:
+        manifest = entry / "m.onnx.manifest.json"
+        manifest.write_text(manifest.read_text().replace('"onnxruntime"', '"openvino"'))
+    with pytest.warns(BuildWarning, match="does not match its recorded sha256"):
+        again = build(source, tmp_path / "b" / "m.onnx", cache)
+    assert again.cache == "miss (stored)" and again.source is not None  # rebuilt, and stored afresh
+    assert (tmp_path / "b" / "m.onnx").read_bytes() == fresh
+    assert read_manifest(tmp_path / "b" / "m.onnx")["target"] == "onnxruntime"
+    assert build(source, tmp_path / "c" / "m.onnx", cache).cache == "hit"
+    assert not list((cache / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("name", ["../../outside.onnx", "/etc/hostname", "sub/m.onnx", "..", "entry.json"])
+def test_entry_naming_files_outside_itself_is_never_followed(tmp_path: Path, name: str) -> None:
+    source, cache, entry = _first_entry(tmp_path)
+    outside = tmp_path / "outside.onnx"  # what ../../outside.onnx from entries/<key>/ reaches
+    outside.write_bytes(b"a file outside the cache")
+    meta = json.loads((entry / "entry.json").read_text())
+    meta["files"].append(name)
+    meta["sha256"][name] = hashlib.sha256(b"a file outside the cache").hexdigest()
+    (entry / "entry.json").write_text(json.dumps(meta))
+    with pytest.warns(BuildWarning, match="names a file outside the entry"):
+        again = build(source, tmp_path / "b" / "out" / "m.onnx", cache)
+    assert again.source is not None
+    assert sorted(p.name for p in (tmp_path / "b" / "out").iterdir()) == ["m.onnx", "m.onnx.manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["out"]  # nothing written beside the output
+    assert outside.read_bytes() == b"a file outside the cache"
+
+
+def test_entry_with_a_symlinked_file_is_discarded(tmp_path: Path) -> None:
+    source, cache, entry = _first_entry(tmp_path)
+    secret = tmp_path / "secret.onnx"
+    secret.write_bytes((entry / "m.onnx").read_bytes())  # even with the right digest
+    (entry / "m.onnx").unlink()
+    (entry / "m.onnx").symlink_to(secret)
+    with pytest.warns(BuildWarning, match="symbolic link"):
+        assert build(source, tmp_path / "b" / "m.onnx", cache).source is not None
+
+
+def test_code_digest_covers_the_checkout(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    expected = {p.resolve() for folder in ("compiler", "passes", "targets", "calibration")
+                for p in (root / folder).rglob("*.py") if "__pycache__" not in p.parts}
+    assert set(code_files()) == expected and len(expected) > 50
+
+
+@pytest.mark.slow
+def test_code_digest_covers_a_wheel_install(tmp_path: Path) -> None:
+    """In a wheel the folders are renamed to the package layout; the digest must still see every file."""
+    root, source = Path(__file__).resolve().parent.parent, tmp_path / "source"  # a copy: setuptools builds in place
+    for folder in ("compiler", "passes", "targets", "calibration"):
+        shutil.copytree(root / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "wheel").glob("infer_compile-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = sorted(n for n in archive.namelist() if n.endswith(".py"))
+    probe = ("import sys, json; sys.path.insert(0, sys.argv[1]); import infer_compile.cache as c; "
+             "print(json.dumps([c.__file__, [str(p) for p in c.code_files()], c.code_digest()]))")
+
+    def digest_in_wheel() -> tuple[str, list[str], str]:
+        out = subprocess.run([sys.executable, "-c", probe, str(site)], check=True, capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    module, files, digest = digest_in_wheel()
+    assert Path(module).is_relative_to(site)  # the wheel's copy, not this checkout
+    assert sorted(Path(f).relative_to(site).as_posix() for f in files) == shipped and len(shipped) > 50
+    with (site / "infer_compile" / "passes" / "constant_folding.py").open("a") as fh:
+        fh.write("\n# an upgrade changed this pass\n")
+    assert digest_in_wheel()[2] != digest

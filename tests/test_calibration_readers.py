@@ -206,6 +206,6 @@ def test_range_cache_is_keyed(tmp_path: Path) -> None:
     assert load_cached_ranges(path, {**key, "data_sha256": "other"}, ["a"]) is None
     assert load_cached_ranges(path, key, ["a", "c"]) is None  # does not cover every tensor needed
     path.write_text("{broken")
-    with pytest.raises(UserInputError, match="not a readable calibration cache"):
+    with pytest.raises(UserInputError, match="not a readable infer-compile file"):
         load_cached_ranges(path, key, ["a"])
 
