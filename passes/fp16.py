@@ -30,11 +30,12 @@ from infer_compile.passes.graph_utils import is_float32, numpy_dtype
 from infer_compile.passes.precision_state import PrecisionState, name_unnamed_nodes, node_precisions
 
 # As onnxconverter-common's float16 converter blocks them (index-like, or with outputs whose precision matters
-# beyond fp16's), plus Softmax/LogSoftmax: exp() of inputs that fp16 rounds (steps of 8 at 10000) is far off.
+# beyond fp16's), plus Softmax/LogSoftmax: exp() of inputs that fp16 rounds (steps of 8 at 10000) is far off;
+# and MeanVarianceNormalization, which onnxruntime runs as its ONNX function body, with a float32 epsilon.
 DEFAULT_BLOCKED_OPS = frozenset({
     "Range", "NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "CumSum", "RandomNormal",
     "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "If", "Loop", "Scan",
-    "Softmax", "LogSoftmax"})
+    "Softmax", "LogSoftmax", "MeanVarianceNormalization"})
 # Ops whose output type is an attribute, not their inputs' type (BitCast also reinterprets its input's bits).
 _TYPED_BY_ATTRIBUTE = frozenset({"Constant", "ConstantOfShape", "EyeLike", "BitCast", "MelWeightMatrix"})
 # Scatters with a reduction: onnxruntime's CPU kernels have no float16 version of them.

@@ -192,3 +192,15 @@ def test_only_float32_tensors_change() -> None:
     assert tensors["m"].dtype == np.float16
     figures, ok = figures_vs_fp32(proto, model)
     assert ok, figures
+
+
+def test_mean_variance_normalization_stays_fp32() -> None:
+    """onnxruntime runs it as its ONNX function body, whose epsilon is float32 (onnx's full checker cannot
+    expand that body at all, so this test checks what onnxruntime does)."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MeanVarianceNormalization", ["r"], ["y"])]
+    proto = make_model(nodes, [tensor("x", [2, 3, 4, 4])], [tensor("y", [2, 3, 4, 4])], opset=13)
+    model = cleaned(proto)
+    Fp16Conversion().run(model, PassContext())
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)}
+    figures, ok = figures_vs_fp32(proto, model, feeds)
+    assert ok and figures["cosine"] > 0.9999, figures
