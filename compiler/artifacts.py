@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -30,8 +31,8 @@ from infer_compile.errors import InferCompileError, UserInputError
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_SCHEMA = 1
-# host-pid-start-random, as owned_tempdir() names folders
-OWNER_PATTERN = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[a-z0-9_]+"
+# host-pid-start-random, as owned_tempname() names folders
+OWNER_PATTERN = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{16}"
 # Errors that mean "no room to write here"; and free space below which a failed write is blamed on it.
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 _NEARLY_FULL = 1 << 20
@@ -87,10 +88,13 @@ def _start_time(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5); fields after the command name start at 3
 
 
-def owned_tempdir(parent: Path, prefix: str) -> Path:
-    """A new private folder in ``parent`` whose name says which process on which host owns it."""
-    owner = f"{_host_id()}-{os.getpid()}-{_start_time(os.getpid())}-"
-    return Path(tempfile.mkdtemp(prefix=prefix + owner, dir=parent))
+def owned_tempname(parent: Path, prefix: str) -> Path:
+    """A fresh path in ``parent`` for a private temporary folder, named by the process and host that own it.
+
+    The caller knows the name before it creates the folder (``mkdir(mode=0o700)``), so a signal arriving
+    just after the folder appears can still be cleaned up (tempfile.mkdtemp would lose the name then).
+    """
+    return parent / f"{prefix}{_host_id()}-{os.getpid()}-{_start_time(os.getpid())}-{secrets.token_hex(8)}"
 
 
 def _owner_gone(host: str, pid: str, start: str) -> bool:
@@ -108,7 +112,7 @@ def _owner_gone(host: str, pid: str, start: str) -> bool:
 
 
 def sweep_stale(parent: Path, pattern: re.Pattern[str]) -> None:
-    """Remove folders in ``parent`` named like ``pattern`` (an owned_tempdir name) whose owner is gone."""
+    """Remove folders in ``parent`` named like ``pattern`` (an owned_tempname) whose owner is gone."""
     try:
         names = os.listdir(parent)
     except OSError:
@@ -125,9 +129,12 @@ class StagedOutput:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(final.parent, STAGING_PATTERN)
-        self.dir = owned_tempdir(final.parent, f".{final.name}.partial-")
+        self.dir = owned_tempname(final.parent, f".{final.name}.partial-")
+
+    def create(self) -> None:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.final.parent, STAGING_PATTERN)
+        self.dir.mkdir(mode=0o700)
 
     @property
     def artifact(self) -> Path:
@@ -176,9 +183,9 @@ def staged_output(final: Path) -> Iterator[StagedOutput]:
 
     A full disk or read-only file system becomes a UserInputError naming ``final``.
     """
-    stage = None
+    stage = StagedOutput(final)
     try:
-        stage = StagedOutput(final)
+        stage.create()
         yield stage
     except OSError as exc:
         if exc.errno in _NO_ROOM:
@@ -191,7 +198,7 @@ def staged_output(final: Path) -> Iterator[StagedOutput]:
             raise no_room(final, os.strerror(errno.ENOSPC)) from exc
         raise
     finally:
-        if stage is not None and stage.dir.exists():
+        if stage.dir.exists():
             stage.abort()
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infer_compile.artifacts import OWNER_PATTERN, is_bare_name, owned_tempdir, staged_output, sweep_stale
+from infer_compile.artifacts import OWNER_PATTERN, is_bare_name, owned_tempname, staged_output, sweep_stale
 from infer_compile.errors import BuildWarning
 from infer_compile.ir import file_digest
 
@@ -48,7 +48,7 @@ ENTRY_FILE = "entry.json"
 _NOT_IN_KEY = frozenset({"output", "cache_dir"})
 # The import packages infer-compile consists of (repository folders in a checkout, one tree in a wheel).
 _PACKAGES = ("infer_compile", "infer_compile.passes", "infer_compile.targets", "infer_compile.calibration")
-# Temporary folders in tmp/: key prefix, then owned_tempdir's owner fields.
+# Temporary folders in tmp/: key prefix, then owned_tempname's owner fields.
 _TEMP_PATTERN = re.compile(r"[0-9a-f]{16}-" + OWNER_PATTERN)
 
 
@@ -176,27 +176,26 @@ class BuildCache:
 
     def _discard(self, entry: Path) -> None:
         """Move a bad entry out of entries/ at once (atomic), then delete it."""
+        doomed = owned_tempname(self.root / "tmp", f"{entry.name[:16]}-")
         try:
-            self.root.joinpath("tmp").mkdir(exist_ok=True)
-            doomed = owned_tempdir(self.root / "tmp", f"{entry.name[:16]}-")
+            doomed.mkdir(mode=0o700, parents=True)
             os.replace(entry, doomed / "entry")
         except OSError:  # already gone, or a read-only cache: nothing to discard here
-            return
-        shutil.rmtree(doomed, ignore_errors=True)
+            pass
+        finally:
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def store(self, key: str, result: BuildResult) -> str:
         """Add the build's files; returns what happened. Of concurrent writers of one key the first wins.
 
         A cache that cannot be written (read-only shared folder, full disk) does not fail the build.
         """
+        tmp = owned_tempname(self.root / "tmp", f"{key[:16]}-")
         try:
             self.root.joinpath("entries").mkdir(parents=True, exist_ok=True)
             self.root.joinpath("tmp").mkdir(exist_ok=True)
             sweep_stale(self.root / "tmp", _TEMP_PATTERN)
-            tmp = owned_tempdir(self.root / "tmp", f"{key[:16]}-")
-        except OSError as exc:
-            return f"miss (not stored: {exc})"
-        try:
+            tmp.mkdir(mode=0o700)
             for path in result.files:
                 _copy(path, tmp / path.name)
             meta = {"format": ENTRY_FORMAT, "created": time.time(), "files": [p.name for p in result.files],
@@ -204,7 +203,7 @@ class BuildCache:
                     "records": [r.to_json() for r in result.records], "nodes_before": result.nodes_before,
                     "nodes_after": result.nodes_after, "build_seconds": result.seconds}
             (tmp / ENTRY_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache is read by other users
+            os.chmod(tmp, 0o755)  # made private while incomplete; a shared cache is read by other users
             os.rename(tmp, self.entry(key))
             return "miss (stored)"
         except OSError as exc:

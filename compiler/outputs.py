@@ -1,7 +1,7 @@
 """Where a build writes: the artifact path decided from -o, and checked before any expensive work.
 
 `-o` names the artifact file. An existing folder, or a path ending in '/', means "into that folder"
-(like cp), under the name a build without -o would give it. A name without a suffix gets the
+(like cp), as <stem><target suffix>. A name without a suffix gets the
 target's; another suffix than the target's is refused (OpenVINO cannot even write it). The source
 model is never an output, nothing but a previous artifact of ours is replaced, and an output folder
 that cannot be written (read-only, no permission, full disk) is reported now, not after the build.
@@ -37,12 +37,14 @@ def names_folder(requested: str | os.PathLike[str]) -> bool:
 
 def resolve_output(requested: str | os.PathLike[str] | None, source: Path, target: Target,
                    suffixes: tuple[str, ...]) -> Path:
-    """The artifact path for ``-o requested``; ``suffixes`` are the names ``target`` writes (first: default)."""
-    default_name = f"{source.stem}.{target.name}{suffixes[0]}"
+    """The artifact path for ``-o requested``; ``suffixes`` are the names ``target`` writes (first: default).
+
+    Without -o the artifact goes beside the source as <stem>.<target><suffix>; into a folder as <stem><suffix>.
+    """
     if requested is None:
-        return source.with_name(default_name)
+        return source.with_name(f"{source.stem}.{target.name}{suffixes[0]}")
     if names_folder(requested):
-        return Path(requested) / default_name
+        return Path(requested) / f"{source.stem}{suffixes[0]}"
     path = Path(requested)
     if path.suffix in suffixes:
         return path

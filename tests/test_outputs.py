@@ -64,7 +64,7 @@ def test_existing_folder_means_into_it_and_keeps_its_files(tmp_path: Path, targe
     for _ in range(2):  # the second build replaces its own previous artifact
         result = compile_cli(model, "-t", target, "-o", spelling)
         assert result.exit_code == 0, result.output
-    name = f"m.{target}{SUFFIX[target]}"
+    name = f"m{SUFFIX[target]}"
     assert (tmp_path / "build" / "notes.txt").read_text() == "mine"
     assert name in listing(tmp_path / "build") and f"{name}.manifest.json" in listing(tmp_path / "build")
     assert not [n for n in listing(tmp_path / "build") if ".partial-" in n]
@@ -74,7 +74,7 @@ def test_trailing_slash_creates_the_folder(tmp_path: Path) -> None:
     model = write_tiny_cnn(tmp_path / "m.onnx")
     result = compile_cli(model, "-o", f"{tmp_path / 'new' / 'dir'}/")
     assert result.exit_code == 0, result.output
-    assert listing(tmp_path / "new" / "dir") == ["m.onnxruntime.onnx", "m.onnxruntime.onnx.manifest.json"]
+    assert listing(tmp_path / "new" / "dir") == ["m.onnx", "m.onnx.manifest.json"]
 
 
 def test_a_file_the_tool_did_not_write_is_never_replaced(tmp_path: Path) -> None:

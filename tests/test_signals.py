@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from infer_compile.artifacts import STAGING_PATTERN, owned_tempdir, sweep_stale
+from infer_compile.artifacts import STAGING_PATTERN, owned_tempname, sweep_stale
 from infer_compile.errors import ExitCode
 from tests.artifact_helpers import write_tiny_cnn
 
@@ -123,7 +123,7 @@ def test_sigterm_from_outside_during_a_long_calibration(tmp_path: Path) -> None:
 
 
 def _hold_a_temp_folder(parent: str, started) -> None:
-    owned_tempdir(Path(parent), ".m.onnx.partial-")
+    owned_tempname(Path(parent), ".m.onnx.partial-").mkdir()
     started.set()
     time.sleep(600)  # a live build, until the test ends it
 
