@@ -194,11 +194,18 @@ def _(root: Path) -> Outcome:
     keep.parent.mkdir()
     keep.write_text("mine")
     owned = {keep: digest(keep)}
-    proc = cli([str(model), "-o", "build/", "--no-cache"], root)
-    artifact = root / "build" / "model.onnx"
-    if proc.code == 0 and not artifact.is_file():
-        return checked(Outcome(0, "unclear error", "exit 0 but no build/model.onnx"), root, owned)
-    return checked(judge_ok(proc), root, owned)
+    return into_folder(root, model, "build/", owned)
+
+
+def into_folder(root: Path, model: Path, output: str, owned: dict[Path, str]) -> Outcome:
+    """`-o FOLDER` means "into that folder", as with cp: an artifact (with its manifest) appears in it."""
+    proc = cli([str(model), "-o", output, "--no-cache"], root)
+    written = sorted(p.name[: -len(".manifest.json")] for p in (root / output).glob("*.manifest.json"))
+    if proc.code == 0 and not written:
+        return checked(Outcome(0, "unclear error", f"exit 0 but no artifact in {output}"), root, owned)
+    outcome = judge_ok(proc)
+    outcome.note = f"wrote {output.rstrip('/')}/{', '.join(written)}" if written else outcome.note
+    return checked(outcome, root, owned)
 
 
 @case("safety", "-o EXISTING_FOLDER (no slash)")
@@ -207,9 +214,7 @@ def _(root: Path) -> Outcome:
     keep = root / "out" / "notes.txt"
     keep.parent.mkdir()
     keep.write_text("mine")
-    owned = {keep: digest(keep)}
-    proc = cli([str(model), "-o", "out", "--no-cache"], root)
-    return checked(judge_ok(proc), root, owned)
+    return into_folder(root, model, "out", {keep: digest(keep)})
 
 
 @case("safety", "openvino -o path without .xml")
