@@ -1,0 +1,1 @@
+"""Conformance on ONNX's own backend test cases: ``python -m tests.conformance --help``."""
