@@ -62,10 +62,27 @@ class TensorSpec:
                 "dtype": self.dtype.name}
 
 
+def numpy_dtype(dtype: object) -> np.dtype:
+    """A graphsurgeon tensor's dtype as numpy's. graphsurgeon keeps the ONNX enum (an int) for element types
+    numpy lacks (bfloat16, float8, int4, ...): those map to ml_dtypes' types, as onnx's numpy_helper does;
+    sequence and optional types (a TypeProto) have no element dtype and map to object."""
+    if dtype is None:
+        return np.dtype("float32")
+    if isinstance(dtype, int):
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(dtype))
+    if isinstance(dtype, onnx.TypeProto):
+        return np.dtype(object)
+    return np.dtype(dtype)
+
+
+def is_dtype(dtype: object, wanted: np.dtype | type) -> bool:
+    """``dtype`` (graphsurgeon's, possibly None or an ONNX enum) is the numpy dtype ``wanted``."""
+    return dtype is not None and numpy_dtype(dtype) == np.dtype(wanted)
+
+
 def _spec(tensor: gs.Variable) -> TensorSpec:
-    dtype = np.dtype(tensor.dtype) if tensor.dtype is not None else np.dtype("float32")
     shape = None if tensor.shape is None else tuple(tensor.shape)
-    return TensorSpec(tensor.name, shape, dtype)
+    return TensorSpec(tensor.name, shape, numpy_dtype(tensor.dtype))
 
 
 class Model:
@@ -94,8 +111,8 @@ class Model:
 
     def weight_constants(self) -> list[gs.Constant]:
         """Constants of WEIGHT_BYTES or more with a plain numeric dtype (bool, int, float)."""
-        return [c for c in self.constants() if c.export_dtype == c.dtype and np.dtype(c.dtype).kind in "biuf"
-                and int(np.prod(c.shape)) * np.dtype(c.dtype).itemsize >= WEIGHT_BYTES]
+        return [c for c in self.constants() if c.export_dtype == c.dtype and numpy_dtype(c.dtype).kind in "biuf"
+                and int(np.prod(c.shape)) * numpy_dtype(c.dtype).itemsize >= WEIGHT_BYTES]
 
     def copy(self) -> Model:
         return Model.from_proto(self.to_proto())
@@ -173,6 +190,12 @@ def load_onnx(path: str | os.PathLike[str]) -> Model:
     """Load an ONNX file into the IR, or say clearly why not. External weights become read-only
     views of their memory-mapped data files: loading copies no weight bytes, so a model of any size
     costs page cache, not memory."""
+    return import_proto(*read_onnx(path), path)
+
+
+def read_onnx(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The ONNX file's own protobuf and its external weights as arrays over their mapped data files (by
+    initializer name; see ``_map_external_data``), or a clear error saying why the file is unusable."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such file", hint="check the model path")
@@ -187,12 +210,17 @@ def load_onnx(path: str | os.PathLike[str]) -> Model:
         raise UserInputError(f"{path}: not a valid ONNX model (empty graph)",
                              hint="the file may be truncated or not an ONNX file; re-export it")
     try:
-        mapped = _map_external_data(proto, path.parent)
+        return proto, _map_external_data(proto, path.parent)
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise UserInputError(
             f"{path}: cannot read its external weight data ({exc})",
             hint="keep the .onnx file and its .data file(s) together in one folder",
         ) from exc
+
+
+def import_proto(proto: onnx.ModelProto, mapped: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Model:
+    """``proto`` (read from ``path``) as the IR with the ``mapped`` weights, or a clear error when
+    graphsurgeon cannot import it."""
     try:
         model = Model.from_proto(proto)
     except Exception as exc:

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx_graphsurgeon as gs
+
 from infer_compile.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
+from infer_compile.passes.graph_utils import is_graph_io, known_shape, new_constant, replace_tensor
 
 # Folded tensors larger than this stay as computations: folding e.g. a Tile or Expand of a
 # small constant can blow a model up by gigabytes.
 DEFAULT_FOLD_SIZE_LIMIT = 64 << 20
+
+
+def static_shape(node: gs.Node) -> np.ndarray | None:
+    """What a Shape node outputs when its input's shape is static: the dims from ``start`` to ``end``
+    (opset 15; negative values count from the back and both clamp to the rank, as Python slices do)."""
+    shape = known_shape(node.inputs[0])
+    if shape is None:
+        return None
+    return np.array(shape[node.attrs.get("start", 0):node.attrs.get("end", len(shape))], np.int64)
+
+
+def fold_static_shape(graph: gs.Graph, node: gs.Node) -> bool:
+    """Replace what the Shape ``node`` of ``graph`` outputs by a constant when its input's shape is static."""
+    values = static_shape(node)
+    if values is None or not node.outputs or is_graph_io(graph, node.outputs[0]):
+        return False
+    replace_tensor(node.outputs[0], new_constant(graph, node.outputs[0].name + "_static", values))
+    return True
+
+
+def fold_static_shapes(graph: gs.Graph) -> int:
+    """Fold the static Shape nodes of ``graph``, not of its subgraphs: a loop body's shapes may change
+    between iterations. Returns how many."""
+    return sum(fold_static_shape(graph, node) for node in list(graph.nodes) if node.op == "Shape")
 
 
 class ConstantFolding(Pass):
@@ -16,8 +44,13 @@ class ConstantFolding(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         before = model.node_count
-        model.graph.fold_constants(
-            fold_shapes=True,
+        graph = model.graph
+        fold_static_shapes(graph)
+        # Shapes are folded above: graphsurgeon's fold_shapes ignores Shape's start/end. Its flattening
+        # of If nodes with a constant condition loses outputs that nested subgraphs capture.
+        graph.fold_constants(
+            fold_shapes=False,
+            flatten_subgraphs=False,
             size_threshold=ctx.option("fold_size_limit", DEFAULT_FOLD_SIZE_LIMIT),
             error_ok=True,
         ).cleanup(remove_unused_graph_inputs=False).toposort()

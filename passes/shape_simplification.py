@@ -8,15 +8,8 @@ import onnx_graphsurgeon as gs
 
 from infer_compile.ir import Model
 from infer_compile.passes.base import PassContext, PassResult
-from infer_compile.passes.constant_folding import ConstantFolding
-from infer_compile.passes.graph_utils import (
-    constant,
-    is_graph_io,
-    known_shape,
-    new_constant,
-    produced_by,
-    replace_tensor,
-)
+from infer_compile.passes.constant_folding import ConstantFolding, fold_static_shape
+from infer_compile.passes.graph_utils import constant, produced_by
 from infer_compile.passes.rewrite import RewritePass
 
 
@@ -31,13 +24,7 @@ def _reshape_chain(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> bool:
 
 
 def _static_shape(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> bool:
-    shape = known_shape(node.inputs[0])
-    if shape is None or is_graph_io(graph, node.outputs[0]):
-        return False
-    start, end = node.attrs.get("start", 0), node.attrs.get("end", len(shape))
-    replace_tensor(node.outputs[0], new_constant(graph, node.outputs[0].name + "_static",
-                                                 np.array(shape[start:end], np.int64)))
-    return True
+    return fold_static_shape(graph, node)
 
 
 class ShapeSimplification(RewritePass):

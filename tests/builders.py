@@ -159,3 +159,39 @@ if __name__ == "__main__":
     out = Path(__file__).resolve().parent.parent / "examples" / "tiny_cnn.onnx"
     onnx.save_model(tiny_cnn(), str(out))
     print(f"wrote {out}")
+
+
+
+def nested_if(shape: tuple[int, ...] = (2, 3)) -> onnx.ModelProto:
+    """Nested If nodes as exporters write them around an LSTM (silero-vad): the outer If's condition is static
+    once shapes are known (Shape -> Gather -> Equal), it has two outputs, and its branch reads the outputs of
+    an inner If on the ``flag`` input; the branches capture ``x`` and constants of the main graph.
+
+    y = (a + b) + bias with (a, b) = (inner + 1, inner * 2) if rows == 2 else (x - 1, x * 3),
+    inner = x * 2 if flag else -x.
+    """
+    dims = list(shape)
+
+    def branch(name: str, nodes: list[onnx.NodeProto], outs: list[str]) -> onnx.GraphProto:
+        return helper.make_graph(nodes, name, [], [tensor(out, dims) for out in outs])
+
+    inner = helper.make_node("If", ["flag"], ["inner"],
+                             then_branch=branch("inner_then", [helper.make_node("Mul", ["x", "two_f"], ["t"])], ["t"]),
+                             else_branch=branch("inner_else", [helper.make_node("Neg", ["x"], ["e"])], ["e"]))
+    then_branch = branch("outer_then", [inner, helper.make_node("Add", ["inner", "one"], ["a1"]),
+                                        helper.make_node("Mul", ["inner", "two_f"], ["b1"])], ["a1", "b1"])
+    else_branch = branch("outer_else", [helper.make_node("Sub", ["x", "one"], ["a2"]),
+                                        helper.make_node("Mul", ["x", "three"], ["b2"])], ["a2", "b2"])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        helper.make_node("Gather", ["x_shape", "zero"], ["rows"], axis=0),
+        helper.make_node("Equal", ["rows", "two"], ["rows_are_2"]),
+        helper.make_node("If", ["rows_are_2"], ["a", "b"], then_branch=then_branch, else_branch=else_branch),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "bias"], ["y"]),
+    ]
+    constants = {"one": np.array(1.0, np.float32), "two_f": np.array(2.0, np.float32),
+                 "three": np.array(3.0, np.float32), "bias": np.full(shape, 0.5, np.float32),
+                 "zero": np.array(0, np.int64), "two": np.array(2, np.int64)}
+    return make_model(nodes, [tensor("x", dims), tensor("flag", [], TensorProto.BOOL)], [tensor("y", dims)],
+                      constants)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import pytest
 from onnx import helper
 
+from infer_compile.ir import Model
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.constant_folding import ConstantFolding
-from tests.builders import make_model, tensor, tiny_cnn
+from infer_compile.passes.shape_inference import ShapeInference
+from tests.builders import make_model, nested_if, tensor, tiny_cnn
 from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
 
 
@@ -50,4 +54,32 @@ def test_size_limit_keeps_large_results_as_computation() -> None:
     assert_unchanged(ConstantFolding(), proto, PassContext(options={"fold_size_limit": 1024}))
     model, result = apply_pass(ConstantFolding(), proto)  # default limit: 64 MiB
     assert result.counts == {"nodes_folded": 1}
+    assert_same_outputs(proto, model)
+
+
+def test_nested_if_keeps_every_branch_output() -> None:
+    # graphsurgeon's flattening of the statically true outer If lost its second output ('b' undefined).
+    proto = nested_if()
+    model = Model.from_proto(proto)
+    ShapeInference().run(model, PassContext())
+    result = ConstantFolding().run(model, PassContext())
+    onnx.checker.check_model(model.to_proto(), full_check=True)
+    assert result.counts["nodes_folded"] >= 3  # Shape -> Gather -> Equal became a constant condition
+    for flag in (True, False):
+        assert_same_outputs(proto, model, feeds={"x": np.arange(6, dtype=np.float32).reshape(2, 3),
+                                                 "flag": np.array(flag)})
+
+
+@pytest.mark.parametrize(("start", "end"), [(1, None), (0, 2), (-1, None), (1, -1), (2, 1)])
+def test_shape_start_end_are_honoured(start: int, end: int | None) -> None:
+    # Reshape(x, Concat([-1], Shape(x)[start:end])): folding the full shape would change y's rank.
+    attrs = {"start": start} | ({} if end is None else {"end": end})
+    nodes = [helper.make_node("Shape", ["x"], ["s"], **attrs),
+             helper.make_node("Concat", ["minus_one", "s"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    dims = [2, 3, 4][slice(start, end)]
+    proto = make_model(nodes, [tensor("x", [2, 3, 4])], [tensor("y", [None] * (1 + len(dims)))],
+                       {"minus_one": np.array([-1], np.int64)})
+    model, result = apply_pass(ConstantFolding(), proto)
+    assert "Shape" not in op_counts(model) and result.counts["nodes_folded"] == 2
     assert_same_outputs(proto, model)

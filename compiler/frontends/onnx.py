@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -9,12 +10,17 @@ import onnx.version_converter
 import onnx_graphsurgeon as gs
 
 from infer_compile.errors import UserInputError
-from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions
-from infer_compile.ir import Dim, Model, load_onnx
+from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, first_line
+from infer_compile.ir import Dim, Model, import_proto, read_onnx
+from infer_compile.numerics import TOLERANCES, compare_outputs, ort_session, random_inputs, run_onnx, within
 
 # Passes and targets are written against opset >= 13 semantics (e.g. Squeeze axes as inputs).
 MIN_OPSET = 13
 UPGRADE_OPSET = 17
+DEFAULT_DOMAINS = ("", "ai.onnx")
+# Operator domains onnxruntime implements; any other domain needs a custom-op library no target here loads.
+RUNTIME_DOMAINS = frozenset({*DEFAULT_DOMAINS, "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.training",
+                             "com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc"})
 
 
 def apply_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -93,16 +99,15 @@ class OnnxFrontend(Frontend):
         return head[:1] == b"\x08"  # ModelProto starts with field 1 (ir_version) as a varint
 
     def load(self, path: Path, options: SourceOptions) -> LoweredModel:
-        model = load_onnx(path)
-        details: dict = {"opset": model.opset}
-        if model.opset < MIN_OPSET:
-            try:
-                proto = onnx.version_converter.convert_version(model.to_proto(), UPGRADE_OPSET)
-            except Exception as exc:
-                raise UserInputError(f"{path}: opset {model.opset} is too old and could not be upgraded ({exc})",
-                                     hint=f"re-export the model with opset >= {MIN_OPSET}") from exc
-            model = Model.from_proto(proto)
-            details["upgraded_to_opset"] = UPGRADE_OPSET
+        proto, mapped = read_onnx(path)
+        check_domains(proto, path)
+        opset = default_opset(proto)
+        details: dict = {"opset": opset}
+        if opset is None:  # only other domains (e.g. ai.onnx.ml): passes may still add standard ops
+            proto.opset_import.append(onnx.helper.make_opsetid("", UPGRADE_OPSET))
+        elif opset < MIN_OPSET:
+            proto, details["upgrade"] = upgrade_opset(proto, path)
+        model = import_proto(proto, path)
         apply_input_shapes(model, options.input_shapes)
         check_declared_dims(model, path)
         try:
@@ -112,3 +117,96 @@ class OnnxFrontend(Frontend):
             raise UserInputError(f"{path}: invalid ONNX model: {str(exc).splitlines()[0]}",
                                  hint="fix the exporter settings or run onnx.checker.check_model for details") from exc
         return LoweredModel(model, "onnx", details)
+
+
+def default_opset(proto: onnx.ModelProto) -> int | None:
+    """The model's version of the standard ONNX domain; None when it imports only other domains."""
+    return next((o.version for o in proto.opset_import if o.domain in DEFAULT_DOMAINS), None)
+
+
+def check_domains(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse opsets newer than this onnx knows and ops from domains no runtime here implements: an artifact
+    built from them would not load."""
+    newest = _newest_opsets()
+    for opset in proto.opset_import:
+        domain = opset.domain or "ai.onnx"
+        if opset.domain in newest and opset.version > newest[opset.domain]:
+            raise UserInputError(f"{path}: imports opset {opset.version} of domain '{domain}', newer than onnx "
+                                 f"{onnx.__version__} knows (up to {newest[opset.domain]})",
+                                 hint="re-export the model with an older opset, or upgrade onnx")
+    functions = {(f.domain, f.name) for f in proto.functions}
+    for node in _nodes(proto.graph):
+        if node.domain not in RUNTIME_DOMAINS and (node.domain, node.op_type) not in functions:
+            raise UserInputError(f"{path}: node '{node.name or node.op_type}' uses op {node.op_type} of the custom "
+                                 f"domain '{node.domain}', which no target here implements",
+                                 hint="replace the custom op with standard ONNX ops, or export it as a model-local "
+                                      "function")
+
+
+def _newest_opsets() -> dict[str, int]:
+    newest: dict[str, int] = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        newest[schema.domain] = max(newest.get(schema.domain, 0), schema.since_version)
+    return newest
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph``, including those in If/Loop/Scan bodies."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                yield from _nodes(sub)
+
+
+def upgrade_opset(proto: onnx.ModelProto, path: Path) -> tuple[onnx.ModelProto, str]:
+    """``proto`` converted to UPGRADE_OPSET when the conversion keeps its meaning, else ``proto`` as it is
+    (passes handle old opsets, or leave what they do not know alone); says which in a short note.
+
+    Converts the file's own proto: a graphsurgeon round trip drops IR-v3 initializers from graph.input,
+    which the converter then reports as undefined inputs.
+    """
+    opset = default_opset(proto)
+    try:
+        converted = onnx.version_converter.convert_version(proto, UPGRADE_OPSET)
+    except Exception as exc:
+        reason = first_line(exc)
+    else:
+        reason = _changed_meaning(proto, converted)
+        if not reason:
+            return converted, f"opset {opset} -> {UPGRADE_OPSET}"
+    _require_runnable(proto, path, f"opset {opset} could not be upgraded to {UPGRADE_OPSET} ({reason})")
+    return proto, f"kept opset {opset} (the upgrade to {UPGRADE_OPSET} {reason})"
+
+
+def _changed_meaning(original: onnx.ModelProto, converted: onnx.ModelProto) -> str:
+    """Why ``converted`` is not the same function as ``original`` ("" when it is, as far as can be checked):
+    the same inputs and outputs (names, types, ranks) and the same outputs on seeded inputs."""
+    if _signature(original.graph) != _signature(converted.graph):
+        return "changes the model's input or output types or ranks"
+    before, after = Model.from_proto(original), Model.from_proto(converted)
+    try:
+        feeds = random_inputs(before.inputs)
+        reference = run_onnx(before, feeds)
+    except Exception:
+        return ""  # the original does not run on seeded inputs: the signature check is all there is
+    try:
+        comparisons = compare_outputs(reference, run_onnx(after, feeds))
+    except Exception as exc:
+        return f"does not run ({first_line(exc)})"
+    return "" if within(reference, comparisons, TOLERANCES["fp32"]) else "changes the model's outputs"
+
+
+def _signature(graph: onnx.GraphProto) -> list[tuple]:
+    initializers = {t.name for t in graph.initializer}
+    return [(v.name, v.type.tensor_type.elem_type, len(v.type.tensor_type.shape.dim))
+            for v in [*graph.input, *graph.output] if v.name not in initializers]
+
+
+def _require_runnable(proto: onnx.ModelProto, path: Path, problem: str) -> None:
+    """Refuse a model the build cannot bring to a supported opset only when onnxruntime cannot run it either."""
+    try:
+        ort_session(Model.from_proto(proto))
+    except Exception as exc:
+        raise UserInputError(f"{path}: {problem}; onnxruntime cannot load it either ({first_line(exc)})",
+                             hint=f"re-export the model with opset >= {MIN_OPSET}") from exc

@@ -14,11 +14,12 @@ correctly are ``cannot`` (not the compiler's failure). The rest are built like
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,32 +206,31 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+def _quiet() -> None:
+    """Keep library chatter (graphsurgeon's folding notes, onnxruntime's warnings) out of the table."""
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+    ort.set_default_logger_severity(3)
+
+
 def _run_chunk(args: tuple[list[Case], Sweep]) -> list[Outcome]:
     cases, sweep = args
+    _quiet()
     return [run_case(case, sweep) for case in cases]
 
 
-def run_all(cases: list[Case], sweep: Sweep, jobs: int | None = None,
-            on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+def run_all(cases: list[Case], sweep: Sweep, jobs: int | None = None) -> list[Outcome]:
     """Every case under ``sweep``, on ``jobs`` worker processes (default: the CPU count)."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1:
-        outcomes = []
-        for case in cases:
-            outcomes.append(run_case(case, sweep))
-            if on_outcome:
-                on_outcome(outcomes[-1])
-        return outcomes
+        return _run_chunk((cases, sweep))
     # Small interleaved chunks: neighbouring cases (same op) cost alike, so the workers stay balanced.
     chunks = [(cases[i::jobs * 8], sweep) for i in range(jobs * 8)]
-    outcomes = []
-    import multiprocessing
-
+    # spawn, not fork: the parent may hold onnxruntime thread pools.
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for chunk in pool.map(_run_chunk, chunks):
-            outcomes += chunk
-            for outcome in chunk if on_outcome else ():
-                on_outcome(outcome)
+        outcomes = [outcome for chunk in pool.map(_run_chunk, chunks) for outcome in chunk]
     order = {case.id: i for i, case in enumerate(cases)}
     return sorted(outcomes, key=lambda o: order[o.case])
 
