@@ -9,7 +9,7 @@ NO_DEPS := onnx2tf==1.29.24 tf-keras==2.21.0
 # TensorRT's and cuda-python's APIs as mypy sees them (tests/stubs/make_stubs.py); not on the import path.
 STUBS := $(VENV)/typestubs
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo test lint typecheck bench conformance install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: $(VENV)/.core
 test: $(VENV)/.full typecheck
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile --durations=15
+
+# ONNX's backend conformance cases through every sweep (CI runs the onnxruntime fp32 one in `make test`).
+conformance: $(VENV)/.full
+	$(BIN)/python -m tests.conformance --sweep all
 
 lint: $(VENV)/.full
 	$(BIN)/ruff check .

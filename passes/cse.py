@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from infer_compile.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
@@ -18,7 +20,12 @@ def _attr_key(value: object) -> object:
     if isinstance(value, np.ndarray):
         return value.dtype.str, value.shape, value.tobytes()
     if isinstance(value, gs.Constant):
-        return _attr_key(np.asarray(value.values))
+        # The exported tensor (less its name), not ``value.values``: reading those replaces a lazily held
+        # TensorProto by an array, and string arrays cannot be exported again.
+        proto = onnx.TensorProto()
+        proto.CopyFrom(OnnxExporter.export_tensor_proto(value))
+        proto.ClearField("name")
+        return proto.SerializeToString()
     if isinstance(value, list | tuple):
         return tuple(_attr_key(v) for v in value)
     return value

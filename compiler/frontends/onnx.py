@@ -9,7 +9,7 @@ import onnx
 import onnx.version_converter
 import onnx_graphsurgeon as gs
 
-from infer_compile.errors import UserInputError
+from infer_compile.errors import UnsupportedError, UserInputError
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, first_line
 from infer_compile.ir import Dim, Model, import_proto, read_onnx
 from infer_compile.numerics import TOLERANCES, compare_outputs, ort_session, random_inputs, run_onnx, within
@@ -108,6 +108,7 @@ class OnnxFrontend(Frontend):
         elif opset < MIN_OPSET:
             proto, details["upgrade"] = upgrade_opset(proto, path)
         model = import_proto(proto, path)
+        check_round_trip(proto, model, path)
         apply_input_shapes(model, options.input_shapes)
         check_declared_dims(model, path)
         try:
@@ -159,6 +160,42 @@ def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                 yield from _nodes(sub)
 
 
+def check_round_trip(proto: onnx.ModelProto, model: Model, path: Path) -> None:
+    """Refuse a graph the IR does not hold faithfully (graphsurgeon drops TypeProto attributes, as on Optional,
+    and optional types inside subgraphs): every node must come back with its op and attributes and every
+    (sub)graph input and output with its kind of type, else the artifact would differ from the model."""
+    hint = "rewrite that part of the model with other ops, or run it in onnxruntime directly"
+    try:
+        exported = model.to_proto(weights=False).graph
+    except Exception as exc:  # e.g. optional-typed graph inputs: graphsurgeon imports them but cannot export them
+        raise UnsupportedError(f"{path}: onnx-graphsurgeon, which the compiler's passes work on, cannot write this "
+                               f"graph back ({first_line(exc)})", hint=hint) from exc
+    for before, after in zip(_summaries(proto.graph), _summaries(exported), strict=False):
+        if before != after:
+            raise UnsupportedError(f"{path}: {before[0]} cannot be represented by onnx-graphsurgeon, which the "
+                                   "compiler's passes work on", hint=hint)
+
+
+def _summaries(graph: onnx.GraphProto) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """What must survive an import/export: per graph the kinds of its inputs' and outputs' types, per node its
+    op and attribute names (nodes of subgraphs included)."""
+    yield f"graph '{graph.name}' input/output types", tuple(_kind(v.type) for v in [*graph.input, *graph.output])
+    for node in graph.node:
+        yield f"the {node.op_type} node's attributes", tuple(sorted(a.name for a in node.attribute))
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                yield from _summaries(sub)
+
+
+def _kind(type_: onnx.TypeProto) -> str:
+    """'optional(sequence(tensor))' and the like: the structure of a type, not its element type or shape."""
+    kind = type_.WhichOneof("value")
+    inner = getattr(type_, kind, None) if kind else None
+    if kind in ("sequence_type", "optional_type"):
+        return f"{kind.removesuffix('_type')}({_kind(inner.elem_type)})"
+    return (kind or "?").removesuffix("_type")
+
+
 def upgrade_opset(proto: onnx.ModelProto, path: Path) -> tuple[onnx.ModelProto, str]:
     """``proto`` converted to UPGRADE_OPSET when the conversion keeps its meaning, else ``proto`` as it is
     (passes handle old opsets, or leave what they do not know alone); says which in a short note.
@@ -194,7 +231,7 @@ def _changed_meaning(original: onnx.ModelProto, converted: onnx.ModelProto) -> s
         comparisons = compare_outputs(reference, run_onnx(after, feeds))
     except Exception as exc:
         return f"does not run ({first_line(exc)})"
-    return "" if within(reference, comparisons, TOLERANCES["fp32"]) else "changes the model's outputs"
+    return "" if within(comparisons, TOLERANCES["fp32"]) else "changes the model's outputs"
 
 
 def _signature(graph: onnx.GraphProto) -> list[tuple]:
