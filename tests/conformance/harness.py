@@ -116,13 +116,15 @@ def _classify(case: Case, sweep: Sweep) -> tuple[str, str]:
 def _build(model: Path, sweep: Sweep, output: Path) -> Path | tuple[str, str]:
     """The artifact path, or (status, reason) when the build did not exit 0."""
     from infer_compile.build import BuildOptions, compile_model
-    from infer_compile.calibration import CalibrationSettings
+    from infer_compile.calibration.options import precision_options
     from infer_compile.errors import ExitCode, InferCompileError
 
-    calibration = CalibrationSettings("synthetic") if sweep.precision == "int8" else None
-    options = BuildOptions(target=sweep.target, precision=sweep.precision, output=output, cache_dir=None,
-                           tune_time=0.0, calibration=calibration)
     try:
+        # The CLI's own reading of --int8 --calib synthetic, so both paths build the same thing.
+        calibration, pass_options = precision_options(
+            sweep.precision, calib="synthetic" if sweep.precision == "int8" else None)
+        options = BuildOptions(target=sweep.target, precision=sweep.precision, output=output, cache_dir=None,
+                               tune_time=0.0, calibration=calibration, pass_options=pass_options)
         return compile_model(model, options).artifact
     except InferCompileError as exc:
         if exc.exit_code == ExitCode.INTERNAL:

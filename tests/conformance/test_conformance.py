@@ -42,13 +42,15 @@ def test_suites_are_all_there(cases: list[Case]) -> None:
 
 
 @pytest.mark.slow
-def test_cli_agrees_with_in_process_build(cases: list[Case], tmp_path: Path) -> None:
-    """The command line reaches the same verdict (exit 0 = pass, exit 1 = refused) on a few cases."""
-    by_id = {c.id: c for c in cases}
-    for case_id, exit_code in (("node/test_add", 0), ("light/light_squeezenet", 0), ("node/test_shape_start_1", 0)):
-        case = by_id[case_id]
-        assert (run_case(case, FP32).status == "pass") == (exit_code == 0)
-        done = subprocess.run([sys.executable, "-m", "infer_compile.cli", str(case.model), "-o",
-                               str(tmp_path / f"{case.name}.onnx"), *FP32.build_args()],
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == exit_code, done.stderr
+@pytest.mark.parametrize(("case_id", "exit_code"), [("node/test_add", 0), ("light/light_squeezenet", 0),
+                                                    ("node/test_shape_start_1", 0), ("node/test_if_opt", 1)])
+def test_cli_agrees_with_in_process_build(cases: list[Case], tmp_path: Path, case_id: str, exit_code: int) -> None:
+    """The command line reaches the harness's verdict: exit 0 for a pass, exit 1 and one line for a refusal."""
+    case = next(c for c in cases if c.id == case_id)
+    assert run_case(case, FP32).status == ("pass" if exit_code == 0 else "refused")
+    done = subprocess.run([sys.executable, "-m", "infer_compile.cli", str(case.model), "-o",
+                           str(tmp_path / "out.onnx"), *FP32.build_args()], capture_output=True, text=True, timeout=300)
+    assert done.returncode == exit_code, done.stderr
+    assert (tmp_path / "out.onnx").exists() == (exit_code == 0)
+    if exit_code:
+        assert done.stderr.startswith("error:") and "Traceback" not in done.stderr, done.stderr
