@@ -28,8 +28,9 @@ def fp32_outcomes(cases: list[Case]) -> list[Outcome]:
 
 
 @pytest.mark.slow
-def test_onnxruntime_fp32_conformance(fp32_outcomes: list[Outcome]) -> None:
-    print("\n" + table(fp32_outcomes, FP32))
+def test_onnxruntime_fp32_conformance(fp32_outcomes: list[Outcome], request: pytest.FixtureRequest) -> None:
+    # Kept beside the generated cases: the table of the last run, for the README and for reading CI logs.
+    (request.config.cache.mkdir("conformance") / f"{FP32.name}.md").write_text(table(fp32_outcomes, FP32) + "\n")
     failures = [o for o in fp32_outcomes if o.status in ("wrong", "unloadable", "crash")]
     assert not failures, "\n".join(f"{o.status} {o.case}: {o.detail}" for o in failures)
     assert pass_rate(fp32_outcomes) >= MIN_PASS_RATE, table(fp32_outcomes, FP32)
