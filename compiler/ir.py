@@ -75,11 +75,6 @@ def numpy_dtype(dtype: object) -> np.dtype:
     return np.dtype(dtype)
 
 
-def is_dtype(dtype: object, wanted: np.dtype | type) -> bool:
-    """``dtype`` (graphsurgeon's, possibly None or an ONNX enum) is the numpy dtype ``wanted``."""
-    return dtype is not None and numpy_dtype(dtype) == np.dtype(wanted)
-
-
 def _spec(tensor: gs.Variable) -> TensorSpec:
     shape = None if tensor.shape is None else tuple(tensor.shape)
     return TensorSpec(tensor.name, shape, numpy_dtype(tensor.dtype))

@@ -155,9 +155,13 @@ def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph``, including those in If/Loop/Scan bodies."""
     for node in graph.node:
         yield node
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
-                yield from _nodes(sub)
+        for sub in _subgraphs(node):
+            yield from _nodes(sub)
+
+
+def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    for attr in node.attribute:
+        yield from [attr.g] if attr.HasField("g") else attr.graphs
 
 
 def check_round_trip(proto: onnx.ModelProto, model: Model, path: Path) -> None:
@@ -184,9 +188,8 @@ def _summaries(graph: onnx.GraphProto) -> Iterator[tuple[str, tuple[str, ...]]]:
     yield f"graph '{graph.name}' input/output types", tuple(_kind(v.type) for v in values)
     for node in graph.node:
         yield f"the {node.op_type} node's attributes", tuple(sorted(a.name for a in node.attribute))
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
-                yield from _summaries(sub)
+        for sub in _subgraphs(node):
+            yield from _summaries(sub)
 
 
 def _kind(type_: onnx.TypeProto) -> str:
