@@ -100,7 +100,8 @@ def _classify(case: Case, sweep: Sweep) -> tuple[str, str]:
         try:
             from infer_compile.targets import load_artifact
 
-            outputs = load_artifact(built).run(feeds)
+            runner = load_artifact(built)
+            outputs = runner.run(_in_artifact_dtypes(feeds, runner.inputs))
         except Exception as exc:
             return "unloadable", _one_line(exc)
     if missing := [name for name in original if name not in outputs]:
@@ -111,6 +112,14 @@ def _classify(case: Case, sweep: Sweep) -> tuple[str, str]:
     else:
         problem = _precision_mismatch(list(original.values()), got, sweep.precision)
     return ("wrong", problem) if problem else ("pass", "")
+
+
+def _in_artifact_dtypes(feeds: dict[str, Any], specs: list[Any]) -> dict[str, Any]:
+    """Float inputs in the float type the artifact takes (an fp16 build without --keep-io-types takes float16),
+    as `infer-compile verify` feeds them."""
+    dtypes = {spec.name: spec.dtype for spec in specs}
+    return {name: value.astype(dtypes[name]) if isinstance(value, np.ndarray) and value.dtype.kind == "f"
+            and name in dtypes and dtypes[name].kind == "f" else value for name, value in feeds.items()}
 
 
 def _build(model: Path, sweep: Sweep, output: Path) -> Path | tuple[str, str]:
