@@ -162,7 +162,7 @@ if __name__ == "__main__":
 
 
 
-def nested_if(shape: tuple[int, ...] = (2, 3)) -> onnx.ModelProto:
+def nested_if_static_condition(shape: tuple[int, ...] = (2, 3)) -> onnx.ModelProto:
     """Nested If nodes as exporters write them around an LSTM (silero-vad): the outer If's condition is static
     once shapes are known (Shape -> Gather -> Equal), it has two outputs, and its branch reads the outputs of
     an inner If on the ``flag`` input; the branches capture ``x`` and constants of the main graph.

@@ -11,7 +11,7 @@ from infer_compile.ir import Model
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.constant_folding import ConstantFolding
 from infer_compile.passes.shape_inference import ShapeInference
-from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.builders import make_model, nested_if_static_condition, tensor, tiny_cnn
 from tests.passes_helpers import apply_pass, assert_same_outputs, assert_unchanged, op_counts
 
 
@@ -59,7 +59,7 @@ def test_size_limit_keeps_large_results_as_computation() -> None:
 
 def test_nested_if_keeps_every_branch_output() -> None:
     # graphsurgeon's flattening of the statically true outer If lost its second output ('b' undefined).
-    proto = nested_if()
+    proto = nested_if_static_condition()
     model = Model.from_proto(proto)
     ShapeInference().run(model, PassContext())
     result = ConstantFolding().run(model, PassContext())

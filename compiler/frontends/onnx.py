@@ -107,7 +107,7 @@ class OnnxFrontend(Frontend):
             proto.opset_import.append(onnx.helper.make_opsetid("", UPGRADE_OPSET))
         elif opset < MIN_OPSET:
             proto, details["upgrade"] = upgrade_opset(proto, path)
-        model = import_proto(proto, path)
+        model = import_proto(proto, mapped, path)
         check_round_trip(proto, model, path)
         apply_input_shapes(model, options.input_shapes)
         check_declared_dims(model, path)
