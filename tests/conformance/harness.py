@@ -2,7 +2,8 @@
 
 A case is first run from its original file by the sweep's runtime: cases the runtime itself cannot run
 correctly are ``cannot`` (not the compiler's failure). The rest are built like
-``infer-compile MODEL --target T [--fp16|--int8 --calib synthetic] --no-tune --no-cache`` and end as:
+``infer-compile MODEL --target T [--fp16|--int8 --calib synthetic] --no-tune --no-cache --inputs CASE.npz``
+(the case's own inputs, when they are plain arrays) and end as:
 
 - ``pass``: the artifact loads and its outputs match (fp32: ONNX's backend runner, rtol 1e-3, atol 1e-7;
   fp16/int8: the precision's tolerance against the runtime's outputs on the original);
@@ -94,7 +95,9 @@ def _classify(case: Case, sweep: Sweep) -> tuple[str, str]:
     except Exception as exc:
         return "cannot", f"{sweep.runtime} on the original: {_one_line(exc)}"
     with tempfile.TemporaryDirectory(prefix="conformance-", dir=SCRATCH) as tmp:
-        built = _build(case.model, sweep, Path(tmp) / f"model{'.xml' if sweep.target == 'openvino' else '.onnx'}")
+        given = _inputs_file(feeds, Path(tmp) / "inputs.npz")
+        built = _build(case.model, sweep, Path(tmp) / f"model{'.xml' if sweep.target == 'openvino' else '.onnx'}",
+                       given)
         if isinstance(built, tuple):
             return built
         try:
@@ -122,7 +125,16 @@ def _in_artifact_dtypes(feeds: dict[str, Any], specs: list[Any]) -> dict[str, An
             and name in dtypes and dtypes[name].kind == "f" else value for name, value in feeds.items()}
 
 
-def _build(model: Path, sweep: Sweep, output: Path) -> Path | tuple[str, str]:
+def _inputs_file(feeds: dict[str, Any], path: Path) -> Path | None:
+    """The case's inputs as `--inputs FILE.npz` (what a user with real data passes, so the build's final check
+    runs on data the model accepts); None when they are not all plain arrays (sequences, strings)."""
+    if not all(isinstance(v, np.ndarray) and v.dtype.kind in "biufc" for v in feeds.values()):
+        return None
+    np.savez(path, **feeds)
+    return path
+
+
+def _build(model: Path, sweep: Sweep, output: Path, inputs: Path | None) -> Path | tuple[str, str]:
     """The artifact path, or (status, reason) when the build did not exit 0."""
     from infer_compile.build import BuildOptions, compile_model
     from infer_compile.calibration.options import precision_options
@@ -133,7 +145,7 @@ def _build(model: Path, sweep: Sweep, output: Path) -> Path | tuple[str, str]:
         calibration, pass_options = precision_options(
             sweep.precision, calib="synthetic" if sweep.precision == "int8" else None)
         options = BuildOptions(target=sweep.target, precision=sweep.precision, output=output, cache_dir=None,
-                               tune_time=0.0, calibration=calibration, pass_options=pass_options)
+                               tune_time=0.0, calibration=calibration, pass_options=pass_options, inputs=inputs)
         return compile_model(model, options).artifact
     except InferCompileError as exc:
         if exc.exit_code == ExitCode.INTERNAL:
