@@ -57,8 +57,9 @@ class BuildOptions:
     calibration: CalibrationSettings | None = None
     # Load the written artifact with its target's runtime and compare it with the source before committing it.
     final_check: bool = True
-    # The example inputs (--inputs FILE.npz, arrays keyed by input name) that checks and autotuning run on.
-    inputs: Path | None = None
+    # The example inputs that checks and autotuning run on: --inputs FILE.npz (arrays keyed by input name), or in
+    # process the values themselves (sequence inputs as lists of arrays, which no .npz holds).
+    inputs: Path | Feeds | None = None
 
 
 @dataclass

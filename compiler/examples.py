@@ -15,13 +15,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.errors import UnsupportedError, UserInputError, one_line
 from infer_compile.feeds import conform, load_array_file
-from infer_compile.ir import Model, TensorSpec
+from infer_compile.ir import Model, TensorSpec, is_sequence, numpy_dtype
 from infer_compile.numerics import Feeds, ort_session, random_inputs, resolve_shape
 from infer_compile.passes.graph_utils import constant, known_shape, other_input, producer
 
@@ -59,11 +60,15 @@ class Examples:
         return {"samples": len(self.feeds), "origin": self.origin}
 
 
-def example_inputs(model: Model, *, given: Path | None = None, held_out: Iterable[Feeds] | None = None,
+def example_inputs(model: Model, *, given: Path | Feeds | None = None, held_out: Iterable[Feeds] | None = None,
                    dims: Mapping[str, int] | None = None, seed: int = 0) -> Examples:
-    """The examples for ``model``: ``given`` (an .npz keyed by input name), else ``held_out``, else random."""
-    if given is not None:
+    """The examples for ``model``: ``given`` (an .npz keyed by input name, or in process the values themselves,
+    sequences as lists), else ``held_out``, else random."""
+    if isinstance(given, Path):
         return Examples([read_inputs(given, model.inputs)], f"--inputs {given.name}", generated=False)
+    if given is not None:
+        return Examples([checked_inputs(given, model.inputs, "the given inputs")], "the given inputs",
+                        generated=False)
     if held := list(islice(held_out or (), MAX_CALIBRATION_EXAMPLES)):  # read from disk: only these few
         return Examples(held, "held-out calibration samples", generated=False)
     return Examples([graph_inputs(model, seed=seed, dims=dims)], f"random, seed {seed}", generated=True)
@@ -75,22 +80,32 @@ def read_inputs(path: Path, specs: list[TensorSpec]) -> Feeds:
     if not isinstance(arrays, dict):
         raise UserInputError(f"--inputs {path}: a .npy holds one array; the model takes {len(specs)} input(s)",
                              hint="save them with numpy.savez(path, **{input_name: array})")
+    return checked_inputs(arrays, specs, f"--inputs {path}")
+
+
+def checked_inputs(values: Mapping[str, Any], specs: list[TensorSpec], origin: str) -> Feeds:
+    """``values`` keyed by exactly the model's inputs; arrays checked against their spec (sequences as given)."""
     names = [s.name for s in specs]
-    if unknown := sorted(set(arrays) - set(names)):
-        raise UserInputError(f"--inputs {path}: the model has no input(s) {', '.join(unknown)}",
+    if unknown := sorted(set(values) - set(names)):
+        raise UserInputError(f"{origin}: the model has no input(s) {', '.join(unknown)}",
                              hint=f"model inputs: {', '.join(names)}")
-    if missing := [n for n in names if n not in arrays]:
-        raise UserInputError(f"--inputs {path}: no array for input(s) {', '.join(missing)}",
+    if missing := [n for n in names if n not in values]:
+        raise UserInputError(f"{origin}: no array for input(s) {', '.join(missing)}",
                              hint=f"model inputs: {', '.join(names)}")
-    return {spec.name: conform(spec, arrays[spec.name]) for spec in specs}
+    return {spec.name: values[spec.name] if isinstance(values[spec.name], list) else conform(spec, values[spec.name])
+            for spec in specs}
 
 
 def graph_inputs(model: Model, *, seed: int = 0, dims: Mapping[str, int] | None = None) -> Feeds:
     """Seeded random inputs that respect what the graph does with integer inputs (see the module doc)."""
-    feeds = random_inputs(model.inputs, seed=seed, dims=dims)
+    sequences = {t.name: t for t in model.graph.inputs if is_sequence(t)}
+    feeds = random_inputs([s for s in model.inputs if s.name not in sequences], seed=seed, dims=dims)
+    feeds |= {name: random_sequence(t, seed=seed, dims=dims) for name, t in sequences.items()}
     rng = np.random.default_rng(seed + 1)
     for tensor in model.graph.inputs:
         spec = next(s for s in model.inputs if s.name == tensor.name)
+        if tensor.name in sequences:
+            continue
         if spec.dtype.kind not in "iufb":
             continue
         shape = resolve_shape(spec, dims)
@@ -103,6 +118,17 @@ def graph_inputs(model: Model, *, seed: int = 0, dims: Mapping[str, int] | None 
                            if (key := (node.op, _position(node, read))) in _OPERANDS), None):
             feeds[spec.name] = _operand(role, shape).astype(spec.dtype)
     return feeds
+
+
+def random_sequence(tensor: gs.Variable, *, seed: int = 0, dims: Mapping[str, int] | None = None
+                    ) -> list[np.ndarray]:
+    """Seeded random tensors for a sequence input whose elements have a known rank: two of one shape (what
+    ConcatFromSequence needs; two so that positions 0, 1 and -1 index it)."""
+    if tensor.shape is None:
+        raise UserInputError(f"input '{tensor.name}' is a sequence of tensors of unknown rank, so no example "
+                             f"inputs can be generated for it", hint=INPUTS_HINT)
+    element = TensorSpec(tensor.name, tuple(tensor.shape), numpy_dtype(tensor.dtype))
+    return [random_inputs([element], seed=seed + i, dims=dims)[tensor.name] for i in range(2)]
 
 
 def _position(node: gs.Node, tensor: gs.Tensor) -> int:

@@ -40,12 +40,15 @@ class TensorSpec:
     name: str
     shape: tuple[Dim, ...] | None
     dtype: np.dtype
+    sequence: bool = False  # a sequence of tensors of ``dtype`` (a list of arrays), not one tensor
 
     @property
     def is_static(self) -> bool:
         return self.shape is not None and all(isinstance(d, int) and d >= 0 for d in self.shape)
 
     def describe(self) -> str:
+        if self.sequence:
+            return f"{self.name}: sequence({self.dtype.name})"
         dims = "?" if self.shape is None else "x".join("?" if d is None else str(d) for d in self.shape)
         return f"{self.name}: {self.dtype.name}[{dims}]"
 
@@ -59,7 +62,7 @@ class TensorSpec:
 
     def to_json(self) -> dict:
         return {"name": self.name, "shape": None if self.shape is None else list(self.shape),
-                "dtype": self.dtype.name}
+                "dtype": self.dtype.name, **({"sequence": True} if self.sequence else {})}
 
 
 def numpy_dtype(dtype: object) -> np.dtype:
@@ -76,8 +79,24 @@ def numpy_dtype(dtype: object) -> np.dtype:
 
 
 def _spec(tensor: gs.Variable) -> TensorSpec:
-    shape = None if tensor.shape is None else tuple(tensor.shape)
-    return TensorSpec(tensor.name, shape, numpy_dtype(tensor.dtype))
+    """A sequence's spec has its element dtype and no shape (its graphsurgeon shape is the element's)."""
+    shape = None if tensor.shape is None or is_sequence(tensor) else tuple(tensor.shape)
+    return TensorSpec(tensor.name, shape, numpy_dtype(tensor.dtype), sequence=is_sequence(tensor))
+
+
+def is_sequence(tensor: gs.Tensor) -> bool:
+    return getattr(tensor, "type", None) == "sequence_type"
+
+
+def _keep_element_shapes(graph: gs.Graph, proto: onnx.GraphProto) -> None:
+    """Sequence inputs/outputs keep their element shape: graphsurgeon imports none but exports ``shape`` as
+    the element's, so it survives a round trip and example inputs can be generated for it."""
+    types = {v.name: v.type for v in (*proto.input, *proto.output)}
+    for tensor in (*graph.inputs, *graph.outputs):
+        element = types[tensor.name].sequence_type.elem_type if is_sequence(tensor) else None
+        if element is not None and element.tensor_type.HasField("shape"):
+            tensor.shape = [d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                            for d in element.tensor_type.shape.dim]
 
 
 class Model:
@@ -91,7 +110,9 @@ class Model:
     @classmethod
     def from_proto(cls, proto: onnx.ModelProto) -> Model:
         metadata = {p.key: p.value for p in proto.metadata_props}
-        return cls(gs.import_onnx(proto), ir_version=proto.ir_version, metadata=metadata)
+        graph = gs.import_onnx(proto)
+        _keep_element_shapes(graph, proto.graph)
+        return cls(graph, ir_version=proto.ir_version, metadata=metadata)
 
     def to_proto(self, weights: bool = True) -> onnx.ModelProto:
         """The model as a protobuf. ``weights=False`` exports the ``weight_constants`` as data-less

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -56,7 +57,8 @@ def run_onnx(model: Model, feeds: Feeds, *, optimize: bool = False) -> Feeds:
 def in_dtypes(feeds: Feeds, specs: list[TensorSpec]) -> Feeds:
     """``feeds`` cast to the dtypes of ``specs`` (a graph whose inputs a precision pass retyped to float16)."""
     dtypes = {spec.name: spec.dtype for spec in specs}
-    return {name: value.astype(dtypes.get(name, value.dtype), copy=False) for name, value in feeds.items()}
+    return {name: value.astype(dtypes.get(name, value.dtype), copy=False) if isinstance(value, np.ndarray) else value
+            for name, value in feeds.items()}
 
 
 def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None) -> tuple[int, ...]:
@@ -96,6 +98,7 @@ class OutputComparison:
     top1_agreement: float | None  # only for outputs that look like class scores (last dim > 1)
     spread: float = 0.0  # the reference's standard deviation: how much the output actually varies
     scale: float = 0.0  # the reference's largest magnitude
+    dtype: str = ""  # the reference's element type: the precision the graph itself computes the output in
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -135,6 +138,15 @@ TOLERANCES: dict[str, Tolerance] = {
     "bf16": Tolerance(min_cosine=0.995, max_error=0.5, resolution=0.05),
     "int8": Tolerance(min_cosine=0.99, max_error=1.0, resolution=0.1),
 }
+# An output the graph itself computes in a reduced float type cannot be closer than that type allows,
+# whatever precision the build asks for (an fp16-typed model in an fp32 build).
+_COMPUTED_IN = {"float16": "fp16", "bfloat16": "bf16"}
+
+
+def tolerance_for(tolerance: Tolerance, cmp: OutputComparison) -> Tolerance:
+    """``tolerance``, or the looser one of the element type ``cmp``'s output is computed in."""
+    own = TOLERANCES.get(_COMPUTED_IN.get(cmp.dtype, ""))
+    return own if own is not None and own.max_error > tolerance.max_error else tolerance
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -153,7 +165,8 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
         raise AccuracyError(f"output '{name}' has shape {got.shape}, expected {ref.shape}")
     if ref.dtype == np.bool_ or not np.issubdtype(ref.dtype, np.number):
         mismatch = float(np.mean(ref != got)) if ref.size else 0.0
-        return OutputComparison(name, mismatch, mismatch, 1.0 - mismatch, None, spread=1.0, scale=1.0)
+        return OutputComparison(name, mismatch, mismatch, 1.0 - mismatch, None, spread=1.0, scale=1.0,
+                                dtype=ref.dtype.name)
     r, g = ref.astype(np.float64), got.astype(np.float64)
     # Equal non-finite values (inf == inf, NaN and NaN) match; any other NaN/inf makes the error NaN/inf.
     same = (r == g) | (np.isnan(r) & np.isnan(g))
@@ -161,7 +174,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
         diff = np.where(same, 0.0, np.abs(r - g))
     finite = np.isfinite(r)
     if not diff.size:
-        return OutputComparison(name, 0.0, 0.0, 1.0, None)
+        return OutputComparison(name, 0.0, 0.0, 1.0, None, dtype=ref.dtype.name)
     max_abs = float(diff.max())
     max_rel = float((diff / np.maximum(np.abs(np.where(finite, r, 0.0)), 1e-6)).max())
     top1 = None
@@ -173,22 +186,44 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
     scale = float(np.abs(values).max()) if values.size else 0.0
     matched_nonfinite = same & ~finite
     cosine = _cosine(np.where(matched_nonfinite, 0.0, r), np.where(matched_nonfinite, 0.0, g))
-    return OutputComparison(name, max_abs, max_rel, cosine, top1, spread, scale)
+    return OutputComparison(name, max_abs, max_rel, cosine, top1, spread, scale, ref.dtype.name)
 
 
 def compare_outputs(ref: Feeds, got: Feeds) -> list[OutputComparison]:
     missing = set(ref) - set(got)
     if missing:
         raise AccuracyError(f"outputs missing from the result: {', '.join(sorted(missing))}")
-    return [compare_output(name, ref[name], got[name]) for name in ref]
+    return [c for name in ref for c in compare_value(name, ref[name], got[name])]
 
 
-def out_of_tolerance(comparisons: list[OutputComparison], tolerance: Tolerance) -> list[str]:
+def compare_value(name: str, ref: Any, got: Any) -> list[OutputComparison]:
+    """One output of any ONNX type: a tensor as ``compare_output``; a sequence (a list) element by element, as
+    ``name[i]``; an optional (None when empty) by presence, then by its value."""
+    if isinstance(ref, list) or isinstance(got, list):
+        if not (isinstance(ref, list) and isinstance(got, list)) or len(ref) != len(got):
+            raise AccuracyError(f"output '{name}' is {_kind(got)}, expected {_kind(ref)}")
+        return [c for i, (r, g) in enumerate(zip(ref, got, strict=True)) for c in compare_value(f"{name}[{i}]", r, g)]
+    if ref is None or got is None:
+        if ref is not got:
+            raise AccuracyError(f"output '{name}' is {_kind(got)}, expected {_kind(ref)}")
+        return []
+    return [compare_output(name, ref, got)]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a sequence of {len(value)}"
+    return "empty (optional)" if value is None else "a tensor"
+
+
+def out_of_tolerance(comparisons: list[OutputComparison], base: Tolerance) -> list[str]:
     """The one judgement of "same outputs" (verify, --verify-passes, the final check): a line per
-    output outside ``tolerance``, empty when every output is within it."""
+    output outside ``base`` (or its own element type's tolerance, see ``tolerance_for``), empty when every
+    output is within it."""
+    judged = [(c, tolerance_for(base, c)) for c in comparisons]
     return [f"output '{c.name}': cosine {c.cosine:.6f} (needs >= {tolerance.min_cosine:g}), max abs error "
             f"{c.max_abs:.3g} = {tolerance.error(c):.3g}x the reference's spread (needs <= {tolerance.max_error:g})"
-            for c in comparisons if not tolerance.accepts(c)]
+            for c, tolerance in judged if not tolerance.accepts(c)]
 
 
 def within(comparisons: list[OutputComparison], tolerance: Tolerance) -> bool:

@@ -110,6 +110,12 @@ def check_feeds(specs: list[TensorSpec], feeds: Any) -> None:
                              hint=f"the artifact takes {takes()}")
     for spec in specs:
         value = feeds[spec.name]
+        if spec.sequence:
+            if not isinstance(value, list) or any(not isinstance(v, np.ndarray) or v.dtype != spec.dtype
+                                                  for v in value):
+                raise UserInputError(f"input '{spec.name}' must be a list of {spec.dtype.name} arrays",
+                                     hint=f"the artifact takes {spec.describe()}")
+            continue
         if not isinstance(value, np.ndarray):
             raise UserInputError(f"input '{spec.name}' is a {type(value).__name__}, not a numpy array",
                                  hint=f"pass numpy.asarray(...) as {spec.describe()}")

@@ -51,7 +51,10 @@ def session_options(settings: dict[str, Any]) -> ort.SessionOptions:
 
 
 def _specs(args: list[Any]) -> list[TensorSpec]:
-    return [TensorSpec(a.name, tuple(d if isinstance(d, int) else (d or None) for d in a.shape),
+    """ORT's input/output descriptions; a sequence ('seq(tensor(float))') by its element type, without a shape."""
+    return [TensorSpec(a.name, None, np.dtype(_ORT_TYPES.get(a.type[4:-1], np.float32)), sequence=True)
+            if a.type.startswith("seq(") else
+            TensorSpec(a.name, tuple(d if isinstance(d, int) else (d or None) for d in a.shape),
                        np.dtype(_ORT_TYPES.get(a.type, np.float32))) for a in args]
 
 

@@ -11,9 +11,10 @@ import pytest
 from onnx import TensorProto, helper
 
 import infer_compile.build
+from infer_compile.errors import AccuracyError, UserInputError
 from infer_compile.examples import Examples, example_inputs, graph_inputs, reference_outputs
 from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, compare_output, within
+from infer_compile.numerics import TOLERANCES, compare_output, compare_outputs, out_of_tolerance, tolerance_for, within
 from infer_compile.passes import build_pipeline
 from tests.artifact_helpers import assert_user_error, invoke
 from tests.builders import make_model, tensor, tiny_cnn
@@ -48,6 +49,30 @@ def test_matching_infinities_pass_and_a_new_nan_fails() -> None:
     ref = np.array([1.0, np.inf, -np.inf, 2.0])
     assert within([compare_output("y", ref, ref.copy())], TOLERANCES["fp32"])
     assert not within([compare_output("y", ref, np.array([1.0, np.inf, np.nan, 2.0]))], TOLERANCES["fp32"])
+
+
+def test_sequence_outputs_compare_element_wise_and_optionals_by_presence() -> None:
+    rng = np.random.default_rng(2)
+    ref = {"seq": [rng.normal(size=(2, 3)), rng.normal(size=(4,))], "opt": None}
+    same = compare_outputs(ref, {"seq": [a.copy() for a in ref["seq"]], "opt": None})
+    assert [c.name for c in same] == ["seq[0]", "seq[1]"] and within(same, TOLERANCES["fp32"])
+    changed = compare_outputs(ref, {"seq": [ref["seq"][0], np.zeros(4)], "opt": None})
+    assert out_of_tolerance(changed, TOLERANCES["fp32"])[0].startswith("output 'seq[1]'")
+    for got in ({"seq": ref["seq"][:1], "opt": None}, {"seq": ref["seq"], "opt": np.ones(1)},
+                {"seq": ref["seq"][0], "opt": None}):
+        with pytest.raises(AccuracyError, match=r"output '(seq|opt)' is"):
+            compare_outputs(ref, got)
+
+
+def test_an_output_the_graph_computes_in_float16_is_held_to_fp16_tolerance_in_any_build() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 1, (8, 64))
+    got = ref + rng.normal(0, 1e-3, ref.shape)  # float16 rounding: beyond fp32's tolerance, within fp16's
+    half = compare_output("y", ref.astype(np.float16), got.astype(np.float16))
+    assert within([half], TOLERANCES["fp32"]) and not within([compare_output("y", ref, got)], TOLERANCES["fp32"])
+    assert tolerance_for(TOLERANCES["int8"], half) == TOLERANCES["int8"]  # never tighter than the build's own
+    assert not within([compare_output("y", ref.astype(np.float16), np.zeros((8, 64), np.float16))],
+                      TOLERANCES["fp32"])
 
 
 # --- example inputs ------------------------------------------------------------------------------------------
@@ -134,6 +159,50 @@ def test_inputs_file_is_checked_against_the_model(tmp_path: Path) -> None:
     np.save(tmp_path / "one.npy", np.ones((1, 16), np.float32))
     with pytest.raises(Exception, match=r"a \.npy holds one array"):
         example_inputs(model, given=tmp_path / "one.npy")
+
+
+def sequence_model(*, element_shape: tuple[int, ...] | None = (2, 3)) -> onnx.ModelProto:
+    """y = concat(seq, axis 0) + 1, and the sum split back into a sequence of rows: sequence input and output."""
+    element = helper.make_tensor_type_proto(TensorProto.FLOAT, None if element_shape is None else list(element_shape))
+    graph = helper.make_graph(
+        [helper.make_node("ConcatFromSequence", ["seq"], ["cat"], axis=0),
+         helper.make_node("Add", ["cat", "one"], ["y"]),
+         helper.make_node("SplitToSequence", ["y"], ["rows"], axis=0, keepdims=0)],
+        "sequences", [helper.make_value_info("seq", helper.make_sequence_type_proto(element))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "m"]),
+         helper.make_value_info("rows", helper.make_sequence_type_proto(
+             helper.make_tensor_type_proto(TensorProto.FLOAT, ["m"])))],
+        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_sequence_inputs_get_generated_examples_and_sequence_outputs_are_checked(tmp_path: Path) -> None:
+    feeds = graph_inputs(Model.from_proto(sequence_model()))
+    assert [a.shape for a in feeds["seq"]] == [(2, 3), (2, 3)] and feeds["seq"][0].dtype == np.float32
+    source = tmp_path / "seq.onnx"
+    onnx.save_model(sequence_model(), str(source))
+    out = tmp_path / "seq.out.onnx"
+    result = invoke(source, "-o", out, "--no-tune")
+    assert result.exit_code == 0, result.output
+    check = json.loads((tmp_path / "seq.out.onnx.manifest.json").read_text())["final_check"]
+    assert check["status"] == "passed" and check["origin"].startswith("random")
+
+
+def test_sequence_of_unknown_rank_asks_for_inputs_which_can_be_given_in_process(tmp_path: Path) -> None:
+    model = Model.from_proto(sequence_model(element_shape=None))
+    with pytest.raises(UserInputError, match="sequence of tensors of unknown rank"):
+        graph_inputs(model)
+    given = {"seq": [np.ones((3, 2), np.float32), np.zeros((1, 2), np.float32)]}
+    examples = example_inputs(model, given=given)
+    assert examples.origin == "the given inputs" and not examples.generated
+    assert [r["y"].shape for r in reference_outputs(model, examples)] == [(4, 2)]
+    with pytest.raises(UserInputError, match="no input"):
+        example_inputs(model, given={**given, "extra": np.ones(1)})
+    source = tmp_path / "seq.onnx"
+    onnx.save_model(sequence_model(element_shape=None), str(source))
+    built = infer_compile.build.compile_model(source, infer_compile.build.BuildOptions(
+        target="onnxruntime", output=tmp_path / "seq.out.onnx", inputs=given))
+    assert built.manifest["final_check"]["origin"] == "the given inputs"
 
 
 # --- the check on every build ---------------------------------------------------------------------------------

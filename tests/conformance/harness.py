@@ -3,7 +3,8 @@
 A case is first run from its original file by the sweep's runtime: cases the runtime itself cannot run
 correctly are ``cannot`` (not the compiler's failure). The rest are built like
 ``infer-compile MODEL --target T [--fp16|--int8 --calib synthetic] --no-tune --no-cache --inputs CASE.npz``
-(the case's own inputs, when they are plain arrays) and end as:
+(the case's own inputs; sequences and strings, which no .npz holds without pickle, reach the build in process)
+and end as:
 
 - ``pass``: the artifact loads and its outputs match (fp32: ONNX's backend runner, rtol 1e-3, atol 1e-7;
   fp16/int8: the precision's tolerance against the runtime's outputs on the original);
@@ -95,7 +96,7 @@ def _classify(case: Case, sweep: Sweep) -> tuple[str, str]:
     except Exception as exc:
         return "cannot", f"{sweep.runtime} on the original: {_one_line(exc)}"
     with tempfile.TemporaryDirectory(prefix="conformance-", dir=SCRATCH) as tmp:
-        given = _inputs_file(feeds, Path(tmp) / "inputs.npz")
+        given = _inputs_file(feeds, Path(tmp) / "inputs.npz") or feeds
         built = _build(case.model, sweep, Path(tmp) / f"model{'.xml' if sweep.target == 'openvino' else '.onnx'}",
                        given)
         if isinstance(built, tuple):
@@ -134,7 +135,7 @@ def _inputs_file(feeds: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def _build(model: Path, sweep: Sweep, output: Path, inputs: Path | None) -> Path | tuple[str, str]:
+def _build(model: Path, sweep: Sweep, output: Path, inputs: Path | dict[str, Any]) -> Path | tuple[str, str]:
     """The artifact path, or (status, reason) when the build did not exit 0."""
     from infer_compile.build import BuildOptions, compile_model
     from infer_compile.calibration.options import precision_options
