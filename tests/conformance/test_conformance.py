@@ -13,13 +13,9 @@ from tests.conformance.cases import Case, collect
 from tests.conformance.harness import SWEEPS, Outcome, pass_rate, run_all, run_case, table
 
 FP32 = SWEEPS["onnxruntime-fp32"]
-# Of the cases onnxruntime runs correctly from the original file, at least this share must pass. The goal
-# (issue #12) is 99.5%; measured 98.6%: the final check cannot generate inputs for sequence-typed inputs (17
-# cases refused), nor hold fp32 tolerance on three fp16-typed attention cases, and graphsurgeon cannot hold
-# optional types (3 refused). Raise it as those are fixed.
-MIN_PASS_RATE = 0.985
-# Known failures, each with what is wrong; the test fails when one of them starts passing (remove it then).
-KNOWN = {"node/test_split_to_sequence_2": "the final check crashes comparing a sequence output (ValueError)"}
+# Of the cases onnxruntime runs correctly from the original file, at least this share must pass (issue #12's goal
+# is 99.5%; measured 99.8%: the three refusals left are optional-typed graphs onnx-graphsurgeon cannot write back).
+MIN_PASS_RATE = 0.998
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +32,8 @@ def fp32_outcomes(cases: list[Case]) -> list[Outcome]:
 def test_onnxruntime_fp32_conformance(fp32_outcomes: list[Outcome], request: pytest.FixtureRequest) -> None:
     # Kept beside the generated cases: the table of the last run, for the README and for reading CI logs.
     (request.config.cache.mkdir("conformance") / f"{FP32.name}.md").write_text(table(fp32_outcomes, FP32) + "\n")
-    failures = [o for o in fp32_outcomes if o.status in ("wrong", "unloadable", "crash") and o.case not in KNOWN]
+    failures = [o for o in fp32_outcomes if o.status in ("wrong", "unloadable", "crash")]
     assert not failures, "\n".join(f"{o.status} {o.case}: {o.detail}" for o in failures)
-    fixed = [o.case for o in fp32_outcomes if o.case in KNOWN and o.status in ("pass", "refused")]
-    assert not fixed, f"no longer failing, remove from KNOWN: {fixed}"
     assert pass_rate(fp32_outcomes) >= MIN_PASS_RATE, table(fp32_outcomes, FP32)
 
 
