@@ -57,6 +57,9 @@ bench: $(VENV)/.full
 	$(BIN)/python bench/tflite_target.py
 	$(BIN)/python bench/build_cache.py
 	$(BIN)/python bench/final_check.py
+	$(BIN)/python bench/calibration_memory.py
+	$(BIN)/python bench/large_model.py
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prove the TensorRT target on a machine with an NVIDIA GPU and network access (docs/gpu-check.md).
-# Run from the repository root: scripts/gpu_check.sh [OUT_DIR]. Exit 0 only if every step passed.
+# Run from the repository root: docs/gpu_check.sh [OUT_DIR]. Exit 0 only if every step passed.
 set -uo pipefail
 
 OUT=${1:-out/gpu-check}
