@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from infer_compile.artifacts import StagedOutput
-from infer_compile.errors import UnsupportedError
+from infer_compile.errors import UnsupportedError, one_line
 from infer_compile.ir import Model, TensorSpec, serialized
 from infer_compile.numerics import Feeds
 from infer_compile.passes.base import QDQ_PLACEMENT_LPT
@@ -91,10 +92,23 @@ def runtime_precisions(compiled: Any) -> dict[str, dict[str, int]]:
     return counts
 
 
+_OV_LOCATION = re.compile(r"^(Exception from|Check '.*' failed at) src/\S+:\d+:?$")
+
+
 def _to_ov(model: Model) -> Any:
     import openvino as ov
 
-    return ov.convert_model(io.BytesIO(serialized(model)))
+    try:
+        return ov.convert_model(io.BytesIO(serialized(model)))
+    except Exception as exc:  # OpenVINO's frontend refusing a graph is a limit of the target, not a crash
+        raise UnsupportedError(f"OpenVINO cannot convert this model: {_ov_reason(exc)}",
+                               hint="build for another target, e.g. --target onnxruntime") from exc
+
+
+def _ov_reason(exc: Exception) -> str:
+    """OpenVINO's message without the C++ source locations it puts on lines of their own."""
+    lines = [line for line in str(exc).splitlines() if line.strip() and not _OV_LOCATION.match(line.strip())]
+    return one_line(Exception("\n".join(lines)) if lines else exc)
 
 
 def _spec(port: Any, names: set[str]) -> TensorSpec:

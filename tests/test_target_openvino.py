@@ -107,6 +107,29 @@ def test_int8_without_qdq_graph_is_refused(tiny_cnn_onnx: Path, tiny_cnn_calib: 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_graph_openvino_cannot_convert_is_one_line_refusal(tmp_path: Path) -> None:
+    # ONNX's own Col2Im case: onnxruntime runs it, OpenVINO's converter fails on the runtime image shape.
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Col2Im", ["input", "image_shape", "block_shape"], ["output"], pads=[0, 1, 0, 1])],
+        "col2im", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 5, 15]),
+                   helper.make_tensor_value_info("image_shape", TensorProto.INT64, [2]),
+                   helper.make_tensor_value_info("block_shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 5, 5])])
+    source = tmp_path / "col2im.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), source)
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, input=np.arange(75, dtype=np.float32).reshape(1, 5, 15),
+             image_shape=np.array([5, 5]), block_shape=np.array([1, 5]))
+    out = tmp_path / "out" / "m.xml"
+    result = CliRunner().invoke(app, [str(source), "-t", "openvino", "-o", str(out), "--inputs", str(inputs),
+                                      "--no-tune", "--no-cache"])
+    assert result.exit_code == ExitCode.USER_ERROR, result.output
+    assert "OpenVINO cannot convert this model" in result.output and "Traceback" not in result.output
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
 def test_cli_exports_compiled_blob(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.xml"
     result = CliRunner().invoke(app, [str(tiny_cnn_onnx), "-t", "ov", "-o", str(out), "--ov-export-blob",
