@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from infer_compile.errors import TargetUnavailableError, UnsupportedError, UserInputError
+from infer_compile.frontends.specs import shape_range_problem
 from infer_compile.ir import Model, TensorSpec
 
 # TensorRT's own default builder optimization level, and the highest it accepts.
@@ -159,8 +160,8 @@ def check_settings(settings: BuilderSettings) -> None:
 
 
 def check_range(label: str, low: Any, opt: Any, high: Any, floor: int = 1) -> None:
-    """One dimension's MIN:OPT:MAX; ``floor`` is 1 for user ranges, 0 for a static zero-sized axis."""
-    if not all(_is_int(v) for v in (low, opt, high)) or not floor <= low <= opt <= high:
+    """One dimension's MIN:OPT:MAX, by the rule `--shape-range` is parsed with."""
+    if shape_range_problem([low, opt, high], floor):
         raise UserInputError(f"shape range for {label} is {low}:{opt}:{high}",
                              hint=f"it needs {floor} <= MIN <= OPT <= MAX, whole numbers")
 

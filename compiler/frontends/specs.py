@@ -68,12 +68,13 @@ def parse_shape_ranges(values: list[str]) -> dict[str, tuple[int, int, int]]:
     return ranges
 
 
-def shape_range_problem(bounds: Sequence[Any]) -> str | None:
-    """Why ``bounds`` is not a usable (min, opt, max) of a dynamic dimension; None when it is."""
+def shape_range_problem(bounds: Sequence[Any], floor: int = 1) -> str | None:
+    """Why ``bounds`` is not a usable (min, opt, max) of a dimension; None when it is. ``floor`` is 1 for
+    dynamic dimensions, 0 for a static zero-sized axis of an optimization profile."""
     if len(bounds) != 3 or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
         return "needs three integers MIN:OPT:MAX"
-    if not 1 <= bounds[0] <= bounds[1] <= bounds[2]:
-        return f"needs 1 <= MIN <= OPT <= MAX, got {bounds[0]}:{bounds[1]}:{bounds[2]}"
+    if not floor <= bounds[0] <= bounds[1] <= bounds[2]:
+        return f"needs {floor} <= MIN <= OPT <= MAX, got {bounds[0]}:{bounds[1]}:{bounds[2]}"
     return None
 
 
