@@ -268,8 +268,8 @@ def run_jobs(jobs: list[Job], workers: int, done: Callable[[JobOutcome], None] |
     started = time.time()
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context,
                              initializer=_init_worker) as pool:
-        futures = {pool.submit(_run_in_worker, job): index for index, job in enumerate(jobs)}
         try:
+            futures = {pool.submit(_run_in_worker, job): index for index, job in enumerate(jobs)}
             for future in as_completed(futures):
                 index = futures[future]
                 try:
@@ -282,17 +282,23 @@ def run_jobs(jobs: list[Job], workers: int, done: Callable[[JobOutcome], None] |
                 if done:
                     done(outcome)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM here: stop the workers too (a running job cleans up)
-            pool.shutdown(wait=False, cancel_futures=True)
-            stopping = multiprocessing.active_children()
-            for worker in stopping:
-                worker.terminate()
-            for worker in stopping:
-                worker.join(timeout=60)
+            _stop_workers(pool)
             # Workers commit before this process hears of it: ask the disk what was completed.
             exc.written = [job.options.output for job in jobs  # type: ignore[attr-defined]
                            if _written_since(job.options.output, started)]
             raise
     return [outcomes[i] for i in range(len(jobs))]
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    stopping = multiprocessing.active_children()
+    for worker in stopping:
+        worker.terminate()  # a busy worker unwinds its job (cleanup), an idle one exits
+    for worker in stopping:
+        worker.join(timeout=60)
+    # Join the pool's manager thread now: left running, it closes its wake-up pipe while CPython's exit hook
+    # writes to it (3.11 takes no lock there), printing "OSError: Bad file descriptor" after our last line.
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _written_since(artifact: Path, started: float) -> bool:

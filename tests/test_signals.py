@@ -7,16 +7,20 @@ signal on entering a named function (the signal is handled like an outside one: 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures.process import _ExecutorManagerThread
 from pathlib import Path
 
 import pytest
 
 from infer_compile.artifacts import STAGING_PATTERN, owned_tempname, sweep_stale
+from infer_compile.build_config import JobOutcome, load_config, run_jobs
 from infer_compile.errors import ExitCode
 from tests.artifact_helpers import write_tiny_cnn
 
@@ -188,3 +192,22 @@ def test_sigterm_stops_a_config_build_and_its_workers(tmp_path: Path) -> None:
     artifacts = sorted(build.glob("*.onnx"))
     assert artifacts and len(artifacts) < 12
     assert all(Path(f"{a}.manifest.json").is_file() for a in artifacts)
+
+
+def test_an_interrupted_config_build_leaves_no_pool_thread_for_the_exit_hook(tmp_path: Path) -> None:
+    # A pool manager thread still running at exit races CPython 3.11's exit hook, which then prints
+    # "OSError: Bad file descriptor" after the one-line message (seen in CI).
+    for i in range(3):
+        write_tiny_cnn(tmp_path / f"m{i}.onnx", seed=i)
+    models = "".join(f'[[models]]\npath = "m{i}.onnx"\n' for i in range(3))
+    (tmp_path / "infer.toml").write_text(f'targets = ["onnxruntime"]\n{models}')
+    jobs = load_config(tmp_path / "infer.toml", tmp_path / "cache")
+
+    def interrupt(outcome: JobOutcome) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_jobs(jobs, 2, done=interrupt)
+    assert stopped.value.written  # type: ignore[attr-defined]
+    assert not [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread)]
+    assert multiprocessing.active_children() == []
