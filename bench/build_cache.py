@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import models as zoo
 
-from infer_compile.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model
 from infer_compile.targets import get_target
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import VENV_BIN, Build, run_measured
 from models import export_model, sample_inputs
 
-from infer_compile.numerics import Feeds, compare_output
+from infer_compile.core.numerics import Feeds, compare_output
 from infer_compile.passes.autotune import measure
 
 CALIBRATION_SAMPLES = 32

@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import export_model, sample_inputs
 
-from infer_compile.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.numerics import Feeds, compare_output
+from infer_compile.core.numerics import Feeds, compare_output
 from infer_compile.passes.autotune import measure
 from infer_compile.targets import load_artifact
 

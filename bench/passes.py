@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import models as zoo
 
-from infer_compile.ir import Model, load_onnx
-from infer_compile.numerics import TOLERANCES, compare_outputs, ort_session, run_onnx, summarize, within
+from infer_compile.core.ir import Model, load_onnx
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, ort_session, run_onnx, summarize, within
 from infer_compile.passes import PassContext, PassManager, build_pipeline
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
 

@@ -376,7 +376,7 @@ def _(root: Path) -> Outcome:
                            "--target", str(target), str(CODE)], capture_output=True, text=True)
     if done.returncode != 0:
         return Outcome("-", "unclear error", f"could not install a wheel: {done.stderr.strip()[-100:]}")
-    probe = ("import infer_compile.cache as c; print(c.code_digest())")
+    probe = ("import infer_compile.app.cache as c; print(c.code_digest())")
     env = {"PYTHONPATH": str(target)}
     before = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root,
                             env={**os.environ, **env})
@@ -798,7 +798,7 @@ def _(root: Path) -> Outcome:
 def api_call(root: Path, target: str, call: str) -> Outcome:
     artifact = built(root, target)
     code = ("import numpy as np, infer_compile\n"
-            "from infer_compile.errors import InferCompileError\n"
+            "from infer_compile.core.errors import InferCompileError\n"
             f"r = infer_compile.load({str(artifact)!r})\n"
             "x = np.zeros((1, 3, 32, 32), np.float32)\n"
             "try:\n"

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import export_model, sample_inputs
 from openvino_int8 import EVAL_SAMPLES, Row, print_table, score, write_calibration
 
-from infer_compile.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.errors import InferCompileError
+from infer_compile.core.errors import InferCompileError
 from infer_compile.passes.autotune import measure
 from infer_compile.targets import load_artifact
 

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from infer_compile.artifacts import atomic_write_text
-from infer_compile.ir import Model, serialized
-from infer_compile.outputs import read_own_json
+from infer_compile.core.artifacts import atomic_write_text, read_own_json
+from infer_compile.core.ir import Model, serialized
 
 CACHE_SCHEMA = "infer-compile.calibration/1"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
 
 DEFAULT_BINS = 2048
 INT8_MAX = 127

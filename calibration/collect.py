@@ -17,9 +17,9 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from infer_compile.calibration.cache import cache_key, load_cached_ranges, model_digest, save_ranges
 from infer_compile.calibration.calibrators import AbsHistogram, method, needs_histogram
 from infer_compile.calibration.data import CalibrationData, sample_count
-from infer_compile.errors import UnsupportedError, UserInputError
-from infer_compile.ir import Model
-from infer_compile.numerics import Feeds, ort_session
+from infer_compile.core.errors import UnsupportedError, UserInputError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import Feeds, ort_session
 
 MAX_BATCH = 16
 # Bytes of exposed activations per onnxruntime call: the batch shrinks for models with large

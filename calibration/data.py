@@ -20,9 +20,9 @@ from infer_compile.calibration.readers import (
     open_reader,
     validated,
 )
-from infer_compile.errors import UserInputError
-from infer_compile.ir import TensorSpec
-from infer_compile.numerics import Feeds
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import TensorSpec
+from infer_compile.core.numerics import Feeds
 
 # Fewer samples than this rarely cover a data distribution's tails.
 FEW_SAMPLES = 16

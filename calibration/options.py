@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from infer_compile.budget import parse_budget
 from infer_compile.calibration.data import CalibrationSettings
 from infer_compile.calibration.readers import ImagePreprocess
-from infer_compile.errors import UserInputError
+from infer_compile.core.budget import parse_budget
+from infer_compile.core.errors import UserInputError
 
 
 def _names(values: list[str] | None) -> list[str]:

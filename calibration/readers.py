@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from infer_compile.errors import BuildWarning, UserInputError
-from infer_compile.feeds import conform, load_array_file
+from infer_compile.core.errors import BuildWarning, UserInputError
+from infer_compile.core.feeds import conform, load_array_file
+from infer_compile.core.ir import TensorSpec
+from infer_compile.core.numerics import Feeds, random_inputs
 from infer_compile.frontends.specs import load_entry_point
-from infer_compile.ir import TensorSpec
-from infer_compile.numerics import Feeds, random_inputs
 
 NUMPY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")

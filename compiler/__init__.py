@@ -9,7 +9,7 @@ _API = ("Artifact", "compile", "load")
 
 def __getattr__(name: str) -> object:
     if name in _API:
-        from infer_compile import api
+        from infer_compile.app import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'infer_compile' has no attribute '{name}'")

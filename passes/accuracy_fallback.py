@@ -14,12 +14,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from infer_compile.budget import METRICS, Budget, parse_budget
 from infer_compile.calibration.collect import ORT_ERRORS, batched, first_line, samples_do_not_fit
 from infer_compile.calibration.data import CalibrationData
-from infer_compile.errors import AccuracyError
-from infer_compile.ir import Model
-from infer_compile.numerics import Feeds, compare_outputs, in_dtypes, ort_session, summarize
+from infer_compile.core.budget import METRICS, Budget, parse_budget
+from infer_compile.core.errors import AccuracyError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import Feeds, compare_outputs, in_dtypes, ort_session, summarize
 from infer_compile.passes.base import CALIBRATION, Pass, PassContext, PassResult
 from infer_compile.passes.precision_state import PrecisionState, node_precisions
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.ir import Model
-from infer_compile.numerics import Feeds, in_dtypes, random_inputs
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import Feeds, in_dtypes, random_inputs
 from infer_compile.passes.base import TUNER, Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import numpy_dtype, producer
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 
 # Capabilities a pass may require of its context (see PassContext.provides):
 CALIBRATION = "calibration"  # representative input data is available

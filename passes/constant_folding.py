@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_graph_io, known_shape, new_constant, replace_tensor
 

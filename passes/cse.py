@@ -7,7 +7,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import detach, is_graph_io, replace_tensor
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 
 

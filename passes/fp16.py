@@ -23,8 +23,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from infer_compile.calibration.collect import value_maxima
-from infer_compile.ir import Model
-from infer_compile.numerics import Feeds
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import Feeds
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_float32, numpy_dtype
 from infer_compile.passes.precision_state import PrecisionState, name_unnamed_nodes, node_precisions

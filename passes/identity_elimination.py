@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import bypass_node, is_graph_io
 

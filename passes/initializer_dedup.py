@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_graph_io, replace_tensor
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from infer_compile.errors import AccuracyError, InferCompileError, PassError, UserInputError, one_line
-from infer_compile.ir import Model
-from infer_compile.numerics import (
+from infer_compile.core.errors import AccuracyError, InferCompileError, PassError, UserInputError, one_line
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import (
     TOLERANCES,
     Feeds,
     compare_outputs,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
 from infer_compile.passes.accuracy_fallback import AccuracyFallback
 from infer_compile.passes.activation_fusion import ActivationFusion
 from infer_compile.passes.activation_normalization import ActivationNormalization

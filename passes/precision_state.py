@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.graph_utils import numpy_dtype
 

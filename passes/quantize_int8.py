@@ -31,8 +31,8 @@ import onnx_graphsurgeon as gs
 
 from infer_compile.calibration.collect import calibrated_ranges, signed_range_names
 from infer_compile.calibration.data import CalibrationData
-from infer_compile.errors import UnsupportedError, UserInputError
-from infer_compile.ir import Model
+from infer_compile.core.errors import UnsupportedError, UserInputError
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import (
     CALIBRATION,
     QDQ_ASYMMETRIC_ACTIVATIONS,

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import onnx_graphsurgeon as gs
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import subgraph_scope
 

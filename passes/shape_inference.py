@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-from infer_compile.errors import UnsupportedError
-from infer_compile.ir import Model
+from infer_compile.core.errors import UnsupportedError
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import Pass, PassContext, PassResult
 
 

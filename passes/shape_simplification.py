@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import PassContext, PassResult
 from infer_compile.passes.constant_folding import ConstantFolding, fold_static_shape
 from infer_compile.passes.graph_utils import constant, produced_by

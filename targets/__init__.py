@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer_compile.artifacts import manifest_path, read_manifest
-from infer_compile.errors import InferCompileError, UserInputError
+from infer_compile.core.artifacts import manifest_path, read_manifest
+from infer_compile.core.errors import InferCompileError, UserInputError
 from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
 from infer_compile.targets.openvino import OpenVinoTarget

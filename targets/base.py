@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from infer_compile.artifacts import StagedOutput, staged_output
-from infer_compile.errors import TargetUnavailableError, UserInputError
-from infer_compile.ir import Model, TensorSpec, file_digest
-from infer_compile.numerics import Feeds
+from infer_compile.core.artifacts import StagedOutput, staged_output
+from infer_compile.core.errors import TargetUnavailableError, UserInputError
+from infer_compile.core.ir import Model, TensorSpec, file_digest
+from infer_compile.core.numerics import Feeds
 
 # Judges a staged artifact (compiler.verification.FinalCheck): called with a loader of its runner, the
 # target's name and the precision to judge by; returns the check's manifest record or raises.

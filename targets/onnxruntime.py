@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from infer_compile.artifacts import StagedOutput
-from infer_compile.ir import Model, TensorSpec, save_onnx
-from infer_compile.numerics import Feeds, open_session
+from infer_compile.core.artifacts import StagedOutput
+from infer_compile.core.ir import Model, TensorSpec, save_onnx
+from infer_compile.core.numerics import Feeds, open_session
 from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_QLINEAR, target_op
 from infer_compile.targets.base import (
     Availability,

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.artifacts import StagedOutput
-from infer_compile.errors import UnsupportedError, one_line
-from infer_compile.ir import Model, TensorSpec, serialized
-from infer_compile.numerics import Feeds
+from infer_compile.core.artifacts import StagedOutput
+from infer_compile.core.errors import UnsupportedError, one_line
+from infer_compile.core.ir import Model, TensorSpec, serialized
+from infer_compile.core.numerics import Feeds
 from infer_compile.passes.base import QDQ_PLACEMENT_LPT
 from infer_compile.targets.base import (
     Availability,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infer_compile.artifacts import StagedOutput, atomic_write_bytes
-from infer_compile.errors import TargetUnavailableError, UnsupportedError, UserInputError
-from infer_compile.ir import Model, save_onnx
+from infer_compile.core.artifacts import StagedOutput, atomic_write_bytes
+from infer_compile.core.errors import TargetUnavailableError, UnsupportedError, UserInputError
+from infer_compile.core.ir import Model, save_onnx
 from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
 from infer_compile.targets.tensorrt_settings import (
     ALWAYS_STRONGLY_TYPED,

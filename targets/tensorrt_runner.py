@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infer_compile.errors import InferCompileError, TargetUnavailableError, UserInputError
-from infer_compile.ir import TensorSpec
-from infer_compile.numerics import Feeds
+from infer_compile.core.errors import InferCompileError, TargetUnavailableError, UserInputError
+from infer_compile.core.ir import TensorSpec
+from infer_compile.core.numerics import Feeds
 from infer_compile.targets.base import Runner
 from infer_compile.targets.tensorrt import INSTALL_HINT, this_platform, trt_logger
 from infer_compile.targets.tensorrt_settings import (

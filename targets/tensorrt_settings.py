@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import TargetUnavailableError, UnsupportedError, UserInputError
+from infer_compile.core.errors import TargetUnavailableError, UnsupportedError, UserInputError
+from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.frontends.specs import shape_range_problem
-from infer_compile.ir import Model, TensorSpec
 
 # TensorRT's own default builder optimization level, and the highest it accepts.
 DEFAULT_OPT_LEVEL = 3

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.artifacts import StagedOutput
 from infer_compile.calibration.data import Reiterable
-from infer_compile.errors import UnsupportedError, UserInputError
-from infer_compile.ir import Model, TensorSpec
-from infer_compile.numerics import Feeds, random_inputs, run_onnx
+from infer_compile.core.artifacts import StagedOutput
+from infer_compile.core.errors import UnsupportedError, UserInputError
+from infer_compile.core.ir import Model, TensorSpec
+from infer_compile.core.numerics import Feeds, random_inputs, run_onnx
 from infer_compile.passes.base import PassContext, target_op
 from infer_compile.passes.gelu_fusion import MS_DOMAIN, GeluFusion
 from infer_compile.targets.base import (

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import UnsupportedError
-from infer_compile.ir import Model, save_onnx
-from infer_compile.numerics import Feeds
+from infer_compile.core.errors import UnsupportedError
+from infer_compile.core.ir import Model, save_onnx
+from infer_compile.core.numerics import Feeds
 
 # onnx2tf looks for this file in the working directory before downloading it.
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"

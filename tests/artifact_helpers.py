@@ -7,9 +7,9 @@ from pathlib import Path
 import onnx
 from typer.testing import CliRunner
 
-from infer_compile.build import BuildOptions, BuildResult, compile_model
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode
+from infer_compile.app.build import BuildOptions, BuildResult, compile_model
+from infer_compile.app.cli import app
+from infer_compile.core.errors import ExitCode
 from tests.builders import tiny_cnn
 
 _runner = CliRunner()

@@ -49,8 +49,8 @@ def tiny_cnn_calib(tiny_cnn_onnx: Path):  # -> CalibrationSettings (imported laz
     import onnx
 
     from infer_compile.calibration import CalibrationSettings
-    from infer_compile.ir import Model
-    from infer_compile.numerics import random_inputs
+    from infer_compile.core.ir import Model
+    from infer_compile.core.numerics import random_inputs
 
     (spec,) = Model.from_proto(onnx.load_model(str(tiny_cnn_onnx))).inputs
     folder = tiny_cnn_onnx.parent / "calib"

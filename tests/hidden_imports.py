@@ -13,7 +13,7 @@ class Hide:
         if name.split(".")[0] == {package!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, Hide())
-from infer_compile.cli import main
+from infer_compile.app.cli import main
 sys.argv = ["infer-compile", *{args!r}]
 main()
 """

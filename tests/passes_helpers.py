@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import onnx
 
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
 from infer_compile.passes.base import Pass, PassContext, PassResult
 
 

@@ -7,8 +7,8 @@ import onnx
 from onnx import helper
 
 from infer_compile.calibration import CalibrationData, CalibrationSettings
-from infer_compile.ir import Model
-from infer_compile.numerics import Feeds, random_inputs
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import Feeds, random_inputs
 from infer_compile.passes import PassContext, PassManager
 from infer_compile.passes.pipeline import CLEANUP
 from tests.builders import make_model, tensor

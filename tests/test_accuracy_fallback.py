@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import helper
 
-from infer_compile.budget import parse_budget
-from infer_compile.errors import AccuracyError, ExitCode
-from infer_compile.ir import Model
-from infer_compile.numerics import compare_outputs, run_onnx, summarize
+from infer_compile.core.budget import parse_budget
+from infer_compile.core.errors import AccuracyError, ExitCode
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import compare_outputs, run_onnx, summarize
 from infer_compile.passes import PassContext, PassManager
 from infer_compile.passes.accuracy_fallback import AccuracyFallback, HeldOutEvaluator
 from infer_compile.passes.fp16 import Fp16Conversion

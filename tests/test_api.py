@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import infer_compile
-from infer_compile.errors import UserInputError
-from infer_compile.ir import load_onnx
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import load_onnx
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from tests.artifact_helpers import write_tiny_cnn
 
 

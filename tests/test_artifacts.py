@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infer_compile.artifacts import manifest_path, read_manifest, staged_output
+from infer_compile.core.artifacts import manifest_path, read_manifest, staged_output
 
 
 def test_commit_moves_files_into_place_manifest_last(tmp_path: Path) -> None:

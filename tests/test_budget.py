@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infer_compile.budget import parse_budget
-from infer_compile.errors import UserInputError
+from infer_compile.core.budget import parse_budget
+from infer_compile.core.errors import UserInputError
 
 FIGURES = {"max_abs": 0.02, "max_rel": 0.5, "cosine": 0.9995, "top1_agreement": 0.98}
 

@@ -15,13 +15,13 @@ import numpy as np
 import onnx
 import pytest
 
-from infer_compile.artifacts import read_manifest
-from infer_compile.build import BuildOptions, compile_model, resolve_target, tool_versions
-from infer_compile.cache import BuildCache, code_files, default_cache_dir
+from infer_compile.app.build import BuildOptions, compile_model, resolve_target, tool_versions
+from infer_compile.app.cache import BuildCache, code_files, default_cache_dir
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.errors import BuildWarning
+from infer_compile.core.artifacts import read_manifest
+from infer_compile.core.errors import BuildWarning
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, within
 from infer_compile.frontends import SourceOptions
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, within
 from infer_compile.targets import load_artifact
 from tests.artifact_helpers import invoke, write_tiny_cnn
 from tests.builders import tiny_cnn
@@ -236,7 +236,7 @@ def test_code_digest_covers_a_wheel_install(tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=300)
     with zipfile.ZipFile(wheel) as archive:
         shipped = sorted(n for n in archive.namelist() if n.endswith(".py"))
-    probe = ("import sys, json; sys.path.insert(0, sys.argv[1]); import infer_compile.cache as c; "
+    probe = ("import sys, json; sys.path.insert(0, sys.argv[1]); import infer_compile.app.cache as c; "
              "print(json.dumps([c.__file__, [str(p) for p in c.code_files()], c.code_digest()]))")
 
     def digest_in_wheel() -> tuple[str, list[str], str]:

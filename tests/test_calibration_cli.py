@@ -10,8 +10,8 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode
+from infer_compile.app.cli import app
+from infer_compile.core.errors import ExitCode
 
 runner = CliRunner()
 

@@ -13,8 +13,8 @@ import pytest
 from infer_compile.calibration import CalibrationSettings, CalibrationWarning, ImagePreprocess, load_calibration
 from infer_compile.calibration.cache import load_cached_ranges, save_ranges
 from infer_compile.calibration.readers import preprocess_image
-from infer_compile.errors import UserInputError
-from infer_compile.ir import TensorSpec
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import TensorSpec
 
 IMAGE = TensorSpec("image", ("batch", 3, 8, 8), np.dtype(np.float32))
 IDS = TensorSpec("ids", (1, 5), np.dtype(np.int64))

@@ -14,7 +14,7 @@ from infer_compile.calibration.calibrators import (
     mse_amax,
     percentile_amax,
 )
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
 
 N = 400_000
 

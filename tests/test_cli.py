@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode
+from infer_compile.app.cli import app
+from infer_compile.core.errors import ExitCode
 from infer_compile.targets import get_target
 from tests.hidden_imports import run_cli_without
 

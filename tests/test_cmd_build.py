@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from infer_compile.build_config import load_config
-from infer_compile.errors import UserInputError
-from infer_compile.ir import load_onnx
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.app.build_config import load_config
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import load_onnx
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.targets import load_artifact
 from tests.artifact_helpers import assert_user_error, invoke, write_tiny_cnn
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infer_compile.ir import load_onnx
+from infer_compile.core.ir import load_onnx
 from tests.artifact_helpers import assert_user_error, build_artifact, invoke, write_tiny_cnn
 
 

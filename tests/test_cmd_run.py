@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infer_compile.ir import load_onnx
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.core.ir import load_onnx
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from tests.artifact_helpers import assert_user_error, build_artifact, invoke, write_tiny_cnn
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from infer_compile.errors import ExitCode
+from infer_compile.core.errors import ExitCode
 from tests.artifact_helpers import assert_user_error, build_artifact, invoke, write_tiny_cnn
 
 

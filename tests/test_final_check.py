@@ -10,11 +10,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import infer_compile.build
-from infer_compile.errors import AccuracyError, UserInputError
-from infer_compile.examples import Examples, example_inputs, graph_inputs, reference_outputs
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, compare_output, compare_outputs, out_of_tolerance, tolerance_for, within
+import infer_compile.app.build
+from infer_compile.app.examples import Examples, example_inputs, graph_inputs, reference_outputs
+from infer_compile.core.errors import AccuracyError, UserInputError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import (
+    TOLERANCES,
+    compare_output,
+    compare_outputs,
+    out_of_tolerance,
+    tolerance_for,
+    within,
+)
 from infer_compile.passes import build_pipeline
 from tests.artifact_helpers import assert_user_error, invoke
 from tests.builders import make_model, tensor, tiny_cnn
@@ -200,7 +207,7 @@ def test_sequence_of_unknown_rank_asks_for_inputs_which_can_be_given_in_process(
         example_inputs(model, given={**given, "extra": np.ones(1)})
     source = tmp_path / "seq.onnx"
     onnx.save_model(sequence_model(element_shape=None), str(source))
-    built = infer_compile.build.compile_model(source, infer_compile.build.BuildOptions(
+    built = infer_compile.app.build.compile_model(source, infer_compile.app.build.BuildOptions(
         target="onnxruntime", output=tmp_path / "seq.out.onnx", inputs=given))
     assert built.manifest["final_check"]["origin"] == "the given inputs"
 
@@ -216,7 +223,7 @@ def broken_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
         at = next(i for i, p in enumerate(passes) if p.name == "batchnorm-folding") + 1
         return [*passes[:at], ScaleFirstConv(1.05), *passes[at:]]
 
-    monkeypatch.setattr(infer_compile.build, "build_pipeline", pipeline)
+    monkeypatch.setattr(infer_compile.app.build, "build_pipeline", pipeline)
 
 
 def test_broken_pass_fails_the_build_naming_it_and_writes_nothing(broken_pipeline, tiny_cnn_onnx: Path,
@@ -274,7 +281,7 @@ def test_int8_build_checks_on_held_out_samples_and_reports_the_artifacts_accurac
 
 def test_config_and_api_turn_it_off(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     import infer_compile
-    from infer_compile.build_config import load_config
+    from infer_compile.app.build_config import load_config
 
     config = tmp_path / "infer.toml"
     config.write_text(f'final_check = false\n[[models]]\npath = "{tiny_cnn_onnx}"\n'

@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from infer_compile.errors import ExitCode
+from infer_compile.core.errors import ExitCode
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import run_onnx
 from infer_compile.frontends import SourceOptions
 from infer_compile.frontends.onnx import UPGRADE_OPSET, OnnxFrontend
-from infer_compile.ir import Model
-from infer_compile.numerics import run_onnx
 from tests.builders import tensor
 from tests.test_cli import assert_user_error, invoke
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
 from infer_compile.frontends.specs import (
     entry_point_file,
     load_entry_point,

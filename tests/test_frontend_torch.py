@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode
-from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, within
+from infer_compile.app.cli import app
+from infer_compile.core.errors import ExitCode
+from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, within
 from infer_compile.targets import target_for_artifact
 
 torch = pytest.importorskip("torch", reason="the PyTorch frontend needs the [torch] extra")

@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from infer_compile import ir
-from infer_compile.errors import UserInputError
-from infer_compile.ir import Model, load_onnx, save_onnx
-from infer_compile.numerics import random_inputs, run_onnx
+from infer_compile.core import ir
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import Model, load_onnx, save_onnx
+from infer_compile.core.numerics import random_inputs, run_onnx
 from tests.builders import make_model, tensor, tiny_cnn
 
 

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from infer_compile.ir import WEIGHT_BYTES, Model
-from infer_compile.numerics import TOLERANCES, compare_outputs, ort_session, random_inputs, within
+from infer_compile.core.ir import WEIGHT_BYTES, Model
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, ort_session, random_inputs, within
 from infer_compile.passes.shape_inference import ShapeInference
 from tests.builders import make_model, tensor, tiny_cnn
 

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from infer_compile.cli import app
+from infer_compile.app.cli import app
 from tests.builders import CHAIN_WIDTH, chain_weights, write_chain_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.large_model]

@@ -14,8 +14,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from infer_compile.artifacts import staged_output
-from infer_compile.errors import UserInputError
+from infer_compile.core.artifacts import staged_output
+from infer_compile.core.errors import UserInputError
 from tests.artifact_helpers import assert_user_error, invoke, write_tiny_cnn
 from tests.builders import make_model, tensor
 

@@ -82,7 +82,7 @@ def test_conv_output_read_twice_is_left_alone() -> None:
 
 
 def test_target_without_fused_ops_skips_the_pass() -> None:
-    from infer_compile.ir import Model
+    from infer_compile.core.ir import Model
 
     model = Model.from_proto(_conv_act("Relu"))
     [record] = PassManager([ActivationFusion()]).run(model, PassContext(target="plain"))

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.attention_fusion import MULTI_HEAD_ATTENTION, AttentionFusion
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.manager import PassManager

@@ -13,12 +13,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from infer_compile.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model
+from infer_compile.app.cli import app
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.core.errors import ExitCode
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.passes import PassContext
 from infer_compile.passes.autotune import RUNS_PER_BLOCK, Autotune, choose, measure, quantized_layers, to_fp32
 from infer_compile.passes.quantize_int8 import QuantizeInt8

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, compare_outputs, run_onnx, summarize, within
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, run_onnx, summarize, within
 from infer_compile.passes import PassContext
 from infer_compile.passes.fp16 import Fp16Conversion, to_fp16
 from infer_compile.passes.precision_state import node_precisions

@@ -8,8 +8,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
-from infer_compile.errors import AccuracyError, ExitCode, PassError, UserInputError
-from infer_compile.ir import Model
+from infer_compile.core.errors import AccuracyError, ExitCode, PassError, UserInputError
+from infer_compile.core.ir import Model
 from infer_compile.passes import CALIBRATION, Pass, PassContext, PassManager, PassResult, build_pipeline
 from tests.builders import tiny_cnn
 

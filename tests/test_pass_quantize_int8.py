@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from infer_compile.errors import UnsupportedError, UserInputError
-from infer_compile.ir import Model
-from infer_compile.numerics import compare_outputs, run_onnx, summarize
+from infer_compile.core.errors import UnsupportedError, UserInputError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import compare_outputs, run_onnx, summarize
 from infer_compile.passes import PassContext
 from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_LPT
 from infer_compile.passes.quantize_int8 import QuantizeInt8

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from infer_compile.ir import Model
+from infer_compile.core.ir import Model
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.manager import PassManager
 from infer_compile.passes.skip_layernorm_fusion import SKIP_LAYERNORM, SkipLayerNormFusion

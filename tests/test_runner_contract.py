@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 import infer_compile
-from infer_compile.build import BuildOptions, compile_model
-from infer_compile.errors import UserInputError
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, compare_outputs, run_onnx, within
+from infer_compile.app.build import BuildOptions, compile_model
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, run_onnx, within
 
 SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
 TARGETS = [

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from infer_compile.artifacts import STAGING_PATTERN, owned_tempname, sweep_stale
-from infer_compile.build_config import JobOutcome, load_config, run_jobs
-from infer_compile.errors import ExitCode
+from infer_compile.app.build_config import JobOutcome, load_config, run_jobs
+from infer_compile.core.artifacts import STAGING_PATTERN, owned_tempname, sweep_stale
+from infer_compile.core.errors import ExitCode
 from tests.artifact_helpers import write_tiny_cnn
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -45,7 +45,7 @@ def signalled(*a, **k):
 
 setattr(owner, name, signalled)
 sys.argv = ["infer-compile", *args]
-from infer_compile.cli import main
+from infer_compile.app.cli import main
 main()
 """
 
@@ -67,8 +67,8 @@ def samples():
 SIGNALS = {"SIGTERM": (signal.SIGTERM, ExitCode.TERMINATED, "terminated:"),
            "SIGINT": (signal.SIGINT, ExitCode.INTERRUPTED, "interrupted:")}
 STAGES = {"autotune": ("infer_compile.passes.autotune", "measure"),
-          "staging": ("infer_compile.artifacts", "StagedOutput.commit"),
-          "cache store": ("infer_compile.cache", "_copy")}
+          "staging": ("infer_compile.core.artifacts", "StagedOutput.commit"),
+          "cache store": ("infer_compile.app.cache", "_copy")}
 
 
 def leftovers(*folders: Path) -> list[str]:
@@ -158,7 +158,7 @@ def test_stale_folders_of_killed_builds_are_swept_live_ones_kept(tmp_path: Path)
 
 def test_next_build_sweeps_what_a_killed_build_left(tmp_path: Path) -> None:
     model, out, cache = write_tiny_cnn(tmp_path / "m.onnx"), tmp_path / "out", tmp_path / "cache"
-    args = [sys.executable, "-c", _DRIVER, "infer_compile.artifacts", "StagedOutput.commit",
+    args = [sys.executable, "-c", _DRIVER, "infer_compile.core.artifacts", "StagedOutput.commit",
             str(int(signal.SIGKILL)), *cli_args(model, out / "m.onnx", cache, "--tune-time", "0")]
     killed = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL

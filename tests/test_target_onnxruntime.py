@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from infer_compile import ir
-from infer_compile.build import BuildOptions, compile_model
-from infer_compile.errors import UserInputError
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.app.build import BuildOptions, compile_model
+from infer_compile.core import ir
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.targets import get_target, load_artifact
 
 

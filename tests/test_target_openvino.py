@@ -11,15 +11,15 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from infer_compile.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model
+from infer_compile.app.cli import app
+from infer_compile.app.verification import for_runner
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode, UnsupportedError
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
+from infer_compile.core.errors import ExitCode, UnsupportedError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.targets import get_target, load_artifact
 from infer_compile.targets.openvino import CAPABILITIES_ENV, cpu_capabilities, inference_precisions
-from infer_compile.verification import for_runner
 from tests.hidden_imports import run_cli_without
 
 pytest.importorskip("openvino", reason="the OpenVINO target needs the [openvino] extra")

@@ -20,12 +20,12 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from infer_compile.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model
+from infer_compile.app.cli import app
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode, TargetUnavailableError, UnsupportedError, UserInputError
-from infer_compile.ir import Model, file_digest, load_onnx
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
+from infer_compile.core.errors import ExitCode, TargetUnavailableError, UnsupportedError, UserInputError
+from infer_compile.core.ir import Model, file_digest, load_onnx
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
 from infer_compile.targets import get_target, load_artifact
 from infer_compile.targets.tensorrt import TensorRtTarget
 from infer_compile.targets.tensorrt_bundle import finalize_bundle, manifest_digest, read_bundle

@@ -15,12 +15,20 @@ import pytest
 from onnx import helper
 from typer.testing import CliRunner
 
-from infer_compile.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model
+from infer_compile.app.cli import app
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.cli import app
-from infer_compile.errors import ExitCode, UserInputError
-from infer_compile.ir import Model, TensorSpec
-from infer_compile.numerics import TOLERANCES, Tolerance, compare_outputs, random_inputs, run_onnx, summarize, within
+from infer_compile.core.errors import ExitCode, UserInputError
+from infer_compile.core.ir import Model, TensorSpec
+from infer_compile.core.numerics import (
+    TOLERANCES,
+    Tolerance,
+    compare_outputs,
+    random_inputs,
+    run_onnx,
+    summarize,
+    within,
+)
 from infer_compile.targets import load_artifact
 from infer_compile.targets.tflite import TfliteRunner, split_batches, static_shapes
 from tests.builders import make_model, tensor

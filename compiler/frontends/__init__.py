@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions
 from infer_compile.frontends.onnx import OnnxFrontend
 from infer_compile.frontends.tensorflow import TensorFlowFrontend

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from infer_compile.errors import UnsupportedError
-from infer_compile.ir import Model
+from infer_compile.core.errors import UnsupportedError
+from infer_compile.core.ir import Model
 
 
 @dataclass

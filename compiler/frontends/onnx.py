@@ -9,10 +9,10 @@ import onnx
 import onnx.version_converter
 import onnx_graphsurgeon as gs
 
-from infer_compile.errors import UnsupportedError, UserInputError
+from infer_compile.core.errors import UnsupportedError, UserInputError
+from infer_compile.core.ir import Dim, Model, import_proto, read_onnx
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, ort_session, random_inputs, run_onnx, within
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, first_line
-from infer_compile.ir import Dim, Model, import_proto, read_onnx
-from infer_compile.numerics import TOLERANCES, compare_outputs, ort_session, random_inputs, run_onnx, within
 
 # Passes and targets are written against opset >= 13 semantics (e.g. Squeeze axes as inputs).
 MIN_OPSET = 13

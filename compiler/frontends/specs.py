@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import TensorSpec
 from infer_compile.frontends.base import first_line
-from infer_compile.ir import TensorSpec
 
 
 def _split_pair(value: str, flag: str, sep: str, example: str) -> tuple[str, str]:

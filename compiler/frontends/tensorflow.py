@@ -14,11 +14,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from infer_compile.errors import AccuracyError, UnsupportedError, UserInputError
+from infer_compile.core.errors import AccuracyError, UnsupportedError, UserInputError
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, check_converted, first_line
 from infer_compile.frontends.onnx import apply_input_shapes
-from infer_compile.ir import Model
-from infer_compile.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
 
 SAVED_MODEL = "savedmodel"
 KERAS = "keras"

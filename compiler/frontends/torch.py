@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import AccuracyError, UnsupportedError, UserInputError
+from infer_compile.core.errors import AccuracyError, UnsupportedError, UserInputError
+from infer_compile.core.ir import Model, TensorSpec, load_onnx
+from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, check_converted, first_line
 from infer_compile.frontends.specs import load_entry_point
 from infer_compile.frontends.torch_files import (
@@ -33,8 +35,6 @@ from infer_compile.frontends.torch_files import (
     module_from_checkpoint,
     sniff_torch_file,
 )
-from infer_compile.ir import Model, TensorSpec, load_onnx
-from infer_compile.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
 
 EXPORTERS = ("dynamo", "legacy")
 PYTHON_ENTRY = "python entry point"

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from infer_compile.errors import UnsupportedError, UserInputError
+from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.frontends.base import first_line
 from infer_compile.frontends.specs import load_entry_point
 

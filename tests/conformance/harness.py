@@ -137,9 +137,9 @@ def _inputs_file(feeds: dict[str, Any], path: Path) -> Path | None:
 
 def _build(model: Path, sweep: Sweep, output: Path, inputs: Path | dict[str, Any]) -> Path | tuple[str, str]:
     """The artifact path, or (status, reason) when the build did not exit 0."""
-    from infer_compile.build import BuildOptions, compile_model
+    from infer_compile.app.build import BuildOptions, compile_model
     from infer_compile.calibration.options import precision_options
-    from infer_compile.errors import ExitCode, InferCompileError
+    from infer_compile.core.errors import ExitCode, InferCompileError
 
     try:
         # The CLI's own reading of --int8 --calib synthetic, so both paths build the same thing.
@@ -206,7 +206,7 @@ def _mismatch(expected: list[Any], got: list[Any], rtol: float, atol: float) -> 
 
 def _precision_mismatch(reference: list[Any], got: list[Any], precision: str) -> str:
     """fp16/int8 artifacts against the runtime's own outputs on the original, at the precision's tolerance."""
-    from infer_compile.numerics import TOLERANCES, compare_output, out_of_tolerance
+    from infer_compile.core.numerics import TOLERANCES, compare_output, out_of_tolerance
 
     tolerance = TOLERANCES[precision]
     for index, (ref, out) in enumerate(zip(_flatten(reference), _flatten(got), strict=False)):

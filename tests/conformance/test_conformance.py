@@ -50,7 +50,7 @@ def test_cli_agrees_with_in_process_build(cases: list[Case], tmp_path: Path, cas
     """The command line reaches the harness's verdict: exit 0 for a pass, exit 1 and one line for a refusal."""
     case = next(c for c in cases if c.id == case_id)
     assert run_case(case, FP32).status == ("pass" if exit_code == 0 else "refused")
-    done = subprocess.run([sys.executable, "-m", "infer_compile.cli", str(case.model), "-o",
+    done = subprocess.run([sys.executable, "-m", "infer_compile.app.cli", str(case.model), "-o",
                            str(tmp_path / "out.onnx"), *FP32.build_args()], capture_output=True, text=True, timeout=300)
     assert done.returncode == exit_code, done.stderr
     assert (tmp_path / "out.onnx").exists() == (exit_code == 0)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
 
 # Budget metric name (as users write it) -> key in numerics.summarize's dict.
 METRICS = {"cosine": "cosine", "top1-agreement": "top1_agreement", "max-abs": "max_abs", "max-rel": "max_rel"}

@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infer_compile.artifacts import atomic_write_text
-from infer_compile.build import BuildResult
+from infer_compile.app.build import BuildResult
+from infer_compile.core.artifacts import atomic_write_text
 
 REPORT_SCHEMA = "infer-compile.build/2"
 # Keys of the manifest's "quantization" record that describe the calibration data.

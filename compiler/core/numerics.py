@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from infer_compile.errors import AccuracyError, UserInputError
-from infer_compile.ir import Model, TensorSpec, serialized
+from infer_compile.core.errors import AccuracyError, UserInputError
+from infer_compile.core.ir import Model, TensorSpec, serialized
 
 Feeds = dict[str, np.ndarray]
 

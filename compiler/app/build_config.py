@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infer_compile.artifacts import manifest_path
-from infer_compile.build import BuildOptions, compile_model, resolve_target
-from infer_compile.errors import ExitCode, InferCompileError, Terminated, UserInputError
+from infer_compile.app.build import BuildOptions, compile_model, resolve_target
+from infer_compile.core.artifacts import manifest_path
+from infer_compile.core.errors import ExitCode, InferCompileError, Terminated, UserInputError
 from infer_compile.frontends import SourceOptions
 from infer_compile.frontends.specs import shape_range_problem
 
@@ -217,7 +217,7 @@ class _Parser:
 
 def run_job(job: Job) -> JobOutcome:
     """Build one job (in a worker process); failures become outcomes, never exceptions."""
-    from infer_compile.report import build_report
+    from infer_compile.app.report import build_report
 
     start = time.perf_counter()
     try:

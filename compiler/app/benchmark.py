@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from infer_compile.errors import UserInputError
-from infer_compile.ir import TensorSpec
-from infer_compile.numerics import Feeds
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import TensorSpec
+from infer_compile.core.numerics import Feeds
 from infer_compile.targets import Runner
 
 BENCH_SCHEMA = "infer-compile.bench/1"

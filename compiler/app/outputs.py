@@ -9,14 +9,13 @@ that cannot be written (read-only, no permission, full disk) is reported now, no
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from infer_compile.artifacts import artifact_files, check_replaceable, manifest_path
-from infer_compile.errors import UserInputError
+from infer_compile.core.artifacts import artifact_files, check_replaceable, manifest_path, read_own_json
+from infer_compile.core.errors import UserInputError
 
 if TYPE_CHECKING:
     from infer_compile.targets import Target
@@ -94,22 +93,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and a.samefile(b)
     except OSError:
         return False
-
-
-def read_own_json(path: Path, what: str, schema: str) -> dict[str, Any] | None:
-    """The JSON document at ``path`` if infer-compile wrote it (its "schema" is ``schema``, any version);
-    None if there is none. Anything else there is refused: never replaced, never deleted."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserInputError(f"{what} {path}: not a readable infer-compile file ({exc}); not replacing it",
-                             hint="give a new file name (delete this one only if infer-compile wrote it)") from None
-    if isinstance(body, dict) and str(body.get("schema", "")).split("/")[0] == schema.split("/")[0]:
-        return body
-    raise UserInputError(f"{what} {path}: exists and is not a file infer-compile wrote; not replacing it",
-                         hint="give a new file name")
 
 
 def check_report_path(path: Path, schema: str) -> None:

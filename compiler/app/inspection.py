@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infer_compile.artifacts import manifest_path
-from infer_compile.errors import UserInputError
+from infer_compile.core.artifacts import manifest_path
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.frontends import load_source
-from infer_compile.ir import Model, TensorSpec
 from infer_compile.targets import load_artifact, target_for_artifact
 
 INSPECT_SCHEMA = "infer-compile.inspect/1"

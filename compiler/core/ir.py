@@ -21,7 +21,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
-from infer_compile.errors import UserInputError
+from infer_compile.core.errors import UserInputError
 
 # Below this many bytes, a model is saved as one self-contained file.
 EXTERNAL_DATA_THRESHOLD = 1 << 30
@@ -312,7 +312,7 @@ def save_onnx(model: Model | onnx.ModelProto, path: str | os.PathLike[str],
     one tensor at a time from the graph's arrays (no protobuf copy of the weights).
 
     Returns the files written. Callers that need atomicity write into a staging folder
-    (see ``infer_compile.artifacts``).
+    (see ``infer_compile.core.artifacts``).
     """
     path = Path(path)
     model = model if isinstance(model, Model) else Model.from_proto(model)

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infer_compile.artifacts import OWNER_PATTERN, is_bare_name, owned_tempname, staged_output, sweep_stale
-from infer_compile.errors import BuildWarning
-from infer_compile.ir import file_digest
+from infer_compile.core.artifacts import OWNER_PATTERN, is_bare_name, owned_tempname, staged_output, sweep_stale
+from infer_compile.core.errors import BuildWarning
+from infer_compile.core.ir import file_digest
 
 if TYPE_CHECKING:
-    from infer_compile.build import BuildOptions, BuildResult
+    from infer_compile.app.build import BuildOptions, BuildResult
     from infer_compile.targets import Target
 
 CACHE_ENV = "INFER_COMPILE_CACHE_DIR"

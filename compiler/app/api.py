@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infer_compile.build import BuildOptions, BuildResult, compile_model
-from infer_compile.cache import default_cache_dir
-from infer_compile.errors import UserInputError
+from infer_compile.app.build import BuildOptions, BuildResult, compile_model
+from infer_compile.app.cache import default_cache_dir
+from infer_compile.app.outputs import check_report_path
+from infer_compile.core.errors import UserInputError
 from infer_compile.frontends import SourceOptions
-from infer_compile.outputs import check_report_path
 from infer_compile.targets import Runner, load_artifact
 
 PathLike = str | os.PathLike[str]
@@ -43,7 +43,7 @@ class Artifact:
 
     def report(self) -> dict[str, Any]:
         """The versioned build report (the document `--report` writes)."""
-        from infer_compile.report import build_report
+        from infer_compile.app.report import build_report
 
         return build_report(self.result)
 
@@ -68,7 +68,7 @@ def compile(model: PathLike, target: str = "auto", precision: str = "fp32", outp
         cache_dir=(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None,
         **options)
     if report:
-        from infer_compile.report import REPORT_SCHEMA, write_report
+        from infer_compile.app.report import REPORT_SCHEMA, write_report
 
         check_report_path(Path(report), REPORT_SCHEMA)
     result = compile_model(Path(model), build_options)

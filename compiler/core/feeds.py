@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from infer_compile.errors import UserInputError
-from infer_compile.ir import TensorSpec
-from infer_compile.numerics import Feeds
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.ir import TensorSpec
+from infer_compile.core.numerics import Feeds
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK"  # an .npz is a zip archive

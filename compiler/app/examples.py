@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.errors import UnsupportedError, UserInputError, one_line
-from infer_compile.feeds import conform, load_array_file
-from infer_compile.ir import Model, TensorSpec, is_sequence, numpy_dtype
-from infer_compile.numerics import Feeds, ort_session, random_inputs, resolve_shape
+from infer_compile.core.errors import UnsupportedError, UserInputError, one_line
+from infer_compile.core.feeds import conform, load_array_file
+from infer_compile.core.ir import Model, TensorSpec, is_sequence, numpy_dtype
+from infer_compile.core.numerics import Feeds, ort_session, random_inputs, resolve_shape
 from infer_compile.passes.graph_utils import constant, known_shape, other_input, producer
 
 # Held-out calibration samples used as examples (each one costs a reference and an artifact run).

@@ -14,21 +14,21 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from infer_compile import __version__
-from infer_compile.artifacts import read_manifest
-from infer_compile.cache import BuildCache, CacheHit, source_files
+from infer_compile.app.cache import BuildCache, CacheHit, source_files
+from infer_compile.app.examples import example_inputs, reference_outputs
+from infer_compile.app.outputs import check_output, resolve_output
+from infer_compile.app.verification import FinalCheck, FinalCheckFailed
 from infer_compile.calibration import CalibrationSettings, load_calibration
 from infer_compile.calibration.cache import read_cache_file
-from infer_compile.errors import AccuracyError, InferCompileError, UserInputError
-from infer_compile.examples import example_inputs, reference_outputs
+from infer_compile.core.artifacts import read_manifest
+from infer_compile.core.errors import AccuracyError, InferCompileError, UserInputError
+from infer_compile.core.ir import file_digest
+from infer_compile.core.numerics import Feeds
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges
-from infer_compile.ir import file_digest
-from infer_compile.numerics import Feeds
-from infer_compile.outputs import check_output, resolve_output
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline
 from infer_compile.passes.manager import PassBrokeOutputs, ProgressHook
 from infer_compile.targets import Target, TargetRequest, auto_target, get_target
-from infer_compile.verification import FinalCheck, FinalCheckFailed
 
 
 @dataclass
@@ -47,7 +47,7 @@ class BuildOptions:
     # Dynamic dimension ranges by dim name: (min, opt, max). Targets that need profiles use them;
     # test runs (e.g. --verify-passes) use the opt value.
     shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    # Build cache folder (see infer_compile.cache); None builds without the cache.
+    # Build cache folder (see infer_compile.app.cache); None builds without the cache.
     cache_dir: Path | None = None
     # Seconds the autotune pass may spend timing runtime settings on this machine; 0 = no tuning.
     tune_time: float = 0.0

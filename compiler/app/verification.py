@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.errors import AccuracyError, InferCompileError, TargetUnavailableError, UserInputError, one_line
-from infer_compile.examples import Examples, graph_inputs
-from infer_compile.feeds import conform
-from infer_compile.ir import Model
-from infer_compile.numerics import (
+from infer_compile.app.examples import Examples, graph_inputs
+from infer_compile.core.errors import AccuracyError, InferCompileError, TargetUnavailableError, UserInputError, one_line
+from infer_compile.core.feeds import conform
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import (
     TOLERANCES,
     Feeds,
     OutputComparison,

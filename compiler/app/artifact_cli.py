@@ -1,6 +1,6 @@
 """The commands that work with artifacts: run, bench, verify, inspect; and build from a config file.
 
-Registered on the main typer app (``infer_compile.cli`` imports this module). Every command works
+Plain functions; ``infer_compile.app.cli`` registers them on its typer app. Every command works
 for any target: artifacts load through ``targets.load_artifact`` and run through their ``Runner``.
 Heavy modules are imported inside the commands so `infer-compile --help` stays fast.
 """
@@ -17,13 +17,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from infer_compile.cli import app, cache_option, console, err_console, parse_input_shapes, user_errors
-from infer_compile.errors import AccuracyError, UserInputError
+from infer_compile.app.terminal import cache_option, console, err_console, parse_input_shapes, user_errors
+from infer_compile.core.errors import AccuracyError, UserInputError
 
 if TYPE_CHECKING:
-    from infer_compile.numerics import Feeds
+    from infer_compile.app.verification import Verification
+    from infer_compile.core.numerics import Feeds
     from infer_compile.targets import Runner
-    from infer_compile.verification import Verification
 
 InputOption = Annotated[list[str] | None, typer.Option(
     "--input", "-i", help="Input data: x.npy (next input in order), NAME=x.npy or inputs.npz (repeatable). "
@@ -37,9 +37,9 @@ ArtifactArgument = Annotated[Path, typer.Argument(help="An artifact infer-compil
 
 def model_feeds(runner: Runner, inputs: list[str] | None, seed: int, batch: int | None = None) -> Feeds:
     """Feeds from --input files, else seeded random inputs (at ``batch`` for a dynamic batch dim)."""
-    from infer_compile.benchmark import with_batch
-    from infer_compile.feeds import parse_inputs
-    from infer_compile.numerics import random_inputs
+    from infer_compile.app.benchmark import with_batch
+    from infer_compile.core.feeds import parse_inputs
+    from infer_compile.core.numerics import random_inputs
 
     if inputs:
         if batch is not None:
@@ -58,7 +58,6 @@ def progress_bar() -> Progress:
                     console=err_console, transient=True, disable=not err_console.is_terminal)
 
 
-@app.command("run")
 def run_command(
     artifact: ArtifactArgument,
     input: InputOption = None,
@@ -70,7 +69,7 @@ def run_command(
     """Run ARTIFACT once on inputs and print (and save) its outputs."""
     import numpy as np
 
-    from infer_compile.feeds import save_outputs
+    from infer_compile.core.feeds import save_outputs
     from infer_compile.targets import load_artifact
 
     with user_errors(debug):
@@ -94,7 +93,6 @@ def run_command(
             console.print(f"wrote {escape(str(output))}", highlight=False, soft_wrap=True)
 
 
-@app.command("bench")
 def bench_command(
     artifact: ArtifactArgument,
     vs: Annotated[Path | None, typer.Option("--vs", help="Another artifact to run alternately and compare.")]
@@ -110,7 +108,7 @@ def bench_command(
     debug: DebugOption = False,
 ) -> None:
     """Measure latency (p50/p90/p99) and throughput of ARTIFACT, optionally against --vs OTHER."""
-    from infer_compile.benchmark import BENCH_SCHEMA, measure
+    from infer_compile.app.benchmark import BENCH_SCHEMA, measure
     from infer_compile.targets import load_artifact
 
     with user_errors(debug):
@@ -157,7 +155,6 @@ def print_bench(results: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> 
                       f"{ratio['throughput_ratio']:.2f}x)", highlight=False, soft_wrap=True)
 
 
-@app.command("verify")
 def verify_command(
     source: Annotated[Path, typer.Argument(help="The source model the artifact was built from.",
                                            show_default=False)],
@@ -175,11 +172,11 @@ def verify_command(
     debug: DebugOption = False,
 ) -> None:
     """Compare ARTIFACT's outputs with SOURCE's on the same inputs; exit 3 when outside the budget."""
-    from infer_compile.budget import parse_budget
-    from infer_compile.feeds import parse_inputs
+    from infer_compile.app.verification import verify
+    from infer_compile.core.budget import parse_budget
+    from infer_compile.core.feeds import parse_inputs
     from infer_compile.frontends import SourceOptions, load_source
     from infer_compile.targets import load_artifact
-    from infer_compile.verification import verify
 
     with user_errors(debug):
         parsed = parse_budget(budget) if budget else None  # a typo fails before any work
@@ -211,7 +208,7 @@ def judged_precision(artifact: Path) -> str:
 
 
 def check_tolerance(result: Verification, precision: str) -> None:
-    from infer_compile.numerics import TOLERANCES, out_of_tolerance
+    from infer_compile.core.numerics import TOLERANCES, out_of_tolerance
 
     failures = out_of_tolerance(result.comparisons, TOLERANCES[precision])
     if failures:
@@ -229,14 +226,13 @@ def print_verification(result: Verification) -> None:
     console.print(table)
 
 
-@app.command("inspect")
 def inspect_command(
     path: Annotated[Path, typer.Argument(help="A model or an artifact.", show_default=False)],
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Show inputs/outputs, op histogram, parameter count, precision breakdown and manifest."""
-    from infer_compile.inspection import inspect_path
+    from infer_compile.app.inspection import inspect_path
 
     with user_errors(debug):
         info = inspect_path(path)
@@ -281,7 +277,6 @@ def print_inspection(info: dict[str, Any]) -> None:
             console.print(f"[bold]{key:<9}[/] {escape(str(value))}", highlight=False, soft_wrap=True)
 
 
-@app.command("build")
 def build_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="The build config (TOML).")] = Path("infer.toml"),
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, show_default=False,
@@ -297,9 +292,9 @@ def build_command(
 ) -> None:
     """Build every model x target x precision in a config file, in parallel; one summary table."""
     with user_errors(debug) as outcome:  # imports included: a signal during them is handled too
-        from infer_compile.artifacts import atomic_write_text
-        from infer_compile.build_config import MATRIX_SCHEMA, JobOutcome, exit_code, load_config, run_jobs
-        from infer_compile.outputs import check_report_path
+        from infer_compile.app.build_config import MATRIX_SCHEMA, JobOutcome, exit_code, load_config, run_jobs
+        from infer_compile.app.outputs import check_report_path
+        from infer_compile.core.artifacts import atomic_write_text
 
         job_list = load_config(config, cache_option(cache_dir, no_cache))
         if report:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from infer_compile.errors import InferCompileError, UserInputError
+from infer_compile.core.errors import InferCompileError, UserInputError
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_SCHEMA = 1
@@ -231,3 +231,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_own_json(path: Path, what: str, schema: str) -> dict[str, Any] | None:
+    """The JSON document at ``path`` if infer-compile wrote it (its "schema" is ``schema``, any version);
+    None if there is none. Anything else there is refused: never replaced, never deleted."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserInputError(f"{what} {path}: not a readable infer-compile file ({exc}); not replacing it",
+                             hint="give a new file name (delete this one only if infer-compile wrote it)") from None
+    if isinstance(body, dict) and str(body.get("schema", "")).split("/")[0] == schema.split("/")[0]:
+        return body
+    raise UserInputError(f"{what} {path}: exists and is not a file infer-compile wrote; not replacing it",
+                         hint="give a new file name")

@@ -7,31 +7,29 @@ one line on stderr with a hint and a documented exit code; tracebacks only with 
 from __future__ import annotations
 
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from infer_compile.errors import (
-    BuildWarning,
-    ExitCode,
-    InferCompileError,
-    Terminated,
+from infer_compile.app import artifact_cli
+from infer_compile.app.terminal import (
+    build_warnings,
+    cache_option,
+    console,
+    err_console,
+    parse_duration,
+    parse_input_shapes,
+    size_text,
+    user_errors,
+)
+from infer_compile.core.errors import (
     UserInputError,
     raise_on_sigterm,
 )
-
-# Logs and pipes are not terminals: give them room instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
 
 
 class CompileByDefault(TyperGroup):
@@ -65,90 +63,6 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """
 
 
-@dataclass
-class Outcome:
-    """What a command has written so far, so an interruption can say what is true."""
-
-    written: list[Path] = field(default_factory=list)  # complete artifacts
-
-
-@contextmanager
-def user_errors(debug: bool) -> Iterator[Outcome]:
-    """Turn errors into one line + exit code; show tracebacks only when debugging."""
-    outcome = Outcome()
-    try:
-        yield outcome
-    except InferCompileError as exc:
-        if debug:
-            err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"  hint: {escape(exc.hint)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(int(exc.exit_code)) from None
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated); cleanup ran on the way here
-        # Complete artifacts: those this command saw finish, and those the interrupted code says it committed.
-        written = list(dict.fromkeys([*outcome.written, *getattr(exc, "written", [])]))
-        what = (f"complete before it: {', '.join(map(str, written))}; nothing else was written" if written
-                else "no artifact was written")
-        label, code = (("terminated", ExitCode.TERMINATED) if isinstance(exc, Terminated)
-                       else ("interrupted", ExitCode.INTERRUPTED))
-        err_console.print(f"[bold red]{label}:[/] {escape(what)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(int(code)) from None
-    except (typer.Exit, typer.Abort, typer.TyperException):
-        raise
-    except Exception as exc:
-        if debug:
-            err_console.print_exception()
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}",
-                          highlight=False, soft_wrap=True)
-        if not debug:
-            err_console.print("  hint: rerun with --debug for the traceback and report it")
-        raise typer.Exit(int(ExitCode.INTERNAL)) from None
-
-
-@contextmanager
-def build_warnings() -> Iterator[None]:
-    """Show BuildWarnings (poor calibration data, a discarded cache entry) as one plain line each, every time."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", BuildWarning)
-        original = warnings.showwarning
-
-        def route(message, category, *args, **kwargs) -> None:
-            if issubclass(category, BuildWarning):
-                err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}", soft_wrap=True,
-                                  highlight=False)
-            else:
-                original(message, category, *args, **kwargs)
-
-        warnings.showwarning = route
-        yield
-
-
-def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
-    """`name:1x3x224x224` (repeatable) -> {name: (1, 3, 224, 224)}."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in values:
-        name, sep, dims = value.rpartition(":")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise UserInputError(f"--input-shape '{value}' is not NAME:DIMS",
-                                 hint="write it like input:1x3x224x224")
-        shapes[name] = shape
-    return shapes
-
-
-def _size(path: Path) -> str:
-    size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError
-
-
 def _changes(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "-"
 
@@ -177,7 +91,7 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
         "target": f"{result.target} ({result.target_reason})",
         "precision": str(result.manifest.get("precision")),
         "nodes": f"{result.nodes_before} -> {result.nodes_after}",
-        "artifact": f"{result.artifact} ({_size(result.artifact)})",
+        "artifact": f"{result.artifact} ({size_text(result.artifact)})",
         "build time": f"{result.seconds:.2f} s",
         "cache": result.cache,
     }
@@ -198,24 +112,6 @@ def describe_final_check(record: dict | None) -> str:
     return (f"{record['status']} in {record['seconds']:.2f} s: the artifact in its runtime vs the source on "
             f"{record['samples']} sample(s) ({record['origin']}), cosine {figures['cosine']:.6f}, max abs "
             f"{figures['max_abs']:.3g} ({record['precision']} tolerance)")
-
-
-def parse_duration(value: str, option: str) -> float:
-    """`60s`, `2m`, `500ms` or plain seconds -> seconds."""
-    number = value.strip().lower()
-    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if number.endswith(unit):
-            number, factor = number[: -len(unit)], scale
-            break
-    else:
-        factor = 1.0
-    try:
-        seconds = float(number) * factor
-    except ValueError:
-        seconds = -1.0
-    if seconds < 0:
-        raise UserInputError(f"{option} '{value}' is not a duration", hint="write it like 60s, 2m or 500ms")
-    return seconds
 
 
 def print_tuning(record: dict | None) -> None:
@@ -365,7 +261,7 @@ def compile_command(
     with user_errors(debug) as outcome:  # imports take seconds: a signal during them is handled too
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        from infer_compile.build import BuildOptions, compile_model
+        from infer_compile.app.build import BuildOptions, compile_model
         from infer_compile.calibration.options import precision_options
         from infer_compile.frontends import SourceOptions
         from infer_compile.frontends.specs import (
@@ -408,8 +304,8 @@ def compile_command(
             defer=defer,
         )
         if report:
-            from infer_compile.outputs import check_report_path
-            from infer_compile.report import REPORT_SCHEMA
+            from infer_compile.app.outputs import check_report_path
+            from infer_compile.app.report import REPORT_SCHEMA
 
             check_report_path(report, REPORT_SCHEMA)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
@@ -430,7 +326,7 @@ def compile_command(
         print_tuning(result.manifest.get("autotune"))
         print_deferred(result)
         if report:
-            from infer_compile.report import write_report
+            from infer_compile.app.report import write_report
 
             write_report(result, report)
 
@@ -503,19 +399,18 @@ def finalize_command(
         from infer_compile.targets.tensorrt_bundle import finalize_bundle
 
         engine = finalize_bundle(bundle, output, timing_cache)[0]
-        console.print(f"[bold]{'engine':<10}[/] {escape(str(engine))} ({_size(engine)})", soft_wrap=True,
+        console.print(f"[bold]{'engine':<10}[/] {escape(str(engine))} ({size_text(engine)})", soft_wrap=True,
                       highlight=False)
 
 
-def cache_option(cache_dir: Path | None, no_cache: bool) -> Path | None:
-    """--cache-dir / --no-cache -> BuildOptions.cache_dir (the cache is on by default)."""
-    from infer_compile.cache import default_cache_dir
-
-    return None if no_cache else cache_dir or default_cache_dir()
 
 
-# The artifact commands (run, bench, verify, inspect, build) live in their own module.
-from infer_compile import artifact_cli  # noqa: E402, F401
+# The artifact commands, in the order `--help` lists them.
+app.command("run")(artifact_cli.run_command)
+app.command("bench")(artifact_cli.bench_command)
+app.command("verify")(artifact_cli.verify_command)
+app.command("inspect")(artifact_cli.inspect_command)
+app.command("build")(artifact_cli.build_command)
 
 
 def main() -> None:

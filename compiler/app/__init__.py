@@ -1,0 +1,1 @@
+"""The application layer: the command line, builds, the Python API and the artifact commands."""
