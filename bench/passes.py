@@ -39,7 +39,7 @@ class Variant:
 
 def our_pipeline(model: Model) -> Model:
     optimized = model.copy()
-    ctx = PassContext(target=OnnxRuntimeTarget.name, target_caps=OnnxRuntimeTarget.accepted_ops)
+    ctx = PassContext(target=OnnxRuntimeTarget.name, capabilities=OnnxRuntimeTarget.capabilities)
     PassManager(build_pipeline("fp32")).run(optimized, ctx)
     return optimized
 

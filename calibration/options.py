@@ -1,53 +1,42 @@
-"""Command-line precision options -> CalibrationSettings + pass options, and the summary line of a build."""
+"""The calibration options (declared once) -> CalibrationSettings, and the precision summary line of a build."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from infer_compile.calibration.calibrators import METHODS
 from infer_compile.calibration.data import CalibrationSettings
 from infer_compile.calibration.readers import ImagePreprocess
-from infer_compile.core.budget import parse_budget
-from infer_compile.core.errors import UserInputError
+from infer_compile.core.options import Option, read
+
+_CALIB = "calib"
+CALIB = Option(_CALIB, str, None, "Calibration data: folder of .npy/.npz or images, pkg.mod:fn, or 'synthetic' "
+               "(smoke tests).", path=True)
+CALIB_METHOD = Option("calib_method", str, "minmax", "Activation range method.", choices=tuple(METHODS),
+                      needs=_CALIB)
+PERCENTILE = Option("percentile", float, 99.99, "Percentile for --calib-method percentile.", needs=_CALIB)
+CALIB_SAMPLES = Option("calib_samples", int, 128, "Use at most N calibration samples.", needs=_CALIB)
+CALIB_CACHE = Option("calib_cache", str, None, "JSON range cache: reused when model and data match, else written.",
+                     needs=_CALIB, path=True)
+CALIB_PREPROCESS = Option("calib_preprocess", list, [], "Image folder preprocessing KEY=VALUE (repeatable): "
+                          "resize=256 crop=224 scale=0.00392 mean=0.485/0.456/0.406 std=... channels=rgb|bgr "
+                          "layout=nchw|nhwc dtype=float32.", needs=_CALIB)
+CALIBRATION_OPTIONS = (CALIB, CALIB_METHOD, PERCENTILE, CALIB_SAMPLES, CALIB_CACHE, CALIB_PREPROCESS)
 
 
-def _names(values: list[str] | None) -> list[str]:
-    """Repeatable options that also take comma-separated lists."""
-    return [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
-
-
-def precision_options(precision: str, *, calib: str | None, method: str | None = None,
-                      percentile: float | None = None, samples: int | None = None, cache: Path | None = None,
-                      preprocess: list[str] | None = None,
-                      keep_io_types: bool = False, fp16_block: list[str] | None = None,
-                      exclude_nodes: list[str] | None = None, exclude_op_types: list[str] | None = None,
-                      accuracy_budget: str | None = None) -> tuple[CalibrationSettings | None, dict[str, Any]]:
-    """Check the precision options fit together; return (calibration settings, pass options)."""
-    calib_only = {"--calib-method": method, "--percentile": percentile, "--calib-samples": samples,
-                  "--calib-cache": cache, "--calib-preprocess": preprocess}
-    given = [flag for flag, value in calib_only.items() if value is not None and value != []]
-    if given and not calib:
-        raise UserInputError(f"{', '.join(given)} need(s) --calib", hint="give calibration data with --calib PATH")
-    reduced = {"--calib": calib, "--exclude-nodes": exclude_nodes, "--exclude-op-types": exclude_op_types,
-               "--accuracy-budget": accuracy_budget, "--keep-io-types": keep_io_types, "--fp16-block": fp16_block}
-    if precision == "fp32" and (stray := [flag for flag, value in reduced.items() if value]):
-        raise UserInputError(f"{', '.join(stray)} only apply to --int8 or --fp16 builds", hint="add --int8 or --fp16")
-    if accuracy_budget:
-        parse_budget(accuracy_budget)  # fail on a typo before any work
-        if not calib:
-            raise UserInputError("--accuracy-budget needs --calib: accuracy is measured on held-out samples",
-                                 hint="give representative inputs with --calib PATH")
-    settings = None
-    if calib:
-        path = Path(calib)
-        settings = CalibrationSettings(
-            source=path if path.is_dir() else calib, method=method or "minmax",
-            percentile=99.99 if percentile is None else percentile, max_samples=128 if samples is None else samples,
-            cache=cache, preprocess=ImagePreprocess.parse(preprocess or []))
-    pass_options: dict[str, Any] = {
-        "keep_io_types": keep_io_types, "fp16_block": _names(fp16_block), "exclude_nodes": _names(exclude_nodes),
-        "exclude_op_types": _names(exclude_op_types), "accuracy_budget": accuracy_budget}
-    return settings, {k: v for k, v in pass_options.items() if v}
+def calibration_settings(values: Mapping[str, Any]) -> CalibrationSettings | None:
+    """The calibration options (checked values by key) as settings; None without --calib."""
+    source = read(values, CALIB)
+    if not source:
+        return None
+    path = Path(source)
+    cache = read(values, CALIB_CACHE)
+    return CalibrationSettings(
+        source=path if path.is_dir() else source, method=read(values, CALIB_METHOD),
+        percentile=read(values, PERCENTILE), max_samples=read(values, CALIB_SAMPLES),
+        cache=None if cache is None else Path(cache), preprocess=ImagePreprocess.parse(read(values, CALIB_PREPROCESS)))
 
 
 def describe_precision(record: dict[str, Any] | None, final_check: dict[str, Any] | None = None) -> str | None:

@@ -4,26 +4,35 @@ The reduced-precision graph and the fp32 graph it came from run on the held-out 
 samples. Without a budget this only records the figures. With one that does not hold, every
 candidate layer is scored by the accuracy reached when it alone goes back to fp32; the most
 sensitive layers then return to fp32 one by one until the budget holds. If it still fails after
-``fallback_limit`` (default half) of the layers, the build stops with exit code 3 and the best figure.
+``--fallback-limit`` (default half) of the layers, the build stops with exit code 3 and the best figure.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from infer_compile.calibration.collect import ORT_ERRORS, batched, first_line, samples_do_not_fit
 from infer_compile.calibration.data import CalibrationData
 from infer_compile.core.budget import METRICS, Budget, parse_budget
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import AccuracyError
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds, compare_outputs, in_dtypes, ort_session, summarize
-from infer_compile.passes.base import CALIBRATION, Pass, PassContext, PassResult
+from infer_compile.core.options import Option
+from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.precision_state import PrecisionState, node_precisions
 
-DEFAULT_FALLBACK_LIMIT = 0.5
+ACCURACY_BUDGET = Option(
+    "accuracy_budget", str, None, "Return the most sensitive layers to fp32 until e.g. 'cosine>=0.999' or "
+    "'top1-agreement>=0.99' holds vs fp32 on held-out samples (exit 3 if it cannot).",
+    parse=lambda text: str(parse_budget(text)), precisions=frozenset({"int8", "fp16"}), needs="calib")
+FALLBACK_LIMIT = Option("fallback_limit", float, 0.5, "With --accuracy-budget: the largest share of the layers "
+                        "that may go back to fp32 before the build gives up (0-1).", minimum=0.0,
+                        precisions=frozenset({"int8", "fp16"}), needs="accuracy_budget")
 
 
 class HeldOutEvaluator:
@@ -101,31 +110,34 @@ class AccuracyFallback(Pass):
     name = "accuracy-fallback"
     description = ("Measure accuracy vs fp32 on held-out samples; with --accuracy-budget, return the most "
                    "sensitive layers to fp32 until it holds.")
-    requires = frozenset({CALIBRATION})
+    requires = frozenset({Capability.CALIBRATION})
+    options = (ACCURACY_BUDGET, FALLBACK_LIMIT)
     precision = "int8"  # it moves the graph between int8/fp16 and fp32: the loosest tolerance applies
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         data: CalibrationData = ctx.calibration
-        state: PrecisionState | None = data.state.get("precision")
+        state = ctx.handed(PrecisionState)
         if state is None:
             return PassResult()
-        record = ctx.records.setdefault("quantization", {})
+        record: dict[str, Any] = {}
+        result = PassResult(manifest={"quantization": record})
         evaluator = HeldOutEvaluator(state.reference, data.split()[1], state.precision)
         figures = evaluator.figures(model)
         record["accuracy"] = figures
         refuse_nan(figures, evaluator, state.precision)
-        text = ctx.option("accuracy_budget", None)
+        text = ctx.option(ACCURACY_BUDGET)
         if not text:
-            return PassResult()
+            return result
         budget = parse_budget(text)
         record["fallback"] = {"budget": str(budget), "kept_fp32": []}
         if not budget.check(figures):
-            return PassResult()
+            return result
         kept, figures = self._fall_back(model, ctx, state, evaluator, budget, figures)
         record["accuracy"] = figures
         record["fallback"]["kept_fp32"] = kept
         record["nodes"] = node_precisions(model)
-        return PassResult({"nodes_returned_to_fp32": len(kept)})
+        result.add("nodes_returned_to_fp32", len(kept))
+        return result
 
     def _fall_back(self, model: Model, ctx: PassContext, state: PrecisionState, evaluator: HeldOutEvaluator,
                    budget: Budget, figures: dict) -> tuple[list[str], dict]:
@@ -135,7 +147,7 @@ class AccuracyFallback(Pass):
 
         sensitivity = {name: score(figures_without([name])[1], budget) for name in state.candidates}
         ranked = sorted(state.candidates, key=lambda name: -sensitivity[name])
-        limit = max(1, math.ceil(len(ranked) * float(ctx.option("fallback_limit", DEFAULT_FALLBACK_LIMIT))))
+        limit = max(1, math.ceil(len(ranked) * ctx.option(FALLBACK_LIMIT)))
         best = figures
         for count in range(1, min(limit, len(ranked)) + 1):
             candidate, got = figures_without(ranked[:count])
@@ -148,4 +160,4 @@ class AccuracyFallback(Pass):
             f"accuracy budget {budget} not met: best {describe(best)} with {min(limit, len(ranked))} of "
             f"{len(ranked)} {state.precision} layers back in fp32 ({'; '.join(budget.check(best))})",
             hint="relax the budget, give more representative --calib data, try another --calib-method, "
-                 "or raise the pass option fallback_limit")
+                 "or raise --fallback-limit")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.passes.base import PassContext, target_op
+from infer_compile.core.capabilities import Capability
+from infer_compile.passes.base import PassContext
 from infer_compile.passes.graph_utils import (
     MS_DOMAIN,
     add_node,
@@ -24,8 +25,6 @@ from infer_compile.passes.graph_utils import (
 )
 from infer_compile.passes.rewrite import RewritePass
 
-FUSED_CONV = target_op(MS_DOMAIN, "FusedConv")
-FUSED_GEMM = target_op(MS_DOMAIN, "FusedGemm")
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh")
 FLOAT_MAX = float(np.finfo(np.float32).max)
 
@@ -78,7 +77,7 @@ def _fused_conv(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
 
 
 def _fused_gemm(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
-    if FUSED_GEMM not in ctx.target_caps or act.op == "Clip":
+    if Capability.FUSED_GEMM not in ctx.capabilities or act.op == "Clip":
         return False
     gemm = produced_by(act.inputs[0], "Gemm")
     if gemm is None or sole_consumer(graph, act.inputs[0]) is not act or not is_float32(act.inputs[0]):
@@ -94,5 +93,5 @@ def _fused_gemm(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
 class ActivationFusion(RewritePass):
     name = "activation-fusion"
     description = "Fuse Conv[+Add]+activation into FusedConv and Gemm+activation into FusedGemm (ONNX Runtime)."
-    requires = frozenset({FUSED_CONV})
+    requires = frozenset({Capability.FUSED_CONV})
     rules = (("fused_conv", ACTIVATIONS, _fused_conv), ("fused_gemm", ACTIVATIONS, _fused_gemm))

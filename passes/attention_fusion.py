@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.passes.base import PassContext, target_op
+from infer_compile.core.capabilities import Capability
+from infer_compile.passes.base import PassContext
 from infer_compile.passes.graph_utils import (
     MS_DOMAIN,
     add_node,
@@ -32,7 +33,6 @@ from infer_compile.passes.graph_utils import (
 )
 from infer_compile.passes.rewrite import RewritePass
 
-MULTI_HEAD_ATTENTION = target_op(MS_DOMAIN, "MultiHeadAttention")
 LAYOUT_OPS = ("Reshape", "Transpose")
 
 
@@ -188,5 +188,5 @@ def _attention(graph: gs.Graph, softmax: gs.Node, ctx: PassContext) -> bool:
 class AttentionFusion(RewritePass):
     name = "attention-fusion"
     description = "Fuse scaled-dot-product attention subgraphs into MultiHeadAttention (ONNX Runtime)."
-    requires = frozenset({MULTI_HEAD_ATTENTION})
+    requires = frozenset({Capability.MULTI_HEAD_ATTENTION})
     rules = (("multi_head_attention", ("Softmax",), _attention),)

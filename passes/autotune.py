@@ -2,8 +2,8 @@
 
 Measuring, not guessing. The target supplies a ``Tuner`` (candidate configurations and a way to
 load the model with one); this pass times them on seeded inputs within the ``tune_time`` budget
-and records every candidate's median and best latency and the choice in ``ctx.records["autotune"]``
-(the manifest), from where the target's emit()/load() apply it.
+returns every candidate's median and best latency (the manifest's "autotune" section) and the chosen
+settings as target options, which the target's emit()/load() apply.
 
 For runtimes that run every Q/DQ'd layer with its INT8 kernel (``Tuner.per_layer_precision``),
 each quantized layer is first timed alone, INT8 against fp32 (its Q/DQ removed); a layer whose
@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds, in_dtypes, random_inputs
-from infer_compile.passes.base import TUNER, Pass, PassContext, PassResult
+from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import numpy_dtype, producer
+from infer_compile.passes.quantize_int8 import WEIGHTED_OPS
 
-# Seconds of timing when the build options do not say (pass option "tune_time").
-DEFAULT_TUNE_TIME = 5.0
 # Decisions compare best-of-runs latencies: on a machine shared with other work, the fastest runs
 # are the ones nothing else interfered with, which is what a dedicated deployment machine sees
 # (medians would tune for the build machine's passing load, e.g. pick fewer threads under contention).
@@ -40,7 +40,6 @@ MARGIN = 0.02
 RUNS_PER_BLOCK = 3
 # Candidates whose median is this many times the best stop being timed.
 PRUNE_FACTOR = 1.5
-QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 
 Timed = Callable[[], object]
 
@@ -139,7 +138,7 @@ def quantized_layers(graph: gs.Graph) -> list[int]:
     """Indices (into ``graph.nodes``) of compute layers whose data and weight inputs are both Q/DQ'd,
     largest weights first (they matter most when the budget runs out)."""
     layers = [i for i, node in enumerate(graph.nodes)
-              if node.op in QUANTIZABLE_OPS and len(node.inputs) >= 2
+              if node.op in WEIGHTED_OPS and len(node.inputs) >= 2
               and all(_float_source(t) is not None for t in node.inputs[:2])]
     return sorted(layers, key=lambda i: -_static_size(graph.nodes[i].inputs[1].inputs[0].inputs[0]))
 
@@ -213,7 +212,7 @@ def _with_fp32(model: Model, layers: list[int]) -> Model:
 
 
 def _compute_node(model: Model) -> int:
-    return next(i for i, n in enumerate(model.graph.nodes) if n.op in QUANTIZABLE_OPS)
+    return next(i for i, n in enumerate(model.graph.nodes) if n.op in WEIGHTED_OPS)
 
 
 @dataclass(frozen=True)
@@ -240,12 +239,12 @@ class Autotune(Pass):
     name = "autotune"
     description = ("Time the target's runtime settings (and INT8 vs fp32 per layer) here; keep the fastest "
                    "(budget: tune_time).")
-    requires = frozenset({TUNER})
+    requires = frozenset({Capability.TUNER})
     # Only INT8 layer selection changes numbers, and only by giving back INT8 rounding.
     precision = "int8"
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        budget = float(ctx.option("tune_time", DEFAULT_TUNE_TIME))
+        budget = ctx.tune_time
         start = time.perf_counter()
         result = PassResult()
         record: dict[str, Any] = {"budget_s": budget}
@@ -263,13 +262,13 @@ class Autotune(Pass):
         remaining = max(budget - (time.perf_counter() - start), 0.0)
         record["candidates"], chosen = self._time_candidates(model, ctx, feeds, remaining, cost)
         record["chosen"] = chosen["label"]
-        record["target_options"] = {ctx.tuner.option_key: chosen["settings"]}
         record["seconds"] = round(time.perf_counter() - start, 3)
         # Tuning on a busy machine measures the contention too; the record says how busy it was.
         record["load_average"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         record["cpus"] = os.cpu_count()
-        ctx.records["autotune"] = record
         result.add("candidates_timed", len(record["candidates"]))
+        result.manifest["autotune"] = record
+        result.target_options = record["target_options"] = {ctx.tuner.option_key: chosen["settings"]}
         return result
 
     def _status(self, ctx: PassContext, text: str) -> None:

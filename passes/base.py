@@ -3,46 +3,29 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
+from infer_compile.core.options import Option, read
 
-# Capabilities a pass may require of its context (see PassContext.provides):
-CALIBRATION = "calibration"  # representative input data is available
-STATIC_SHAPES = "static-shapes"  # every graph input has a concrete shape
-TUNER = "tuner"  # the target can time runtime configurations here (see targets.base.Tuner)
-
-
-def target_op(domain: str, op: str) -> str:
-    """The capability a target advertises when it runs the fused op ``domain::op``."""
-    return f"op:{domain or 'ai.onnx'}::{op}"
-
-
-# Q/DQ placement a target's INT8 kernels want beyond TensorRT's rules (advertised like target_op, see
-# passes.quantize_int8): OpenVINO's low-precision transformations keep residual Adds and pooling in int8 only
-# when all their inputs are quantized, and run post-ReLU activations as u8.
-QDQ_PLACEMENT_LPT = "qdq-placement:lpt"
-# ONNX Runtime runs QLinearConv/QLinearAdd only when the op's output is quantized too.
-QDQ_PLACEMENT_QLINEAR = "qdq-placement:qlinear-outputs"
-# Signed activations get an asymmetric int8 quantizer (zero-point, scale = (max - min) / 255) instead of a
-# symmetric one: ONNX Runtime takes any zero-point; TensorRT needs zero-point 0.
-QDQ_ASYMMETRIC_ACTIVATIONS = "qdq-activations:asymmetric"
+T = TypeVar("T")
 
 
 @dataclass
 class PassContext:
     """What a pass may use besides the graph.
 
-    ``target_caps`` are the fused/contrib forms the chosen target accepts (``target_op``) and the Q/DQ
-    placement it wants (``QDQ_PLACEMENT_LPT``, ``QDQ_PLACEMENT_QLINEAR``, ``QDQ_ASYMMETRIC_ACTIVATIONS``);
-    ``options`` are pass options by key (e.g. ``fold_size_limit``); ``calibration`` is whatever
-    the calibration package hands over (None when no data was given).
+    ``capabilities`` are what the chosen target declares (fused ops it runs, the Q/DQ placement it wants);
+    ``options`` are the build's checked pass options by key (read them with ``option``); ``calibration``
+    is whatever the calibration package hands over (None when no data was given); ``earlier`` are the
+    results of the passes that already ran in this build, in order (the pass manager fills it).
     """
 
     target: str = ""  # name of the target being built for
-    target_caps: frozenset[str] = frozenset()
+    capabilities: frozenset[Capability] = frozenset()
     options: Mapping[str, Any] = field(default_factory=dict)
     calibration: Any = None
     shape_overrides: Mapping[str, int] = field(default_factory=dict)
@@ -50,30 +33,44 @@ class PassContext:
     examples: list[Any] = field(default_factory=list)
     # The target's Tuner (targets.base.Tuner) when autotuning was asked for; passes never import targets.
     tuner: Any = None
+    tune_time: float = 0.0  # seconds autotuning may spend (--tune-time)
     # Live one-line status for long passes (the CLI shows it in its progress line).
     status: Callable[[str], None] | None = None
-    # Filled by the pass manager for later passes and the report (e.g. per-layer precision).
-    records: dict[str, Any] = field(default_factory=dict)
+    earlier: Sequence[PassResult] = ()
 
-    def provides(self, model: Model) -> frozenset[str]:
-        caps = set(self.target_caps)
+    def provides(self, model: Model) -> frozenset[Capability]:
+        caps = set(self.capabilities)
         if self.calibration is not None:
-            caps.add(CALIBRATION)
+            caps.add(Capability.CALIBRATION)
         if self.tuner is not None:
-            caps.add(TUNER)
+            caps.add(Capability.TUNER)
         if all(spec.is_static for spec in model.inputs):
-            caps.add(STATIC_SHAPES)
+            caps.add(Capability.STATIC_SHAPES)
         return frozenset(caps)
 
-    def option(self, key: str, default: Any) -> Any:
-        return self.options.get(key, default)
+    def option(self, option: Option[T]) -> T:
+        """The build's value of an option the pass declares, else its default."""
+        return read(self.options, option)
+
+    def handed(self, kind: type[T]) -> T | None:
+        """What the latest earlier pass handed over of type ``kind`` (``PassResult.handoff``), if any."""
+        return next((r.handoff for r in reversed(self.earlier) if isinstance(r.handoff, kind)), None)
 
 
 @dataclass
 class PassResult:
-    """What a pass changed: a count per rewrite rule (``{"conv_bn": 3}``)."""
+    """What a pass did, said explicitly (nothing travels through side channels).
+
+    ``counts``: what changed, per rewrite rule (``{"conv_bn": 3}``). ``manifest``: sections this pass adds to
+    the artifact's manifest and the report (a section an earlier pass started is updated key by key).
+    ``target_options``: runtime settings for the target (autotune's choice; the user's own options win).
+    ``handoff``: state for a later pass of the same build, taken with ``PassContext.handed``.
+    """
 
     counts: dict[str, int] = field(default_factory=dict)
+    manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target_options: dict[str, Any] = field(default_factory=dict)
+    handoff: Any = None
 
     @property
     def modified(self) -> bool:
@@ -87,13 +84,15 @@ class Pass(ABC):
     """One graph rewrite with one job.
 
     Subclasses set ``name`` (the CLI name users pass to --skip-pass), a one-line
-    ``description``, what they ``require`` of the context, and the ``precision`` whose tolerance
+    ``description``, what they ``require`` of the context, the ``options`` they read (declared here once:
+    the CLI flags, config keys and API keywords are made from them), and the ``precision`` whose tolerance
     --verify-passes applies to them (only precision-changing passes are not "fp32").
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
-    requires: ClassVar[frozenset[str]] = frozenset()
+    requires: ClassVar[frozenset[Capability]] = frozenset()
+    options: ClassVar[tuple[Option[Any], ...]] = ()
     precision: ClassVar[str] = "fp32"
 
     @abstractmethod

@@ -6,12 +6,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.core.ir import Model
+from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_graph_io, known_shape, new_constant, replace_tensor
 
 # Folded tensors larger than this stay as computations: folding e.g. a Tile or Expand of a
 # small constant can blow a model up by gigabytes.
-DEFAULT_FOLD_SIZE_LIMIT = 64 << 20
+FOLD_SIZE_LIMIT = Option("fold_size_limit", int, 64, "Largest tensor constant folding may create, in MiB.",
+                         minimum=0)
 
 
 def static_shape(node: gs.Node) -> np.ndarray | None:
@@ -40,7 +42,8 @@ def fold_static_shapes(graph: gs.Graph) -> int:
 
 class ConstantFolding(Pass):
     name = "constant-folding"
-    description = "Fold constant subgraphs and static shape computations (size limit: fold_size_limit)."
+    description = "Fold constant subgraphs and static shape computations (size limit: --fold-size-limit)."
+    options = (FOLD_SIZE_LIMIT,)
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         before = model.node_count
@@ -51,7 +54,7 @@ class ConstantFolding(Pass):
         graph.fold_constants(
             fold_shapes=False,
             flatten_subgraphs=False,
-            size_threshold=ctx.option("fold_size_limit", DEFAULT_FOLD_SIZE_LIMIT),
+            size_threshold=ctx.option(FOLD_SIZE_LIMIT) << 20,
             error_ok=True,
         ).cleanup(remove_unused_graph_inputs=False).toposort()
         return PassResult({"nodes_folded": before - model.node_count})

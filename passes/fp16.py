@@ -25,6 +25,7 @@ import onnx_graphsurgeon as gs
 from infer_compile.calibration.collect import value_maxima
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds
+from infer_compile.core.options import Option, name_list
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_float32, numpy_dtype
 from infer_compile.passes.precision_state import PrecisionState, name_unnamed_nodes, node_precisions
@@ -32,6 +33,10 @@ from infer_compile.passes.precision_state import PrecisionState, name_unnamed_no
 # As onnxconverter-common's float16 converter blocks them (index-like, or with outputs whose precision matters
 # beyond fp16's), plus Softmax/LogSoftmax: exp() of inputs that fp16 rounds (steps of 8 at 10000) is far off;
 # and MeanVarianceNormalization, which onnxruntime runs as its ONNX function body, with a float32 epsilon.
+_FP16 = frozenset({"fp16"})
+KEEP_IO_TYPES = Option("keep_io_types", bool, False, "FP16: keep graph inputs and outputs float32.", precisions=_FP16)
+FP16_BLOCK = Option("fp16_block", list, [], "FP16: keep these op types or node names in fp32 (repeatable, comma "
+                    "lists).", parse=name_list, precisions=_FP16)
 DEFAULT_BLOCKED_OPS = frozenset({
     "Range", "NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "CumSum", "RandomNormal",
     "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "If", "Loop", "Scan",
@@ -198,11 +203,12 @@ class Fp16Conversion(Pass):
     name = "fp16"
     description = "Convert float32 compute to float16; blocklist, overflow fallback (with calibration data)."
     precision = "fp16"
+    options = (KEEP_IO_TYPES, FP16_BLOCK)
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         name_unnamed_nodes(model.graph)
-        keep_io = bool(ctx.option("keep_io_types", False))
-        block = set(ctx.option("fp16_block", ()))
+        keep_io = ctx.option(KEEP_IO_TYPES)
+        block = set(ctx.option(FP16_BLOCK))
         blocked = frozenset(n.name for n in model.graph.nodes if n.name in block or n.op in block)
         data = ctx.calibration
         overflow = overflowing_nodes(model, data.split()[0]) if data is not None else frozenset()
@@ -215,11 +221,9 @@ class Fp16Conversion(Pass):
             convert_fp16(candidate, excluded, keep_io)
             return candidate
 
-        if data is not None:
-            data.state["precision"] = PrecisionState(
-                precision="fp16", reference=reference, build=build, user_excluded=fp32_nodes,
-                candidates=[n.name for n in half if n.op in FALLBACK_OPS])
-        ctx.records["quantization"] = {
-            **({} if data is None else {"overflow_check_samples": data.count}), "fp16_blocked": sorted(blocked),
-            "fp16_overflow_fp32": sorted(overflow), "nodes": node_precisions(model)}
-        return PassResult({"fp16_nodes": len(half), "overflow_fp32_nodes": len(overflow)})
+        record = {**({} if data is None else {"overflow_check_samples": data.count}), "fp16_blocked": sorted(blocked),
+                  "fp16_overflow_fp32": sorted(overflow), "nodes": node_precisions(model)}
+        state = PrecisionState(precision="fp16", reference=reference, build=build, user_excluded=fp32_nodes,
+                               candidates=[n.name for n in half if n.op in FALLBACK_OPS])
+        return PassResult({"fp16_nodes": len(half), "overflow_fp32_nodes": len(overflow)},
+                          manifest={"quantization": record}, handoff=state)

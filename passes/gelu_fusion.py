@@ -11,7 +11,8 @@ import math
 
 import onnx_graphsurgeon as gs
 
-from infer_compile.passes.base import PassContext, target_op
+from infer_compile.core.capabilities import Capability
+from infer_compile.passes.base import PassContext
 from infer_compile.passes.graph_utils import (
     MS_DOMAIN,
     add_node,
@@ -74,8 +75,8 @@ def _cubic_term(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]
 
 
 def _fused_gelu(graph: gs.Graph, ctx: PassContext, x: gs.Tensor, matched: list[gs.Node], tanh: bool) -> bool:
-    ms_op = "FastGelu" if tanh else "Gelu"
-    if target_op(MS_DOMAIN, ms_op) in ctx.target_caps:
+    ms_op, capability = ("FastGelu", Capability.FAST_GELU) if tanh else ("Gelu", Capability.GELU)
+    if capability in ctx.capabilities:
         replace_nodes(matched, add_node(graph, ms_op, [x], domain=MS_DOMAIN, name=matched[-1].name))
         return True
     if graph.opset >= ONNX_GELU_OPSET:

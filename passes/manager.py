@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from infer_compile.core.errors import AccuracyError, InferCompileError, PassError, UserInputError, one_line
 from infer_compile.core.ir import Model
@@ -18,7 +19,7 @@ from infer_compile.core.numerics import (
     run_onnx,
     summarize,
 )
-from infer_compile.passes.base import Pass, PassContext
+from infer_compile.passes.base import Pass, PassContext, PassResult
 
 
 @dataclass
@@ -36,6 +37,21 @@ class PassRecord:
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+
+@dataclass
+class PipelineResult:
+    """What a pipeline run did: a record per pass, the manifest sections the passes returned (merged in pass
+    order), and the target options they chose (autotune's settings)."""
+
+    records: list[PassRecord]
+    manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target_options: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, result: PassResult) -> None:
+        for section, fields in result.manifest.items():
+            self.manifest[section] = {**self.manifest.get(section, {}), **fields}
+        self.target_options.update(result.target_options)
 
 
 ProgressHook = Callable[[Pass, int, int], None]
@@ -71,8 +87,10 @@ class PassManager:
         self.reference = reference
         self.against_source = against_source
 
-    def run(self, model: Model, ctx: PassContext) -> list[PassRecord]:
+    def run(self, model: Model, ctx: PassContext) -> PipelineResult:
         records: list[PassRecord] = []
+        outcome = PipelineResult(records)
+        earlier: list[PassResult] = []
         ran: list[str] = []
         feeds, reference = self.feeds, self.reference
         if self.verify and feeds is None:
@@ -90,7 +108,7 @@ class PassManager:
             before = model.node_count
             start = time.perf_counter()
             try:
-                result = p.run(model, ctx)
+                result = p.run(model, replace(ctx, earlier=tuple(earlier)))
             except (KeyboardInterrupt, UserInputError, AccuracyError):
                 raise  # bad options/data and unmet accuracy budgets are the user's to fix, not a pass failure
             except Exception as exc:
@@ -98,12 +116,14 @@ class PassManager:
             record = PassRecord(p.name, "applied" if result.modified else "unchanged", dict(result.counts),
                                 time.perf_counter() - start, before, model.node_count)
             ran.append(p.name)
+            earlier.append(result)
+            outcome.add(result)
             if self.verify and result.modified:
                 assert feeds is not None and reference is not None
                 after, record.verification = self._check(p, model, feeds, reference)
                 reference = reference if self.against_source else after
             records.append(record)
-        return records
+        return outcome
 
     def _check(self, p: Pass, model: Model, feeds: Feeds, reference: Feeds) -> tuple[Feeds, dict]:
         try:

@@ -1,10 +1,16 @@
-"""The default pass pipeline: an ordered list per stage. Adding a pass = one module + one line here."""
+"""The pass pipeline as named stages. Adding a pass = one module + one line here.
+
+A target may choose other stages for a precision (``Target.passes``): one that lowers precision with its own
+converter takes the fp32 stages at every precision.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from infer_compile.core.errors import UserInputError
+from infer_compile.core.options import Option, closest
 from infer_compile.passes.accuracy_fallback import AccuracyFallback
 from infer_compile.passes.activation_fusion import ActivationFusion
 from infer_compile.passes.activation_normalization import ActivationNormalization
@@ -49,14 +55,23 @@ def all_passes() -> dict[str, type[Pass]]:
     return {p.name: p for p in ordered}
 
 
-def build_pipeline(precision: str = "fp32", skip: Iterable[str] = ()) -> list[Pass]:
-    """The passes for a build at ``precision``, minus the ones the user skipped."""
-    skip = set(skip)
-    unknown = skip - set(all_passes())
-    if unknown:
-        raise UserInputError(f"unknown pass name(s) for --skip-pass: {', '.join(sorted(unknown))}",
-                             hint="'infer-compile passes' lists the pass names")
+def pass_options() -> dict[str, Option[Any]]:
+    """Every option a pass declares, by key (keys are unique: tests/test_options.py)."""
+    return {option.key: option for cls in all_passes().values() for option in cls.options}
+
+
+def default_passes(precision: str = "fp32") -> list[type[Pass]]:
+    """The stages for a build at ``precision``: cleanup, fusion, the precision stage, final."""
     if precision not in PRECISION:
         raise UserInputError(f"unknown precision '{precision}'", hint="use fp32, fp16 or int8")
-    stages = [*CLEANUP, *FUSION, *PRECISION[precision], *FINAL]
-    return [cls() for cls in stages if cls.name not in skip]
+    return [*CLEANUP, *FUSION, *PRECISION[precision], *FINAL]
+
+
+def build_pipeline(precision: str = "fp32", skip: Iterable[str] = (),
+                   stages: Sequence[type[Pass]] | None = None) -> list[Pass]:
+    """The passes of ``stages`` (default: ``default_passes(precision)``) minus the ones the user skipped."""
+    skip = set(skip)
+    for name in sorted(skip - set(all_passes())):
+        raise UserInputError(f"unknown pass name '{name}' for --skip-pass{closest(name, all_passes())}",
+                             hint="'infer-compile passes' lists the pass names")
+    return [cls() for cls in (stages or default_passes(precision)) if cls.name not in skip]

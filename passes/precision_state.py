@@ -11,7 +11,6 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.core.ir import Model
-from infer_compile.passes.base import PassContext
 from infer_compile.passes.graph_utils import numpy_dtype
 
 # Bookkeeping nodes that carry precision changes rather than compute.
@@ -20,18 +19,13 @@ _PLUMBING = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast"})
 
 @dataclass
 class PrecisionState:
-    """Left on CalibrationData.state by the precision pass for the accuracy fallback."""
+    """Handed by the precision pass to the accuracy fallback (``PassResult.handoff``)."""
 
     precision: str  # "int8" or "fp16"
     reference: Model  # the fp32 graph the precision pass started from
     build: Callable[[frozenset[str]], Model]  # the reduced-precision graph with these nodes kept in fp32
     user_excluded: frozenset[str]  # nodes the user already kept in fp32
     candidates: list[str]  # nodes the fallback may return to fp32, by ONNX node name
-
-
-def requested_exclusions(ctx: PassContext) -> tuple[set[str], set[str]]:
-    """(node names, op types) the user asked to keep in fp32 (--exclude-nodes / --exclude-op-types)."""
-    return set(ctx.option("exclude_nodes", ())), set(ctx.option("exclude_op_types", ()))
 
 
 def name_unnamed_nodes(graph: gs.Graph) -> None:

@@ -31,26 +31,28 @@ import onnx_graphsurgeon as gs
 
 from infer_compile.calibration.collect import calibrated_ranges, signed_range_names
 from infer_compile.calibration.data import CalibrationData
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
-from infer_compile.passes.base import (
-    CALIBRATION,
-    QDQ_ASYMMETRIC_ACTIVATIONS,
-    QDQ_PLACEMENT_LPT,
-    QDQ_PLACEMENT_QLINEAR,
-    Pass,
-    PassContext,
-    PassResult,
-)
+from infer_compile.core.options import Option, name_list
+from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import bypass_node, clip_bounds, is_float32, is_graph_io, producer
 from infer_compile.passes.precision_state import (
     PrecisionState,
     name_unnamed_nodes,
     node_precisions,
-    requested_exclusions,
 )
 
+# The layers INT8 quantizes (weights per channel, activations per tensor); autotune chooses per layer among them.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_INT8 = frozenset({"int8"})
+EXCLUDE_NODES = Option("exclude_nodes", list, [], "INT8: keep these ONNX node names in float (repeatable, comma "
+                       "lists).", parse=name_list, precisions=_INT8)
+EXCLUDE_OP_TYPES = Option("exclude_op_types", list, [], "INT8: keep these op types in float, e.g. MatMul "
+                          "(repeatable).", parse=name_list, precisions=_INT8)
+# Default: what the target's placement capability says (ONNX Runtime: yes).
+QUANTIZE_OUTPUTS = Option("quantize_outputs", bool, None, "INT8: also quantize Conv/Gemm and residual Add "
+                          "outputs (QLinearConv/QLinearAdd) [default: as the target prefers].", precisions=_INT8)
 # Ops whose output ORT needs quantized to pick its int8 kernel (QLinearConv, QGemm).
 OUTPUT_QUANTIZED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
 # Pooling whose input OpenVINO wants quantized. ReduceMean only when it pools non-negative activations: a
@@ -130,8 +132,12 @@ class Placement:
 
     @classmethod
     def for_context(cls, ctx: PassContext) -> Placement:
-        return cls(quantize_outputs=bool(ctx.option("quantize_outputs", QDQ_PLACEMENT_QLINEAR in ctx.target_caps)),
-                   lpt=QDQ_PLACEMENT_LPT in ctx.target_caps, asymmetric=QDQ_ASYMMETRIC_ACTIVATIONS in ctx.target_caps)
+        outputs = ctx.option(QUANTIZE_OUTPUTS)
+        if outputs is None:
+            outputs = Capability.QDQ_PLACEMENT_QLINEAR in ctx.capabilities
+        return cls(quantize_outputs=outputs,
+                   lpt=Capability.QDQ_PLACEMENT_LPT in ctx.capabilities,
+                   asymmetric=Capability.QDQ_ASYMMETRIC_ACTIVATIONS in ctx.capabilities)
 
 
 def plan_quantization(graph: gs.Graph, excluded: frozenset[str], placement: Placement) -> QuantizationPlan:
@@ -328,7 +334,8 @@ class QuantizeInt8(Pass):
     name = "quantize-int8"
     description = ("Insert INT8 Q/DQ (TensorRT placement, ORT/OpenVINO variants; per-channel weights) from "
                    "calibrated ranges.")
-    requires = frozenset({CALIBRATION})
+    requires = frozenset({Capability.CALIBRATION})
+    options = (EXCLUDE_NODES, EXCLUDE_OP_TYPES, QUANTIZE_OUTPUTS)
     precision = "int8"
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
@@ -339,7 +346,7 @@ class QuantizeInt8(Pass):
             return PassResult({"already_quantized": 1})
         data: CalibrationData = ctx.calibration
         name_unnamed_nodes(model.graph)
-        exclude_nodes, exclude_ops = requested_exclusions(ctx)
+        exclude_nodes, exclude_ops = set(ctx.option(EXCLUDE_NODES)), set(ctx.option(EXCLUDE_OP_TYPES))
         check_node_names(model.graph, exclude_nodes)
         placement = Placement.for_context(ctx)
         user_excluded = frozenset(exclude_nodes | {n.name for n in model.graph.nodes if n.op in exclude_ops})
@@ -353,9 +360,9 @@ class QuantizeInt8(Pass):
             return candidate, apply_plan(candidate.graph, plan, ranges)
 
         _, counts = build(user_excluded, model)
-        data.state["precision"] = PrecisionState(
+        state = PrecisionState(
             precision="int8", reference=reference, build=lambda ex: build(ex)[0], user_excluded=user_excluded,
             candidates=[n.name for n in full.nodes if n.name not in user_excluded])
-        ctx.records["quantization"] = {**data.record(), "ranges_from_cache": cached,
-                                       "excluded_nodes": sorted(user_excluded), "nodes": node_precisions(model)}
-        return PassResult(counts)
+        record = {**data.record(), "ranges_from_cache": cached, "excluded_nodes": sorted(user_excluded),
+                  "nodes": node_precisions(model)}
+        return PassResult(counts, manifest={"quantization": record}, handoff=state)

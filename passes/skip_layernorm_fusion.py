@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from infer_compile.passes.base import PassContext, target_op
+from infer_compile.core.capabilities import Capability
+from infer_compile.passes.base import PassContext
 from infer_compile.passes.graph_utils import (
     MS_DOMAIN,
     add_node,
@@ -15,8 +16,6 @@ from infer_compile.passes.graph_utils import (
     sole_consumer,
 )
 from infer_compile.passes.rewrite import RewritePass
-
-SKIP_LAYERNORM = target_op(MS_DOMAIN, "SkipLayerNormalization")
 
 
 def _skip_layernorm(graph: gs.Graph, ln: gs.Node, ctx: PassContext) -> bool:
@@ -42,5 +41,5 @@ def _skip_layernorm(graph: gs.Graph, ln: gs.Node, ctx: PassContext) -> bool:
 class SkipLayerNormFusion(RewritePass):
     name = "skip-layernorm-fusion"
     description = "Fuse residual Add + LayerNormalization into SkipLayerNormalization (ONNX Runtime)."
-    requires = frozenset({SKIP_LAYERNORM})
+    requires = frozenset({Capability.SKIP_LAYER_NORMALIZATION})
     rules = (("skip_layernorm", ("LayerNormalization",), _skip_layernorm),)

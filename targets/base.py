@@ -19,9 +19,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from infer_compile.core.artifacts import StagedOutput, staged_output
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import TargetUnavailableError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec, file_digest
 from infer_compile.core.numerics import Feeds
+from infer_compile.core.options import Option, checked
+from infer_compile.passes import Pass, default_passes
 
 # Judges a staged artifact (compiler.verification.FinalCheck): called with a loader of its runner, the
 # target's name and the precision to judge by; returns the check's manifest record or raises.
@@ -168,13 +171,12 @@ class Target(ABC):
     other_suffixes: ClassVar[tuple[str, ...]] = ()
     precisions: ClassVar[frozenset[str]]
     dynamic_shapes: ClassVar[bool]
-    # Keys of TargetRequest.options a user may set for this target (the CLI's target-specific flags).
-    option_keys: ClassVar[frozenset[str]] = frozenset()
-    # Fused/contrib op forms the fusion passes may produce for this target (see passes.target_op).
-    accepted_ops: ClassVar[frozenset[str]] = frozenset()
-    # False: int8 and fp16 builds hand this target the fp32 graph plus TargetRequest.calibration samples
-    # (it lowers precision with its own converter) instead of the Q/DQ or fp16 graph.
-    consumes_qdq: ClassVar[bool] = True
+    # The settings a user may give this target (TargetRequest.options): the CLI flags, config keys and API
+    # keywords are made from these declarations.
+    options: ClassVar[tuple[Option[Any], ...]] = ()
+    # What it runs beyond plain ONNX (fused/contrib ops) and how it wants Q/DQ placed: passes requiring
+    # a capability run only for targets declaring it.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
     # Auto selection prefers the available target with the highest rank.
     auto_rank: ClassVar[int] = 0
     description: ClassVar[str] = ""
@@ -229,11 +231,15 @@ class Target(ABC):
                 hint=f"it supports {', '.join(sorted(self.precisions))}",
             )
 
-    def check_options(self, options: dict[str, Any]) -> None:
-        """Refuse settings meant for another target instead of silently ignoring them."""
-        if foreign := sorted(set(options) - self.option_keys):
-            raise UserInputError(f"target '{self.name}' does not take the setting(s) {', '.join(foreign)}",
-                                 hint="they come from another target's options: drop them or build for that target")
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options checked against this target's declarations (a setting meant for another target, or
+        misspelt, is refused naming the closest one), converted to the declared types."""
+        return checked(self.options, options, f"'{self.name}' target setting")
+
+    def passes(self, precision: str) -> list[type[Pass]]:
+        """The pass stages for a build at ``precision``: the default ones, for a runtime that takes the Q/DQ
+        or fp16 graph; a target lowering precision with its own converter takes the fp32 stages instead."""
+        return default_passes(precision)
 
     def needs_calibration(self, request: TargetRequest) -> bool:
         """Whether this build needs representative samples (INT8 activation ranges)."""

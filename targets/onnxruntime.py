@@ -13,9 +13,10 @@ import numpy as np
 import onnxruntime as ort
 
 from infer_compile.core.artifacts import StagedOutput
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model, TensorSpec, save_onnx
 from infer_compile.core.numerics import Feeds, open_session
-from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_QLINEAR, target_op
+from infer_compile.core.options import Option
 from infer_compile.targets.base import (
     Availability,
     Runner,
@@ -56,6 +57,11 @@ def _specs(args: list[Any]) -> list[TensorSpec]:
             if a.type.startswith("seq(") else
             TensorSpec(a.name, tuple(d if isinstance(d, int) else (d or None) for d in a.shape),
                        np.dtype(_ORT_TYPES.get(a.type, np.float32))) for a in args]
+
+
+SESSION_OPTIONS = Option("session_options", dict, None, "ONNX Runtime session settings the artifact loads with "
+                         "(intra_op_num_threads, inter_op_num_threads, execution_mode, graph_optimization_level); "
+                         "autotuning chooses them unless given.", cli=False)
 
 
 class OrtRunner(Runner):
@@ -104,11 +110,10 @@ class OnnxRuntimeTarget(Target):
     other_suffixes = (".ort",)
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
-    option_keys = frozenset({"session_options"})
-    accepted_ops = frozenset({QDQ_PLACEMENT_QLINEAR, QDQ_ASYMMETRIC_ACTIVATIONS} |
-                             {target_op("com.microsoft", op) for op in
-                              ("FusedConv", "FusedGemm", "Gelu", "FastGelu", "BiasGelu",
-                               "SkipLayerNormalization", "MultiHeadAttention", "Attention")})
+    options = (SESSION_OPTIONS,)
+    capabilities = frozenset({Capability.QDQ_PLACEMENT_QLINEAR, Capability.QDQ_ASYMMETRIC_ACTIVATIONS,
+                              Capability.FUSED_CONV, Capability.FUSED_GEMM, Capability.GELU, Capability.FAST_GELU,
+                              Capability.SKIP_LAYER_NORMALIZATION, Capability.MULTI_HEAD_ATTENTION})
     auto_rank = 0
     description = "Optimized ONNX (or .ort) for ONNX Runtime; runs anywhere."
 

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from infer_compile.core.artifacts import StagedOutput
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, one_line
 from infer_compile.core.ir import Model, TensorSpec, serialized
 from infer_compile.core.numerics import Feeds
-from infer_compile.passes.base import QDQ_PLACEMENT_LPT
+from infer_compile.core.options import Option, read
 from infer_compile.targets.base import (
     Availability,
     Runner,
@@ -165,14 +166,20 @@ class OvTuner(Tuner):
         return request.infer
 
 
+EXPORT_BLOB = Option("export_blob", bool, False, "OpenVINO: also export a compiled blob for this CPU (zero-compile "
+                     "start-up).", flag="--ov-export-blob")
+OV_CONFIG = Option("ov_config", dict, None, "OpenVINO compile settings the artifact loads with (e.g. "
+                   "PERFORMANCE_HINT, INFERENCE_NUM_THREADS); autotuning chooses them unless given.", cli=False)
+
+
 class OpenVinoTarget(Target):
     name = "openvino"
     aliases = ("ov",)
     suffix = ".xml"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
-    option_keys = frozenset({"export_blob", "ov_config"})
-    accepted_ops = frozenset({QDQ_PLACEMENT_LPT})  # INT8 Q/DQ placed as NNCF does: LPT keeps Adds/pools in int8
+    options = (EXPORT_BLOB, OV_CONFIG)
+    capabilities = frozenset({Capability.QDQ_PLACEMENT_LPT})  # INT8 Q/DQ as NNCF places it: LPT keeps Adds/pools int8
     # Not above onnxruntime: OpenVINO is an optional extra, and being installed on the build machine says
     # nothing about the machine that runs the artifact; `auto` keeps emitting what the core install runs
     # (bench/openvino_int8.py shows what --target openvino gains on this CPU).
@@ -216,7 +223,7 @@ class OpenVinoTarget(Target):
         precision = config.pop(PRECISION_HINT, self._precisions(request)[0])
         own: dict[str, Any] = {"format": "openvino-ir", "weights": stage.artifact.with_suffix(".bin").name,
                                "device": DEVICE, "inference_precision": precision, OvTuner.option_key: config}
-        export_blob = bool(request.options.get("export_blob"))
+        export_blob = read(request.options, EXPORT_BLOB)
         if request.precision != "int8" and not export_blob:
             return own
         # Compile the IR as written, as load() will: the execution graph is the truth about INT8.

@@ -24,6 +24,7 @@ from infer_compile.targets.base import Availability, Runner, Target, TargetReque
 from infer_compile.targets.tensorrt_settings import (
     ALWAYS_STRONGLY_TYPED,
     HARDWARE_COMPAT,
+    OPTIONS,
     BuilderSettings,
     BuildPlatform,
     check_build_platform,
@@ -211,7 +212,7 @@ class TensorRtTarget(Target):
     suffix = ".engine"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
-    option_keys = frozenset({"timing_cache", "workspace_mib", "opt_level", "hardware_compat", "version_compat"})
+    options = OPTIONS
     auto_rank = 30
     builds_here = True  # False for the --defer bundle, built on another machine
     description = "TensorRT engine for this machine's NVIDIA GPU; --defer writes a bundle to build elsewhere."

@@ -22,6 +22,7 @@ import numpy as np
 
 from infer_compile.core.errors import TargetUnavailableError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec
+from infer_compile.core.options import Option, read
 from infer_compile.frontends.specs import shape_range_problem
 
 # TensorRT's own default builder optimization level, and the highest it accepts.
@@ -35,6 +36,25 @@ TURING, AMPERE = (7, 5), (8, 0)
 # TensorRT 11 builds every network strongly typed and made the flag (and trtexec's --stronglyTyped) a no-op.
 ALWAYS_STRONGLY_TYPED = 11
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+# The target's options (TensorRtTarget.options): values are checked further by check_settings.
+TIMING_CACHE: Option[str | None] = Option(
+    "timing_cache", str, None, "TensorRT timing cache file, read and updated (reuse it across builds and CI runs).",
+    path=True)
+WORKSPACE_MIB: Option[int | None] = Option(
+    "workspace_mib", int, None, "TensorRT builder workspace limit in MiB (default: all GPU memory).",
+    flag="--trt-workspace")
+OPT_LEVEL: Option[int] = Option(
+    "opt_level", int, DEFAULT_OPT_LEVEL, "TensorRT builder optimization level 0-5: higher builds longer, runs faster.",
+    flag="--trt-opt-level")
+HARDWARE_COMPAT_LEVEL: Option[str] = Option(
+    "hardware_compat", str, "none", "TensorRT engine also runs on other GPUs: ampere+ (Ampere and newer) or "
+    "same-cc (same compute capability).", flag="--trt-hardware-compat")
+VERSION_COMPAT: Option[bool] = Option(
+    "version_compat", bool, False, "TensorRT engine also runs on later TensorRT versions of its major version.",
+    flag="--trt-version-compat")
+OPTIONS = (TIMING_CACHE, WORKSPACE_MIB, OPT_LEVEL, HARDWARE_COMPAT_LEVEL, VERSION_COMPAT)
 
 
 @dataclass(frozen=True)
@@ -189,15 +209,15 @@ def derive_settings(model: Model, precision: str, shape_ranges: Mapping[str, tup
 def settings_from_options(precision: str, options: Mapping[str, Any], profiles: tuple[InputProfile, ...] = (),
                           notes: tuple[str, ...] = ()) -> BuilderSettings:
     """The --trt-*/--timing-cache options as settings; the option values are checked (check_settings)."""
-    cache = options.get("timing_cache")
+    cache = read(options, TIMING_CACHE)
     return BuilderSettings(
         precision=precision,
         profiles=profiles,
         tf32=precision != "fp32",
-        workspace_mib=options.get("workspace_mib"),
-        opt_level=options.get("opt_level", DEFAULT_OPT_LEVEL),
-        hardware_compat=str(options.get("hardware_compat", "none")),
-        version_compat=bool(options.get("version_compat", False)),
+        workspace_mib=read(options, WORKSPACE_MIB),
+        opt_level=read(options, OPT_LEVEL),
+        hardware_compat=read(options, HARDWARE_COMPAT_LEVEL),
+        version_compat=read(options, VERSION_COMPAT),
         timing_cache=None if cache is None else str(cache),
         notes=notes,
     )

@@ -3,7 +3,7 @@
 Route: our optimized ONNX -> onnx2tf -> Keras model -> TFLiteConverter (see tflite_convert).
 Precisions: fp32; fp16 = half-precision weights; int8 = dynamic range (int8 weights, float
 activations) or full integer (int8 weights and activations, calibrated on OUR samples; optionally
-int8 inputs/outputs). The build hands this target the fp32 graph (``consumes_qdq = False``).
+int8 inputs/outputs). The build hands this target the fp32 stages' graph at every precision (``TfliteTarget.passes``).
 
 TFLite is channel-last: onnx2tf lays 3-5-D inputs (and some outputs) out NWC/NHWC/NDHWC unless
 ``keep_nchw``. The manifest records, per input and output, its signature key, its shape and dtype
@@ -27,11 +27,12 @@ import numpy as np
 
 from infer_compile.calibration.data import Reiterable
 from infer_compile.core.artifacts import StagedOutput
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.numerics import Feeds, random_inputs, run_onnx
-from infer_compile.passes.base import PassContext, target_op
-from infer_compile.passes.gelu_fusion import MS_DOMAIN, GeluFusion
+from infer_compile.core.options import Option, read
+from infer_compile.passes import Pass, default_passes
 from infer_compile.targets.base import (
     Availability,
     Runner,
@@ -53,6 +54,13 @@ INSTALL_HINT = ("pip install 'infer-compile[tflite]' then pip install --no-deps 
 REQUIRED = {"tensorflow": "tensorflow-cpu", "onnx2tf": "onnx2tf", "tf_keras": "tf-keras",
             "ai_edge_litert": "ai-edge-litert", "onnxsim": "onnxsim"}
 INT8_MODES = ("full", "dynamic")
+_INT8 = frozenset({"int8"})
+INT8_MODE = Option("int8_mode", str, "full", "TFLite --int8: full (int8 weights and activations, needs --calib) or "
+                   "dynamic (int8 weights only, no calibration).", flag="--tflite-int8-mode", choices=INT8_MODES,
+                   precisions=_INT8)
+INT8_IO = Option("int8_io", bool, False, "TFLite full INT8: int8 inputs/outputs too (the runner still takes floats).",
+                 flag="--tflite-int8-io", precisions=_INT8)
+KEEP_NCHW = Option("keep_nchw", bool, False, "TFLite: keep channel-first inputs as in the source instead of NHWC.")
 SIGNATURE = "serving_default"
 
 
@@ -67,17 +75,14 @@ def _importable(module: str) -> bool:
 class TfliteSettings:
     """The target options of one build (CLI: --tflite-int8-mode, --tflite-int8-io, --keep-nchw)."""
 
-    int8_mode: str = "full"
-    int8_io: bool = False
-    keep_nchw: bool = False
+    int8_mode: str
+    int8_io: bool
+    keep_nchw: bool
 
     @classmethod
     def from_request(cls, request: TargetRequest) -> TfliteSettings:
-        settings = cls(str(request.options.get("int8_mode", "full")), bool(request.options.get("int8_io", False)),
-                       bool(request.options.get("keep_nchw", False)))
-        if settings.int8_mode not in INT8_MODES:
-            raise UserInputError(f"unknown TFLite INT8 mode '{settings.int8_mode}'",
-                                 hint="--tflite-int8-mode full (calibrated activations) or dynamic (weights only)")
+        settings = cls(read(request.options, INT8_MODE), read(request.options, INT8_IO),
+                       read(request.options, KEEP_NCHW))
         if settings.int8_io and (request.precision != "int8" or settings.int8_mode != "full"):
             raise UserInputError("--tflite-int8-io needs a full-integer INT8 build",
                                  hint="add --int8 (and leave --tflite-int8-mode at full)")
@@ -256,10 +261,9 @@ class TfliteTarget(Target):
     suffix = ".tflite"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = False  # onnx2tf emits static shapes; we pin symbolic dims at build time
-    option_keys = frozenset({"int8_mode", "int8_io", "keep_nchw"})
-    consumes_qdq = False  # TFLiteConverter quantizes the fp32 graph from our calibration samples
+    options = (INT8_MODE, INT8_IO, KEEP_NCHW)
     # onnx2tf maps Gelu (any domain) to TFLite's GELU builtin, which has an INT8 kernel.
-    accepted_ops = frozenset({target_op(MS_DOMAIN, "Gelu")})
+    capabilities = frozenset({Capability.GELU})
     auto_rank = -1  # a deployment format for mobile/edge: never picked by --target auto on a server
     description = "TFLite flatbuffer for the LiteRT interpreter (mobile/edge); via onnx2tf."
 
@@ -271,6 +275,11 @@ class TfliteTarget(Target):
 
     def tool_versions(self) -> dict[str, str]:
         return {dist: version for dist in REQUIRED.values() if (version := package_version(dist))}
+
+    def passes(self, precision: str) -> list[type[Pass]]:
+        # TFLiteConverter lowers precision from our calibration samples: every precision takes the fp32 stages
+        # (GELU fused there too: unfused, onnx2tf's erf stand-in divides, which breaks full INT8).
+        return default_passes("fp32")
 
     def check_request(self, request: TargetRequest) -> None:
         super().check_request(request)
@@ -294,25 +303,22 @@ class TfliteTarget(Target):
         inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype, onnx2tf_input_perm(len(s.shape),
                                                                                            settings.keep_nchw))
                   for s in model.inputs]
-        gelu_fused = self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)
+        self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)
         inputs = _checked_inputs(TfliteRunner(stage.artifact).input_details, inputs)
         outputs = _bind_outputs(stage.artifact, model, inputs, keys, probe)
         return {"format": "tflite", "converter": "onnx2tf",
                 "tflite": {"int8_mode": settings.int8_mode if request.precision == "int8" else None,
                            "int8_io": settings.int8_io, "keep_nchw": settings.keep_nchw,
-                           "gelu_fused_here": gelu_fused,
                            "calibration_samples": count,
                            "tensor_types": tensor_types(stage.artifact)},
                 "io": {"inputs": [b.to_json() for b in inputs], "outputs": [b.to_json() for b in outputs]}}
 
     def _write(self, artifact: Path, model: Model, keys: dict[str, str], inputs: list[Binding], probe: Feeds,
-               samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> int:
-        """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact``; returns GELUs fused."""
+               samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> None:
+        """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact``."""
         renamed = model.copy()
         for tensor in [*renamed.graph.inputs, *renamed.graph.outputs]:
             tensor.name = keys[tensor.name]
-        # fp16/int8 pipelines do not fuse GELU; unfused, onnx2tf's erf stand-in divides, which breaks full INT8.
-        gelu = GeluFusion().run(renamed, PassContext(target=self.name, target_caps=self.accepted_ops))
         pinned = {b.key: b.shape for b, spec in zip(inputs, model.inputs, strict=True) if not spec.is_static}
         with tempfile.TemporaryDirectory(prefix="infer-compile-tflite-") as tmp:
             keras_model = to_keras(renamed, Path(tmp), {b.key: probe[b.name] for b in inputs},
@@ -320,7 +326,6 @@ class TfliteTarget(Target):
             tf_samples = Reiterable(lambda: ({b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples))
             artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
                                               tf_samples))
-        return gelu.counts.get("gelu_erf", 0)
 
     def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
         io = manifest.get("io")

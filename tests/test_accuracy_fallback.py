@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +13,7 @@ from infer_compile.core.budget import parse_budget
 from infer_compile.core.errors import AccuracyError, ExitCode
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import compare_outputs, run_onnx, summarize
-from infer_compile.passes import PassContext, PassManager
+from infer_compile.passes import PassContext, PassManager, PipelineResult
 from infer_compile.passes.accuracy_fallback import AccuracyFallback, HeldOutEvaluator
 from infer_compile.passes.fp16 import Fp16Conversion
 from infer_compile.passes.quantize_int8 import QuantizeInt8
@@ -20,11 +22,10 @@ from tests.passes_helpers import assert_nested_if_preserved
 from tests.precision_models import calibration, cleaned, held_out, mixed_types, outlier_mlp
 
 
-def build(proto: onnx.ModelProto, first=QuantizeInt8, **options) -> tuple[Model, PassContext]:
+def build(proto: onnx.ModelProto, first=QuantizeInt8, **options) -> tuple[Model, PipelineResult]:
     model = cleaned(proto)
     ctx = PassContext(target="trt", calibration=calibration(proto, count=25), options=options)
-    PassManager([first(), AccuracyFallback()]).run(model, ctx)
-    return model, ctx
+    return model, PassManager([first(), AccuracyFallback()]).run(model, ctx)
 
 
 def figures(proto: onnx.ModelProto, model: Model) -> dict:
@@ -33,16 +34,16 @@ def figures(proto: onnx.ModelProto, model: Model) -> dict:
 
 
 def test_without_budget_accuracy_is_only_recorded() -> None:
-    _, ctx = build(outlier_mlp())
-    record = ctx.records["quantization"]
+    _, result = build(outlier_mlp())
+    record = result.manifest["quantization"]
     assert record["accuracy"]["cosine"] < 0.99  # fc2's input range is ruined by the outlier channel
     assert "fallback" not in record and record["nodes"]["int8"] == 3
 
 
 def test_the_sensitive_layer_returns_to_fp32_and_the_budget_holds() -> None:
     proto = outlier_mlp()
-    model, ctx = build(proto, accuracy_budget="cosine>=0.999")
-    record = ctx.records["quantization"]
+    model, result = build(proto, accuracy_budget="cosine>=0.999")
+    record = result.manifest["quantization"]
     assert record["fallback"] == {"budget": "cosine>=0.999", "kept_fp32": ["fc2"]}
     assert record["accuracy"]["cosine"] >= 0.999 and record["nodes"]["int8"] == 2
     assert figures(proto, model)["cosine"] >= 0.999  # holds on unseen inputs too
@@ -51,8 +52,8 @@ def test_the_sensitive_layer_returns_to_fp32_and_the_budget_holds() -> None:
 
 
 def test_a_met_budget_changes_nothing() -> None:
-    _, ctx = build(tiny_cnn(), accuracy_budget="top1-agreement>=0.9")
-    assert ctx.records["quantization"]["fallback"]["kept_fp32"] == []
+    _, result = build(tiny_cnn(), accuracy_budget="top1-agreement>=0.9")
+    assert result.manifest["quantization"]["fallback"]["kept_fp32"] == []
 
 
 def test_an_unreachable_budget_fails_with_the_best_figure() -> None:
@@ -63,8 +64,8 @@ def test_an_unreachable_budget_fails_with_the_best_figure() -> None:
 
 def test_fp16_fallback_records_accuracy() -> None:
     proto = tiny_cnn()
-    _, ctx = build(proto, Fp16Conversion, keep_io_types=True, accuracy_budget="cosine>=0.999")
-    record = ctx.records["quantization"]
+    _, result = build(proto, Fp16Conversion, keep_io_types=True, accuracy_budget="cosine>=0.999")
+    record = result.manifest["quantization"]
     assert record["accuracy"]["cosine"] >= 0.999 and record["fallback"]["kept_fp32"] == []
 
 
@@ -89,18 +90,19 @@ def test_a_nan_output_is_the_worst_figure_whatever_the_order() -> None:
 
 @pytest.mark.parametrize("first", [QuantizeInt8, Fp16Conversion])
 def test_models_with_types_numpy_lacks_are_measured(first) -> None:
-    model, ctx = build(mixed_types(), first, accuracy_budget="cosine>=0.99")
-    assert ctx.records["quantization"]["accuracy"]["cosine"] >= 0.99
+    model, result = build(mixed_types(), first, accuracy_budget="cosine>=0.99")
+    assert result.manifest["quantization"]["accuracy"]["cosine"] >= 0.99
     onnx.checker.check_model(model.to_proto(), full_check=True)
 
 
 def test_nested_if_model_is_measured_and_preserved() -> None:
     proto = onnx.shape_inference.infer_shapes(nested_if(outer=[helper.make_node("MatMul", ["x", "w"], ["pre"])]))
     ctx = PassContext(target="onnxruntime", calibration=calibration(proto, count=25))
-    QuantizeInt8().run(model := Model.from_proto(proto), ctx)
+    quantization = QuantizeInt8().run(model := Model.from_proto(proto), ctx)
     quantized = model.to_proto()
-    assert_nested_if_preserved(AccuracyFallback(), quantized, ctx, precision="int8")
-    assert "accuracy" in ctx.records["quantization"]
+    _, result = assert_nested_if_preserved(AccuracyFallback(), quantized, replace(ctx, earlier=(quantization,)),
+                                           precision="int8")
+    assert "accuracy" in result.manifest["quantization"]
 
 
 def test_a_rewritten_graph_that_does_not_run_fails_the_accuracy_check() -> None:

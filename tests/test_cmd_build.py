@@ -86,7 +86,7 @@ def test_all_jobs_succeeding_exits_zero(project: Path) -> None:
     ("output_dir = 'out'\n", "models: missing or not a list of tables"),
     ("[[models]]\nname = 'x'\n", "infer.toml:1: models[0].path: missing"),
     ("[[models]]\npath = 'm.onnx'\ninput_shapes = { image = [1, -3] }\n",
-     "infer.toml:3: models[0].input_shapes.image: expected a list of positive ints"),
+     "infer.toml:3: models[0].input_shapes: --input-shape 'image:1x-3' is not NAME:DIMS"),
     ("[[models]]\npath = 'm.onnx'\n[[models]]\npath = 'other/m.onnx'\n", "two jobs would write"),
     ("[[models]]\npath = 'm.onnx'\nshape_ranges = { batch = [8, 4, 1] }\n",
      "infer.toml:3: models[0].shape_ranges.batch: [min, opt, max] needs 1 <= MIN <= OPT <= MAX, got 8:4:1"),

@@ -218,8 +218,8 @@ def test_sequence_of_unknown_rank_asks_for_inputs_which_can_be_given_in_process(
 @pytest.fixture
 def broken_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real pipeline with a test-only pass that scales a weight (a wrong rewrite) after batchnorm folding."""
-    def pipeline(precision: str = "fp32", skip: list[str] | None = None):
-        passes = build_pipeline(precision, skip or [])
+    def pipeline(precision: str = "fp32", skip: list[str] | None = None, stages=None):
+        passes = build_pipeline(precision, skip or [], stages)
         at = next(i for i, p in enumerate(passes) if p.name == "batchnorm-folding") + 1
         return [*passes[:at], ScaleFirstConv(1.05), *passes[at:]]
 

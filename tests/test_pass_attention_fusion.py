@@ -7,8 +7,9 @@ import onnx
 import pytest
 from onnx import helper
 
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
-from infer_compile.passes.attention_fusion import MULTI_HEAD_ATTENTION, AttentionFusion
+from infer_compile.passes.attention_fusion import AttentionFusion
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.manager import PassManager
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
@@ -22,7 +23,7 @@ from tests.passes_helpers import (
     rand,
 )
 
-ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
+ORT = PassContext(target="onnxruntime", capabilities=OnnxRuntimeTarget.capabilities)
 M = helper.make_node
 B, S, N, H = 2, 5, 2, 4
 D = N * H
@@ -103,13 +104,13 @@ def test_intermediate_read_elsewhere_is_left_alone() -> None:
 
 
 def test_target_without_multi_head_attention_skips_the_pass() -> None:
-    [record] = PassManager([AttentionFusion()]).run(Model.from_proto(_attention()), PassContext())
+    [record] = PassManager([AttentionFusion()]).run(Model.from_proto(_attention()), PassContext()).records
     assert record.status == "skipped" and "MultiHeadAttention" in record.reason
 
 
 def test_softmax_read_by_if_bodies_is_not_fused() -> None:
     outer = [helper.make_node("MatMul", ["x", "w"], ["scores"]), helper.make_node("Softmax", ["scores"], ["pre"])]
     inner = [helper.make_node("MatMul", ["pre", "w"], ["body"])]
-    ctx = PassContext(target_caps=frozenset({MULTI_HEAD_ATTENTION}))
+    ctx = PassContext(capabilities=frozenset({Capability.MULTI_HEAD_ATTENTION}))
     _, result = assert_nested_if_preserved(AttentionFusion(), nested_if(outer=outer, inner=inner), ctx)
     assert not result.modified

@@ -71,15 +71,15 @@ class SlowDefaultOrt(OrtTuner):
 
 def test_picks_faster_candidate_and_artifact_loads_with_it(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     model = _load(tiny_cnn_onnx)
-    ctx = PassContext(options={"tune_time": 1.0}, tuner=SlowDefaultOrt())
-    Autotune().run(model, ctx)
-    record = ctx.records["autotune"]
+    result = Autotune().run(model, PassContext(tune_time=1.0, tuner=SlowDefaultOrt()))
+    record = result.manifest["autotune"]
     assert [c["label"] for c in record["candidates"]] == ["five runs", "one thread"]
     assert record["chosen"] == "one thread", record["candidates"]
     assert [c["chosen"] for c in record["candidates"]] == [False, True]
     # As the build does: the recorded choice reaches emit(), the manifest, and load().
     target = get_target("onnxruntime")
-    target.compile(model, tmp_path / "m.onnx", TargetRequest(options=record["target_options"]), dict(ctx.records))
+    target.compile(model, tmp_path / "m.onnx", TargetRequest(options=result.target_options),
+                   dict(result.manifest))
     runner = load_artifact(tmp_path / "m.onnx")
     assert runner.session.get_session_options().intra_op_num_threads == 1
 
@@ -185,7 +185,7 @@ def test_to_fp32_shares_one_clip_between_layers_reading_one_tensor() -> None:
 
 def test_int8_nested_if_model_is_preserved() -> None:
     proto = onnx.shape_inference.infer_shapes(nested_if(outer=[helper.make_node("MatMul", ["x", "w"], ["pre"])]))
-    ctx = PassContext(target="onnxruntime", calibration=calibration(proto), options={"tune_time": 1.0},
+    ctx = PassContext(target="onnxruntime", calibration=calibration(proto), tune_time=1.0,
                       tuner=OrtTuner())
     QuantizeInt8().run(quantized := Model.from_proto(proto), ctx)
     assert quantized_layers(quantized.graph)  # the top-level MatMul: layer selection runs

@@ -10,7 +10,7 @@ from onnx.reference import ReferenceEvaluator
 
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, run_onnx, summarize, within
-from infer_compile.passes import PassContext
+from infer_compile.passes import PassContext, PassResult
 from infer_compile.passes.fp16 import Fp16Conversion, to_fp16
 from infer_compile.passes.precision_state import node_precisions
 from tests.builders import make_model, nested_if, tensor, tiny_cnn
@@ -18,12 +18,12 @@ from tests.passes_helpers import assert_nested_if_preserved
 from tests.precision_models import calibration, cleaned, held_out, mixed_types, small_transformer
 
 
-def convert(proto: onnx.ModelProto, data=None, **options) -> tuple[Model, PassContext]:
+def convert(proto: onnx.ModelProto, data=None, **options) -> tuple[Model, PassResult]:
     model = cleaned(proto)
     ctx = PassContext(calibration=data, options=options)
-    Fp16Conversion().run(model, ctx)
+    result = Fp16Conversion().run(model, ctx)
     onnx.checker.check_model(model.to_proto(), full_check=True)
-    return model, ctx
+    return model, result
 
 
 def figures_vs_fp32(proto: onnx.ModelProto, model: Model, feeds: dict | None = None) -> tuple[dict, bool]:
@@ -40,13 +40,13 @@ def figures_vs_fp32(proto: onnx.ModelProto, model: Model, feeds: dict | None = N
 @pytest.mark.parametrize("build", [tiny_cnn, small_transformer])
 def test_fp16_model_runs_within_fp16_tolerance(build) -> None:
     proto = build()
-    model, ctx = convert(proto, keep_io_types=True)
+    model, result = convert(proto, keep_io_types=True)
     figures, ok = figures_vs_fp32(proto, model)
     assert ok, figures
     assert [s.dtype for s in model.inputs + model.outputs] == [np.dtype(np.float32)] * 2
     weights = [c for c in model.constants() if c.values.dtype.kind == "f" and c.values.size > 1]
     assert weights and all(c.values.dtype == np.float16 for c in weights)
-    counts = ctx.records["quantization"]["nodes"]
+    counts = result.manifest["quantization"]["nodes"]
     assert counts["fp16"] > 0 and counts["int8"] == 0
 
 
@@ -58,11 +58,11 @@ def test_without_keep_io_types_the_graph_takes_half_inputs() -> None:
 
 
 def test_blocklist_by_op_type_and_node_name() -> None:
-    model, ctx = convert(tiny_cnn(), keep_io_types=True, fp16_block=["Gemm", "conv2"])
+    model, result = convert(tiny_cnn(), keep_io_types=True, fp16_block=["Gemm", "conv2"])
     nodes = {n.name: n for n in model.graph.nodes}
     assert nodes["fc"].outputs[0].dtype == np.float32 and nodes["conv2"].outputs[0].dtype == np.float32
     assert nodes["conv1"].outputs[0].dtype == np.float16
-    assert ctx.records["quantization"]["fp16_blocked"] == ["conv2", "fc"]
+    assert result.manifest["quantization"]["fp16_blocked"] == ["conv2", "fc"]
     assert figures_vs_fp32(tiny_cnn(), model)[1]
 
 
@@ -91,8 +91,8 @@ def test_values_overflowing_fp16_keep_their_nodes_in_fp32() -> None:
     blind, _ = convert(proto, keep_io_types=True)
     with np.errstate(all="ignore"):
         assert np.isinf(half_precision_outputs(blind, feeds)["up"]).any()  # without data: overflow unnoticed
-    model, ctx = convert(proto, calibration(proto), keep_io_types=True)
-    assert ctx.records["quantization"]["fp16_overflow_fp32"] == ["scale_down", "scale_up"]
+    model, result = convert(proto, calibration(proto), keep_io_types=True)
+    assert result.manifest["quantization"]["fp16_overflow_fp32"] == ["scale_down", "scale_up"]
     got = half_precision_outputs(model, feeds)
     comparisons = compare_outputs(reference, got)
     assert within(comparisons, TOLERANCES["fp16"]) and np.isfinite(got["up"]).all(), summarize(comparisons)

@@ -21,7 +21,7 @@ from tests.passes_helpers import (
     op_counts,
 )
 
-ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
+ORT = PassContext(target="onnxruntime", capabilities=OnnxRuntimeTarget.capabilities)
 PLAIN = PassContext(target="plain")
 CONSTS = {"sqrt2": np.array(math.sqrt(2), np.float32), "inv_sqrt2": np.array(1 / math.sqrt(2), np.float32),
           "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32), "three": np.array(3.0, np.float32),

@@ -8,9 +8,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import AccuracyError, ExitCode, PassError, UserInputError
 from infer_compile.core.ir import Model
-from infer_compile.passes import CALIBRATION, Pass, PassContext, PassManager, PassResult, build_pipeline
+from infer_compile.passes import Pass, PassContext, PassManager, PassResult, build_pipeline
 from tests.builders import tiny_cnn
 
 
@@ -41,7 +42,7 @@ class Explodes(Pass):
 class NeedsCalibration(Pass):
     name = "needs-calibration"
     description = "test pass with a requirement"
-    requires = frozenset({CALIBRATION})
+    requires = frozenset({Capability.CALIBRATION})
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         raise AssertionError("must not run without calibration data")
@@ -52,7 +53,7 @@ def _model() -> Model:
 
 
 def test_records_counts_times_and_node_counts() -> None:
-    records = PassManager(build_pipeline()).run(_model(), PassContext())
+    records = PassManager(build_pipeline()).run(_model(), PassContext()).records
     assert [r.name for r in records] == ["shape-inference", "constant-folding", "identity-elimination",
                                          "dead-node-elimination", *[r.name for r in records[4:]]]
     by_name = {r.name: r for r in records}
@@ -66,9 +67,9 @@ def test_records_counts_times_and_node_counts() -> None:
 
 
 def test_pass_missing_a_requirement_is_skipped_with_reason() -> None:
-    records = PassManager([NeedsCalibration()]).run(_model(), PassContext())
+    records = PassManager([NeedsCalibration()]).run(_model(), PassContext()).records
     assert records[0].status == "skipped"
-    assert records[0].reason == f"needs {CALIBRATION}"
+    assert records[0].reason == f"needs {Capability.CALIBRATION}"
 
 
 def test_failure_names_the_pass_and_what_ran_before() -> None:
@@ -82,7 +83,7 @@ def test_failure_names_the_pass_and_what_ran_before() -> None:
 
 
 def test_verify_passes_accepts_exact_rewrites_and_records_figures() -> None:
-    records = PassManager(build_pipeline(), verify=True).run(_model(), PassContext())
+    records = PassManager(build_pipeline(), verify=True).run(_model(), PassContext()).records
     verified = [r for r in records if r.verification]
     assert verified, "modified passes carry verification figures"
     for r in verified:
@@ -100,7 +101,7 @@ def test_verify_passes_stops_at_the_first_pass_that_breaks_numerics() -> None:
 
 def test_without_verification_a_wrong_pass_goes_unnoticed() -> None:
     # The counterpart of the test above: proves the verification is what catches it.
-    records = PassManager([ScaleFirstConv(1.5)]).run(_model(), PassContext())
+    records = PassManager([ScaleFirstConv(1.5)]).run(_model(), PassContext()).records
     assert records[0].status == "applied"
 
 
@@ -124,7 +125,7 @@ def test_manager_leaves_graph_valid_for_graphsurgeon() -> None:
 def test_verify_passes_feeds_retyped_inputs_in_their_new_dtype() -> None:
     # fp16 without --keep-io-types turns the float32 input into float16.
     model = _model()
-    records = PassManager(build_pipeline("fp16"), verify=True).run(model, PassContext())
+    records = PassManager(build_pipeline("fp16"), verify=True).run(model, PassContext()).records
     assert model.inputs[0].dtype == np.float16
     fp16 = next(r for r in records if r.name == "fp16")
     assert fp16.verification["cosine"] > 0.999

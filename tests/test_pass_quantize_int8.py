@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import helper
 
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import compare_outputs, run_onnx, summarize
-from infer_compile.passes import PassContext
-from infer_compile.passes.base import QDQ_ASYMMETRIC_ACTIVATIONS, QDQ_PLACEMENT_LPT
+from infer_compile.passes import PassContext, PassResult
 from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.targets import get_target
 from tests.builders import make_model, nested_if, tensor, tiny_cnn
@@ -22,16 +22,16 @@ from tests.passes_helpers import assert_nested_if_preserved
 from tests.precision_models import calibration, cleaned, held_out, mixed_types, small_transformer
 
 
-def quantize(proto: onnx.ModelProto, target: str = "trt", caps: frozenset[str] | None = None,
-             **options) -> tuple[Model, PassContext]:
+def quantize(proto: onnx.ModelProto, target: str = "trt", caps: frozenset[Capability] | None = None,
+             **options) -> tuple[Model, PassResult]:
     """Quantize as for ``target`` (its declared capabilities, unless ``caps`` overrides them)."""
     model = cleaned(proto)
-    caps = get_target(target).accepted_ops if caps is None else caps
-    ctx = PassContext(target=target, target_caps=caps, calibration=options.pop("data", None) or calibration(proto),
+    caps = get_target(target).capabilities if caps is None else caps
+    ctx = PassContext(target=target, capabilities=caps, calibration=options.pop("data", None) or calibration(proto),
                       options=options)
-    QuantizeInt8().run(model, ctx)
+    result = QuantizeInt8().run(model, ctx)
     onnx.checker.check_model(model.to_proto(), full_check=True)
-    return model, ctx
+    return model, result
 
 
 def accuracy(proto: onnx.ModelProto, quantized: Model) -> dict:
@@ -53,10 +53,10 @@ def dq_input(node) -> object | None:
 @pytest.mark.parametrize("target", ["trt", "onnxruntime"])
 def test_small_cnn_int8_meets_its_bound(target: str) -> None:
     proto = tiny_cnn()
-    model, ctx = quantize(proto, target)
+    model, result = quantize(proto, target)
     figures = accuracy(proto, model)
     assert figures["cosine"] >= 0.998 and figures["top1_agreement"] >= 0.9, figures
-    assert ctx.records["quantization"]["nodes"]["int8"] >= 3
+    assert result.manifest["quantization"]["nodes"]["int8"] >= 3
     # Weights: int8 initializers, one scale per output channel, zero-point 0.
     for conv in by_op(model, "Conv"):
         dq = conv.inputs[1].inputs[0]
@@ -105,7 +105,7 @@ def test_lpt_placement_quantizes_add_and_pool_inputs_and_uses_uint8_after_relu()
     proto = make_model(nodes, [tensor("x", ["batch", 4, 8, 8])], [tensor("y", ["batch", 8, 1, 1])],
                        {"w1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.3,
                         "w2": rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2})
-    model, _ = quantize(proto, caps=frozenset({QDQ_PLACEMENT_LPT}))
+    model, _ = quantize(proto, caps=frozenset({Capability.QDQ_PLACEMENT_LPT}))
     (add,), (pool,) = by_op(model, "Add"), by_op(model, "GlobalAveragePool")
     assert all(t.inputs[0].op == "DequantizeLinear" for t in [*add.inputs, pool.inputs[0]])
     # ReLU outputs are non-negative: uint8 with the ReLU kept (OpenVINO fuses it); the Conv output stays signed.
@@ -117,12 +117,12 @@ def test_lpt_placement_quantizes_add_and_pool_inputs_and_uses_uint8_after_relu()
 
 def test_exclusions_keep_nodes_in_float() -> None:
     proto = tiny_cnn()
-    model, ctx = quantize(proto, exclude_nodes=["conv2"], exclude_op_types=["Gemm"])
+    model, result = quantize(proto, exclude_nodes=["conv2"], exclude_op_types=["Gemm"])
     nodes = {n.name: n for n in model.graph.nodes}
     assert nodes["conv2"].inputs[1].name == "w2" and dq_input(nodes["conv2"]) is None
     assert dq_input(nodes["fc"]) is None
     assert nodes["conv1"].inputs[1].inputs[0].op == "DequantizeLinear"
-    assert ctx.records["quantization"]["excluded_nodes"] == ["conv2", "fc"]
+    assert result.manifest["quantization"]["excluded_nodes"] == ["conv2", "fc"]
 
 
 def test_unknown_excluded_node_is_a_user_error() -> None:
@@ -139,10 +139,11 @@ def test_calibration_cache_is_reused_only_for_the_same_data(tmp_path: Path) -> N
         data.settings = dataclasses.replace(data.settings, cache=cache)
         return quantize(proto, data=data)
 
-    first, ctx1 = with_cache(0)
-    again, ctx2 = with_cache(0)
-    other, ctx3 = with_cache(500)
-    assert [c.records["quantization"]["ranges_from_cache"] for c in (ctx1, ctx2, ctx3)] == [False, True, False]
+    first, result1 = with_cache(0)
+    again, result2 = with_cache(0)
+    other, result3 = with_cache(500)
+    assert [r.manifest["quantization"]["ranges_from_cache"] for r in (result1, result2, result3)] == [
+        False, True, False]
     scales = [[c.values.item() for c in m.constants() if c.name == "image_scale"] for m in (first, again, other)]
     assert scales[0] == scales[1] != scales[2]
 
@@ -189,7 +190,8 @@ def test_onnxruntime_quantizes_skewed_activations_asymmetrically() -> None:
     proto = make_model(nodes, [tensor("x", ["batch", 8, 8, 8])], [tensor("y", ["batch", 8, 8, 8])],
                        {"w": np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2})
     asymmetric, _ = quantize(proto, "onnxruntime")
-    symmetric, _ = quantize(proto, caps=get_target("onnxruntime").accepted_ops - {QDQ_ASYMMETRIC_ACTIVATIONS})
+    symmetric, _ = quantize(proto, caps=get_target("onnxruntime").capabilities
+                            - {Capability.QDQ_ASYMMETRIC_ACTIVATIONS})
     # s lies in (0, 1): with a zero-point its int8 codes cover [0, max] instead of [-max, max], twice the resolution.
     scale, zero = dq_input(by_op(asymmetric, "Conv")[0]).inputs[1:]
     assert zero.values.dtype == np.int8 and zero.values == -128 and 0.9 / 255 < scale.values < 1.0 / 255
@@ -219,10 +221,10 @@ def test_onnxruntime_runs_matmul_plus_bias_as_qgemm(tmp_path: Path) -> None:
 
 def test_only_float32_tensors_are_quantized() -> None:
     proto = mixed_types()
-    model, ctx = quantize(proto, "onnxruntime")
+    model, result = quantize(proto, "onnxruntime")
     tensors = model.graph.tensors()
     assert tensors["r_bf16"].dtype == onnx.TensorProto.BFLOAT16 and tensors["yd"].dtype == np.float64
-    assert ctx.records["quantization"]["nodes"]["int8"] == 1  # the MatMul
+    assert result.manifest["quantization"]["nodes"]["int8"] == 1  # the MatMul
     figures = accuracy(proto, model)
     assert figures["cosine"] > 0.99, figures
 

@@ -6,10 +6,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.manager import PassManager
-from infer_compile.passes.skip_layernorm_fusion import SKIP_LAYERNORM, SkipLayerNormFusion
+from infer_compile.passes.skip_layernorm_fusion import SkipLayerNormFusion
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
 from tests.builders import make_model, nested_if, tensor
 from tests.passes_helpers import (
@@ -21,7 +22,7 @@ from tests.passes_helpers import (
     rand,
 )
 
-ORT = PassContext(target="onnxruntime", target_caps=OnnxRuntimeTarget.accepted_ops)
+ORT = PassContext(target="onnxruntime", capabilities=OnnxRuntimeTarget.capabilities)
 M = helper.make_node
 
 
@@ -53,7 +54,7 @@ def test_broadcast_skip_or_runtime_gamma_is_left_alone() -> None:
 
 
 def test_skipped_for_targets_without_the_op() -> None:
-    [record] = PassManager([SkipLayerNormFusion()]).run(Model.from_proto(_residual_ln()), PassContext())
+    [record] = PassManager([SkipLayerNormFusion()]).run(Model.from_proto(_residual_ln()), PassContext()).records
     assert record.status == "skipped" and "SkipLayerNormalization" in record.reason
 
 
@@ -63,6 +64,6 @@ def test_residual_sum_read_by_if_bodies_is_not_fused() -> None:
     inner = [helper.make_node("Sub", ["pre", "sum"], ["body"])]
     proto = nested_if(outer=outer, inner=inner, initializers={"gamma": np.ones(4, np.float32),
                                                               "beta": np.zeros(4, np.float32)})
-    ctx = PassContext(target_caps=frozenset({SKIP_LAYERNORM}))
+    ctx = PassContext(capabilities=frozenset({Capability.SKIP_LAYER_NORMALIZATION}))
     _, result = assert_nested_if_preserved(SkipLayerNormFusion(), proto, ctx)
     assert not result.modified

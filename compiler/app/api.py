@@ -17,8 +17,10 @@ from typing import Any
 from infer_compile.app.build import BuildOptions, BuildResult, compile_model
 from infer_compile.app.cache import default_cache_dir
 from infer_compile.app.outputs import check_report_path
-from infer_compile.core.errors import UserInputError
-from infer_compile.frontends import SourceOptions
+from infer_compile.app.settings import declared, sort_options
+from infer_compile.calibration.options import calibration_settings
+from infer_compile.core.options import refuse_unknown
+from infer_compile.frontends.specs import source_options
 from infer_compile.targets import Runner, load_artifact
 
 PathLike = str | os.PathLike[str]
@@ -49,24 +51,27 @@ class Artifact:
 
 
 def compile(model: PathLike, target: str = "auto", precision: str = "fp32", output: PathLike | None = None,
-            *, input_shapes: dict[str, tuple[int, ...]] | None = None, cache: bool = True,
-            cache_dir: PathLike | None = None, report: PathLike | None = None, **options: Any) -> Artifact:
+            *, cache: bool = True, cache_dir: PathLike | None = None, report: PathLike | None = None,
+            **options: Any) -> Artifact:
     """Compile ``model`` like `infer-compile MODEL --target ... -o ...`.
 
-    ``options`` are any other ``BuildOptions`` fields (verify_passes, skip_passes, shape_ranges,
-    target_options, ...). The build cache is on by default, as on the command line.
+    ``options`` are any option a component declares, by its key (``input_shapes={"image": [1, 3, 224, 224]}``,
+    ``calib="data/"``, ``fold_size_limit=32``, ``opt_level=5``: `infer-compile compile --help` lists them with
+    dashes), or another ``BuildOptions`` field (verify_passes, skip_passes, shape_ranges, tune_time, ...).
+    A misspelt keyword is refused naming the closest one. The build cache is on by default, as on the
+    command line.
     """
-    known = {f.name for f in dataclasses.fields(BuildOptions)} - {"target", "precision", "output", "source",
-                                                                   "cache_dir"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserInputError(f"unknown build option(s): {', '.join(unknown)}",
-                             hint=f"options: {', '.join(sorted(known | {'input_shapes', 'cache', 'cache_dir'}))}")
+    fields = {f.name for f in dataclasses.fields(BuildOptions)} - {
+        "target", "precision", "output", "source", "cache_dir", "calibration"}
+    build_fields = {key: value for key, value in options.items() if key in fields}
+    refuse_unknown(options, fields | set(declared()), "option")
+    given = sort_options({key: value for key, value in options.items() if key not in fields})
     build_options = BuildOptions(
         target=target, precision=precision, output=os.fspath(output) if output else None,  # keeps "dir/"
-        source=SourceOptions(input_shapes=dict(input_shapes or {})),
+        source=source_options(given.source), calibration=calibration_settings(given.calibration),
         cache_dir=(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None,
-        **options)
+        **{**build_fields, "pass_options": {**given.passes, **build_fields.get("pass_options", {})},
+           "target_options": {**given.target, **build_fields.get("target_options", {})}})
     if report:
         from infer_compile.app.report import REPORT_SCHEMA, write_report
 

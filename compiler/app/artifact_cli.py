@@ -17,8 +17,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from infer_compile.app.terminal import cache_option, console, err_console, parse_input_shapes, user_errors
+from infer_compile.app.terminal import cache_option, console, err_console, user_errors
 from infer_compile.core.errors import AccuracyError, UserInputError
+from infer_compile.frontends.specs import parse_input_shapes
 
 if TYPE_CHECKING:
     from infer_compile.app.verification import Verification

@@ -17,6 +17,7 @@ from infer_compile import __version__
 from infer_compile.app.cache import BuildCache, CacheHit, source_files
 from infer_compile.app.examples import example_inputs, reference_outputs
 from infer_compile.app.outputs import check_output, resolve_output
+from infer_compile.app.settings import check_pass_options, check_target_options
 from infer_compile.app.verification import FinalCheck, FinalCheckFailed
 from infer_compile.calibration import CalibrationSettings, load_calibration
 from infer_compile.calibration.cache import read_cache_file
@@ -24,9 +25,10 @@ from infer_compile.core.artifacts import read_manifest
 from infer_compile.core.errors import AccuracyError, InferCompileError, UserInputError
 from infer_compile.core.ir import file_digest
 from infer_compile.core.numerics import Feeds
+from infer_compile.core.options import checked
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges
-from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline
+from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline, pass_options
 from infer_compile.passes.manager import PassBrokeOutputs, ProgressHook
 from infer_compile.targets import Target, TargetRequest, auto_target, get_target
 
@@ -83,11 +85,6 @@ class BuildResult:
                    hit.meta["nodes_after"], seconds, read_manifest(hit.files[0]) or {}, cache="hit")
 
 
-# Options only the fp16/int8 passes read (targets with consumes_qdq = False skip those passes).
-PRECISION_PASS_OPTIONS = frozenset({"keep_io_types", "fp16_block", "exclude_nodes", "exclude_op_types",
-                                    "accuracy_budget"})
-
-
 def resolve_target(name: str) -> tuple[Target, str]:
     if name == "auto":
         return auto_target()
@@ -110,18 +107,14 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     # Fail on an unusable target or precision before any expensive work.
     target.require_available()
     target.check_request(request)
-    target.check_options(options.target_options)
+    request.options = check_target_options(options.target_options, target)
+    pass_values = checked(pass_options().values(), options.pass_options, "pass option")
     check_shape_ranges(options.shape_ranges)
     if target.needs_calibration(request) and options.calibration is None:
         raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
                              "(representative inputs); --calib synthetic only for smoke tests")
-    pipeline = build_pipeline(options.precision, options.skip_passes)
-    if options.precision != "fp32" and not target.consumes_qdq:  # it lowers precision itself (from the samples)
-        pipeline = [p for p in pipeline if p.precision == "fp32"]
-        if ignored := sorted(PRECISION_PASS_OPTIONS & set(options.pass_options)):
-            raise UserInputError(f"target '{target.name}' lowers precision with its own converter: "
-                                 f"{', '.join('--' + key.replace('_', '-') for key in ignored)} do(es) not apply",
-                                 hint="drop them, or build for another target")
+    pipeline = build_pipeline(options.precision, options.skip_passes, target.passes(options.precision))
+    check_pass_options(pass_values, pipeline, options.precision, target)
     suffixes = tuple(dict.fromkeys((*base.output_suffixes, target.suffix)))  # --defer: the bundle's too
     output = resolve_output(options.output, source, base, suffixes)
     if options.defer:  # -o names the final artifact; the bundle is written beside it under the bundle's suffix
@@ -142,28 +135,29 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
     request.calibration = calibration.samples if calibration else None
     shape_overrides = {dim: opt for dim, (_, opt, _) in options.shape_ranges.items()}
-    checked = options.final_check or options.verify_passes
+    runs_checks = options.final_check or options.verify_passes
     # Only built when something runs the model: the checks, or autotuning.
     examples = example_inputs(model, given=options.inputs, held_out=calibration.split()[1] if calibration else None,
-                              dims=shape_overrides) if checked or options.tune_time > 0 else None
+                              dims=shape_overrides) if runs_checks or options.tune_time > 0 else None
     checking = time.perf_counter()
-    reference = reference_outputs(model, examples) if examples and checked else None
+    reference = reference_outputs(model, examples) if examples and runs_checks else None
     check = None
     if options.final_check and examples and reference:
         check = FinalCheck(examples, reference, time.perf_counter() - checking)
     feeds = examples.feeds if examples else []
 
     def context() -> PassContext:
-        return PassContext(target=target.name, target_caps=target.accepted_ops, calibration=calibration,
-                           options={**options.pass_options, "tune_time": options.tune_time},
-                           shape_overrides=shape_overrides, examples=feeds, status=status)
+        return PassContext(target=target.name, capabilities=target.capabilities, calibration=calibration,
+                           options=pass_values, tune_time=options.tune_time, shape_overrides=shape_overrides,
+                           examples=feeds, status=status)
 
     ctx = context()
     ctx.tuner = target.tuner(request) if options.tune_time > 0 else None
-    records = PassManager(pipeline, verify=options.verify_passes, progress=progress, feeds=feeds[0] if feeds else None,
-                          reference=reference[0] if reference else None).run(model, ctx)
+    ran = PassManager(pipeline, verify=options.verify_passes, progress=progress, feeds=feeds[0] if feeds else None,
+                      reference=reference[0] if reference else None).run(model, ctx)
+    records = ran.records
     # The runtime settings autotuning chose reach the target like user options (which win).
-    request.options = {**ctx.records.get("autotune", {}).get("target_options", {}), **request.options}
+    request.options = {**ran.target_options, **request.options}
 
     manifest = {
         "infer_compile": __version__,
@@ -174,7 +168,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         "passes": [r.name for r in records if r.status == "applied"],
         "shape_ranges": {dim: list(r) for dim, r in options.shape_ranges.items()},
         "tool_versions": tool_versions(),
-        **ctx.records,
+        **ran.manifest,
     }
     try:
         files = target.compile(model, output, request, manifest, check)

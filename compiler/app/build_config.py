@@ -30,16 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from infer_compile.app.build import BuildOptions, compile_model, resolve_target
+from infer_compile.app.settings import ComponentOptions, declared, sort_options
+from infer_compile.calibration.options import calibration_settings
 from infer_compile.core.artifacts import manifest_path
 from infer_compile.core.errors import ExitCode, InferCompileError, Terminated, UserInputError
-from infer_compile.frontends import SourceOptions
-from infer_compile.frontends.specs import shape_range_problem
+from infer_compile.core.options import closest
+from infer_compile.frontends.specs import shape_range_problem, source_options
+from infer_compile.targets import Target
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MATRIX_SCHEMA = "infer-compile.build-matrix/1"
+# Beside these, any option a component declares (settings.declared(): calib, fold_size_limit, opt_level, ...) is a
+# key, at the top (a default for every model) or per model.
 _TOP_KEYS = {"output_dir", "targets", "precisions", "skip_passes", "verify_passes", "final_check", "models"}
-_MODEL_KEYS = {"path", "name", "targets", "precisions", "input_shapes", "shape_ranges", "skip_passes",
-               "verify_passes", "final_check", "inputs", "pass_options", "target_options"}
+_MODEL_KEYS = {"path", "name", "targets", "precisions", "shape_ranges", "skip_passes", "verify_passes",
+               "final_check", "inputs", "pass_options", "target_options"}
 _HINT = "see 'Building from a config file' in the README for the keys"
 
 
@@ -124,7 +129,7 @@ class _Parser:
         return ConfigError(self.config, self.text, key, problem, hint, model)
 
     def jobs(self, data: dict[str, Any]) -> list[Job]:
-        self.check_keys(data, _TOP_KEYS, "")
+        self.check_keys(data, _TOP_KEYS | set(declared()), "")
         models = data.get("models")
         if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
             raise self.fail("models", "missing or not a list of tables",
@@ -143,8 +148,31 @@ class _Parser:
     def check_keys(self, table: dict[str, Any], allowed: set[str], prefix: str, model: int | None = None) -> None:
         for key in table:
             if key not in allowed:
-                raise self.fail(prefix + key, "unknown key", hint=f"known keys: {', '.join(sorted(allowed))}",
-                                model=model)
+                raise self.fail(prefix + key, f"unknown key{closest(key, allowed)}",
+                                hint=f"known keys: {', '.join(sorted(allowed))}", model=model)
+
+    def component_options(self, entry: dict[str, Any], defaults: dict[str, Any], prefix: str,
+                          model: int) -> ComponentOptions:
+        """The declared options of a model table (over the top-level defaults), the legacy ``pass_options`` and
+        ``target_options`` tables merged in; paths relative to the config file."""
+        values = {key: value for key, value in defaults.items() if key in declared()}
+        for table in ("pass_options", "target_options"):
+            values.update(self.typed(entry, table, dict, {}, prefix, model))
+        values.update({key: value for key, value in entry.items() if key in declared()})
+        for key, value in values.items():
+            # Paths only: "synthetic" and pkg.mod:fn are not relative to anything.
+            if declared()[key][0].path and isinstance(value, str) and ":" not in value and value != "synthetic":
+                values[key] = str(self.base / value)
+        for key, value in values.items():  # each value alone first: the error names its line
+            try:
+                declared()[key][0].value(value, prefix + key)
+            except UserInputError as exc:
+                raise self.fail(prefix + key, exc.message.removeprefix(prefix + key + ": "), exc.hint,
+                                model=model) from None
+        try:
+            return sort_options(values, spelling=lambda option: prefix + option.key)
+        except UserInputError as exc:
+            raise self.fail(prefix.rstrip("."), exc.message, exc.hint, model=model) from None
 
     def typed(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any,
               prefix: str = "", model: int | None = None) -> Any:
@@ -163,7 +191,7 @@ class _Parser:
 
     def model_jobs(self, index: int, entry: dict[str, Any], defaults: dict[str, Any], output_dir: Path) -> list[Job]:
         prefix = f"models[{index}]."
-        self.check_keys(entry, _MODEL_KEYS, prefix, index)
+        self.check_keys(entry, _MODEL_KEYS | set(declared()), prefix, index)
         if "path" not in entry:
             raise self.fail(prefix + "path", "missing", hint='every [[models]] needs path = "model.onnx"', model=index)
         source = self.base / self.typed(entry, "path", str, "", prefix, index)
@@ -176,8 +204,10 @@ class _Parser:
             if precision not in PRECISIONS:
                 raise self.fail(prefix + "precisions", f"unknown precision '{precision}'",
                                 hint=f"use {', '.join(PRECISIONS)}", model=index)
+        given = self.component_options(entry, defaults, prefix, index)
         common = {
-            "source": SourceOptions(input_shapes=self.shapes(entry, "input_shapes", prefix, index)),
+            "source": source_options(given.source),
+            "calibration": calibration_settings(given.calibration),
             "shape_ranges": self.shapes(entry, "shape_ranges", prefix, index, length=3),
             "skip_passes": skip_passes,
             "verify_passes": self.typed(entry, "verify_passes", bool,
@@ -185,8 +215,6 @@ class _Parser:
             "final_check": self.typed(entry, "final_check", bool,
                                       self.typed(defaults, "final_check", bool, True), prefix, index),
             "inputs": self.base / inputs if (inputs := self.typed(entry, "inputs", str, "", prefix, index)) else None,
-            "pass_options": self.typed(entry, "pass_options", dict, {}, prefix, index),
-            "target_options": self.typed(entry, "target_options", dict, {}, prefix, index),
             "cache_dir": self.cache_dir,
         }
         jobs = []
@@ -197,9 +225,20 @@ class _Parser:
                 raise self.fail(prefix + "targets", exc.message, exc.hint, model=index) from None
             for precision in precisions:
                 output = output_dir / f"{name}.{target.name}.{precision}{target.suffix}"
-                options = BuildOptions(target=target.name, precision=precision, output=output, **common)
+                options = BuildOptions(target=target.name, precision=precision, output=output,
+                                       **common, **self.job_options(given, target, precision))
                 jobs.append(Job(name, target.name, precision, source, options))
         return jobs
+
+    @staticmethod
+    def job_options(given: ComponentOptions, target: Target, precision: str) -> dict[str, Any]:
+        """A model's pass and target options as one job takes them: a target's own settings go to its jobs,
+        options for some precisions to those jobs only."""
+        own = {option.key for option in target.options}
+        applies = {key for key in given.passes if not declared()[key][0].precisions
+                   or precision in declared()[key][0].precisions}
+        return {"pass_options": {k: v for k, v in given.passes.items() if k in applies},
+                "target_options": {k: v for k, v in given.target.items() if k in own}}
 
     def shapes(self, entry: dict[str, Any], key: str, prefix: str, model: int,
                length: int | None = None) -> dict[str, tuple[int, ...]]:

@@ -6,7 +6,10 @@ one line on stderr with a hint and a documented exit code; tracebacks only with 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +25,6 @@ from infer_compile.app.terminal import (
     console,
     err_console,
     parse_duration,
-    parse_input_shapes,
     size_text,
     user_errors,
 )
@@ -30,6 +32,7 @@ from infer_compile.core.errors import (
     UserInputError,
     raise_on_sigterm,
 )
+from infer_compile.core.options import Option
 
 
 class CompileByDefault(TyperGroup):
@@ -143,7 +146,6 @@ def print_tuning(record: dict | None) -> None:
         console.print(line, highlight=False)
 
 
-@app.command("compile")
 def compile_command(
     model: Annotated[Path | None, typer.Argument(
         help="Model file or folder (ONNX, PyTorch, TensorFlow); omit with --from-python.", show_default=False)] = None,
@@ -154,25 +156,8 @@ def compile_command(
     # A str: "build/" (into that folder) must keep its slash, which a Path drops.
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Artifact path, or a folder to write into (an existing one, or DIR/).")] = None,
-    input_shape: Annotated[list[str] | None, typer.Option(
-        "--input-shape", help="Pin an input's shape, NAME:1x3x224x224 (repeatable).")] = None,
-    input_dtype: Annotated[list[str] | None, typer.Option(
-        "--input-dtype", help="An input's dtype for PyTorch example inputs, NAME:float16 (repeatable).")] = None,
-    dynamic: Annotated[list[str] | None, typer.Option(
-        "--dynamic", help="Make an input axis dynamic, NAME:AXIS=DIM, e.g. input:0=batch (repeatable).")] = None,
     shape_range: Annotated[list[str] | None, typer.Option(
         "--shape-range", help="A dynamic dim's MIN:OPT:MAX, e.g. batch=1:8:32 (repeatable).")] = None,
-    trust_pickle: Annotated[bool, typer.Option(
-        "--trust-pickle", help="Allow unpickling PyTorch files (runs code from the file: trusted files only).")]
-    = False,
-    arch: Annotated[str | None, typer.Option(
-        "--arch", help="pkg.mod:factory building the nn.Module a state_dict's weights belong to.")] = None,
-    from_python: Annotated[str | None, typer.Option(
-        "--from-python", help="pkg.mod:build (or file.py:build) returning (module, example_inputs).")] = None,
-    exporter: Annotated[str | None, typer.Option(
-        "--exporter", help="PyTorch exporter: dynamo (default) or legacy (TorchScript-based).")] = None,
-    signature: Annotated[str | None, typer.Option(
-        "--signature", help="TensorFlow SavedModel signature (default: serving_default).")] = None,
     verify_passes: Annotated[bool, typer.Option(
         "--verify-passes", help="Check numerics after every pass; stop at the first that breaks them.")] = False,
     no_final_check: Annotated[bool, typer.Option(
@@ -184,9 +169,6 @@ def compile_command(
         show_default=False)] = None,
     skip_pass: Annotated[list[str] | None, typer.Option(
         "--skip-pass", help="Leave a pass out of the pipeline (repeatable; see `infer-compile passes`).")] = None,
-    fold_size_limit: Annotated[int | None, typer.Option(
-        "--fold-size-limit", min=0, help="Largest tensor constant folding may create, in MiB (default 64).",
-        show_default=False)] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the build report JSON here.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", help="Build cache folder \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
@@ -198,98 +180,33 @@ def compile_command(
         help="Time budget for autotuning runtime settings on this machine (e.g. 5s, 60s, 2m; 0 = off).")]
     = "5s",
     no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip autotuning; use the runtime's defaults.")] = False,
-    ov_export_blob: Annotated[bool, typer.Option(
-        "--ov-export-blob", help="OpenVINO: also export a compiled blob for this CPU (zero-compile start-up).")]
-    = False,
     defer: Annotated[bool, typer.Option(
         "--defer", help="TensorRT without a GPU here: write a .trtbundle that `infer-compile finalize` builds on "
                         "a GPU machine.")] = False,
-    timing_cache: Annotated[Path | None, typer.Option(
-        "--timing-cache", help="TensorRT timing cache file, read and updated (reuse it across builds and CI runs).")]
-    = None,
-    trt_workspace: Annotated[int | None, typer.Option(
-        "--trt-workspace", help="TensorRT builder workspace limit in MiB (default: all GPU memory).")] = None,
-    trt_opt_level: Annotated[int | None, typer.Option(
-        "--trt-opt-level", help="TensorRT builder optimization level 0-5: higher builds longer, runs faster "
-                                "(default: 3).")] = None,
-    trt_hardware_compat: Annotated[str | None, typer.Option(
-        "--trt-hardware-compat", help="TensorRT engine also runs on other GPUs: ampere+ (Ampere and newer) or "
-                                      "same-cc (same compute capability).")] = None,
-    trt_version_compat: Annotated[bool, typer.Option(
-        "--trt-version-compat", help="TensorRT engine also runs on later TensorRT versions of its major version.")]
-    = False,
-    tflite_int8_mode: Annotated[str | None, typer.Option(
-        "--tflite-int8-mode", help="TFLite --int8: full (int8 weights and activations, needs --calib) or dynamic "
-                                   "(int8 weights only, no calibration) \\[default: full].",
-        show_default=False)] = None,
-    tflite_int8_io: Annotated[bool, typer.Option(
-        "--tflite-int8-io", help="TFLite full INT8: int8 inputs/outputs too (the runner still takes floats).")]
-    = False,
-    keep_nchw: Annotated[bool, typer.Option(
-        "--keep-nchw", help="TFLite: keep channel-first inputs as in the source instead of NHWC.")] = False,
-    calib: Annotated[str | None, typer.Option(
-        "--calib", help="Calibration data: folder of .npy/.npz or images, pkg.mod:fn, or 'synthetic' (smoke tests).")]
-    = None,
-    calib_method: Annotated[str | None, typer.Option(
-        "--calib-method", help="minmax, percentile, entropy or mse \\[default: minmax].", show_default=False)] = None,
-    percentile: Annotated[float | None, typer.Option(
-        "--percentile", help="Percentile for --calib-method percentile \\[default: 99.99].",
-        show_default=False)] = None,
-    calib_samples: Annotated[int | None, typer.Option(
-        "--calib-samples", help="Use at most N calibration samples \\[default: 128].", show_default=False)] = None,
-    calib_cache: Annotated[Path | None, typer.Option(
-        "--calib-cache", help="JSON range cache: reused when model and data match, else written.")] = None,
-    calib_preprocess: Annotated[list[str] | None, typer.Option(
-        "--calib-preprocess", help="Image folder preprocessing KEY=VALUE (repeatable): resize=256 crop=224 "
-                                   "scale=0.00392 mean=0.485/0.456/0.406 std=... channels=rgb|bgr "
-                                   "layout=nchw|nhwc dtype=float32.")] = None,
-    keep_io_types: Annotated[bool, typer.Option(
-        "--keep-io-types", help="FP16: keep graph inputs and outputs float32.")] = False,
-    fp16_block: Annotated[list[str] | None, typer.Option(
-        "--fp16-block", help="FP16: keep these op types or node names in fp32 (repeatable, comma lists).")] = None,
-    exclude_nodes: Annotated[list[str] | None, typer.Option(
-        "--exclude-nodes", help="INT8: keep these ONNX node names in float (repeatable, comma lists).")] = None,
-    exclude_op_types: Annotated[list[str] | None, typer.Option(
-        "--exclude-op-types", help="INT8: keep these op types in float, e.g. MatMul (repeatable).")] = None,
-    accuracy_budget: Annotated[str | None, typer.Option(
-        "--accuracy-budget", help="Return the most sensitive layers to fp32 until e.g. 'cosine>=0.999' or "
-                                  "'top1-agreement>=0.99' holds vs fp32 on held-out samples (exit 3 if it cannot).")]
-    = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    **declared: object,  # the components' own options, one flag each (settings.groups(); see with_declared_options)
 ) -> None:
     """Compile MODEL into an artifact for a target."""
     with user_errors(debug) as outcome:  # imports take seconds: a signal during them is handled too
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         from infer_compile.app.build import BuildOptions, compile_model
-        from infer_compile.calibration.options import precision_options
-        from infer_compile.frontends import SourceOptions
-        from infer_compile.frontends.specs import (
-            model_source,
-            parse_dynamic_dims,
-            parse_input_dtypes,
-            parse_shape_ranges,
-        )
+        from infer_compile.app.settings import sort_options
+        from infer_compile.calibration.options import calibration_settings
+        from infer_compile.frontends.specs import model_source, parse_shape_ranges, source_options
 
         if fp16 and int8:
             raise UserInputError("--fp16 and --int8 exclude each other", hint="choose one precision")
-        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-        calibration, precision_pass_options = precision_options(
-            precision, calib=calib, method=calib_method, percentile=percentile, samples=calib_samples,
-            cache=calib_cache, preprocess=calib_preprocess, keep_io_types=keep_io_types,
-            fp16_block=fp16_block, exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types,
-            accuracy_budget=accuracy_budget)
+        given = sort_options(declared, spelling=lambda option: option.cli_flag)
+        source = source_options(given.source)
         options = BuildOptions(
             target=target,
-            precision=precision,
-            calibration=calibration,
-            pass_options={**precision_pass_options,
-                          **({"fold_size_limit": fold_size_limit << 20} if fold_size_limit is not None else {})},
+            precision="int8" if int8 else "fp16" if fp16 else "fp32",
+            calibration=calibration_settings(given.calibration),
+            pass_options=given.passes,
+            target_options=given.target,
             output=output,
-            source=SourceOptions(input_shapes=parse_input_shapes(input_shape or []),
-                                 input_dtypes=parse_input_dtypes(input_dtype or []),
-                                 dynamic_dims=parse_dynamic_dims(dynamic or []), trust_pickle=trust_pickle,
-                                 arch=arch, python_entry=from_python, exporter=exporter, signature=signature),
+            source=source,
             shape_ranges=parse_shape_ranges(shape_range or []),
             verify_passes=verify_passes,
             final_check=not no_final_check,
@@ -297,10 +214,6 @@ def compile_command(
             skip_passes=list(skip_pass or []),
             cache_dir=cache_option(cache_dir, no_cache),
             tune_time=0.0 if no_tune else parse_duration(tune_time, "--tune-time"),
-            target_options={**({"export_blob": True} if ov_export_blob else {}),
-                            **trt_options(timing_cache, trt_workspace, trt_opt_level, trt_hardware_compat,
-                                          trt_version_compat),
-                            **tflite_options(tflite_int8_mode, tflite_int8_io, keep_nchw)},
             defer=defer,
         )
         if report:
@@ -319,7 +232,7 @@ def compile_command(
                 progress.update(task, description=text)
 
             with build_warnings():
-                result = compile_model(model_source(model, from_python), options, progress=on_pass,
+                result = compile_model(model_source(model, source.python_entry), options, progress=on_pass,
                                        status=on_status)
         outcome.written.append(result.artifact)
         print_build(result)
@@ -329,6 +242,41 @@ def compile_command(
             from infer_compile.app.report import write_report
 
             write_report(result, report)
+
+
+def with_declared_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with one typer option per declared component option, grouped into `--help` panels by owner
+    (its ``**declared`` receives them by key; None when not given)."""
+    from infer_compile.app.settings import groups
+
+    signature = inspect.signature(command, eval_str=True)
+    explicit = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    generated = [inspect.Parameter(option.key, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=Annotated[_cli_type(option), _typer_option(option, group.title)])
+                 for group in groups() for option in group.options if option.cli]
+
+    @functools.wraps(command)
+    def wrapper(**values: object) -> None:
+        command(**values)
+
+    wrapper.__signature__ = signature.replace(parameters=[*explicit, *generated])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*explicit, *generated]}
+    return wrapper
+
+
+def _cli_type(option: Option[object]) -> object:
+    return {bool: bool | None, list: list[str] | None}.get(option.kind, option.kind | None)  # type: ignore[operator]
+
+
+def _typer_option(option: Option[object], panel: str) -> typer.models.OptionInfo:
+    flags = [f"{option.cli_flag}/--no-{option.cli_flag[2:]}"] if option.kind is bool and option.default is None \
+        else [option.cli_flag]
+    default = "" if option.default in (None, False, [], {}) else f" \\[default: {option.default}]"
+    choices = f" ({', '.join(option.choices)})" if option.choices else ""
+    return typer.Option(*flags, help=option.help + choices + default, rich_help_panel=panel, show_default=False)
+
+
+app.command("compile")(with_declared_options(compile_command))
 
 
 @app.command("targets")
@@ -357,20 +305,6 @@ def passes_command() -> None:
     for name, cls in all_passes().items():
         table.add_row(name, ", ".join(sorted(cls.requires)) or "-", cls.description)
     console.print(table)
-
-
-def tflite_options(int8_mode: str | None, int8_io: bool, keep_nchw: bool) -> dict[str, object]:
-    """The --tflite-*/--keep-nchw options given, as TFLite target options."""
-    given = {"int8_mode": int8_mode, "int8_io": int8_io or None, "keep_nchw": keep_nchw or None}
-    return {key: value for key, value in given.items() if value is not None}
-
-
-def trt_options(timing_cache: Path | None, workspace_mib: int | None, opt_level: int | None,
-                hardware_compat: str | None, version_compat: bool) -> dict[str, object]:
-    """The --timing-cache/--trt-* options given, as TensorRT target options."""
-    given = {"timing_cache": None if timing_cache is None else str(timing_cache), "workspace_mib": workspace_mib,
-             "opt_level": opt_level, "hardware_compat": hardware_compat, "version_compat": version_compat or None}
-    return {key: value for key, value in given.items() if value is not None}
 
 
 def print_deferred(result) -> None:  # BuildResult

@@ -80,22 +80,6 @@ def build_warnings() -> Iterator[None]:
         yield
 
 
-def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
-    """`name:1x3x224x224` (repeatable) -> {name: (1, 3, 224, 224)}."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in values:
-        name, sep, dims = value.rpartition(":")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise UserInputError(f"--input-shape '{value}' is not NAME:DIMS",
-                                 hint="write it like input:1x3x224x224")
-        shapes[name] = shape
-    return shapes
-
-
 def size_text(path: Path) -> str:
     size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -9,15 +9,18 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.ir import TensorSpec
-from infer_compile.frontends.base import first_line
+from infer_compile.core.options import Option, read
+from infer_compile.frontends.base import SourceOptions, first_line
+
+T = TypeVar("T")
 
 
 def _split_pair(value: str, flag: str, sep: str, example: str) -> tuple[str, str]:
@@ -25,6 +28,22 @@ def _split_pair(value: str, flag: str, sep: str, example: str) -> tuple[str, str
     if not found or not left or not right:
         raise UserInputError(f"{flag} '{value}' is not in the expected form", hint=f"write it like {example}")
     return left, right
+
+
+def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
+    """`name:1x3x224x224` (repeatable) -> {name: (1, 3, 224, 224)}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        name, sep, dims = value.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d <= 0 for d in shape):
+            raise UserInputError(f"--input-shape '{value}' is not NAME:DIMS",
+                                 hint="write it like input:1x3x224x224")
+        shapes[name] = shape
+    return shapes
 
 
 def parse_input_dtypes(values: list[str]) -> dict[str, str]:
@@ -66,6 +85,53 @@ def parse_shape_ranges(values: list[str]) -> dict[str, tuple[int, int, int]]:
             raise UserInputError(f"--shape-range '{value}' {problem}", hint="write it like batch=1:8:32")
         ranges[dim] = (parsed[0], parsed[1], parsed[2])
     return ranges
+
+
+def _flags_or_table(parse: Callable[[list[str]], T], as_flags: Callable[[Any, Any], list[str]],
+                    ) -> Callable[[Any], T]:
+    """A parser taking the flags' form (``["image:1x3x224x224"]``) or a table by input name (config files, the
+    API: ``{"image": [1, 3, 224, 224]}``), read through the flags' parser so both are checked alike."""
+    def parse_any(value: Any) -> T:
+        if isinstance(value, dict):
+            value = [flag for name, item in value.items() for flag in as_flags(name, item)]
+        elif isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"expected a table by input name or a list of strings, got {value!r}")
+        return parse(list(value))
+    return parse_any
+
+
+def _dims_flag(name: Any, dims: Any) -> list[str]:
+    if not isinstance(dims, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"{name}: expected a list of positive ints, got {dims!r}")
+    return [f"{name}:{'x'.join(map(str, dims))}"]
+
+
+INPUT_SHAPES = Option("input_shapes", list, {}, "Pin an input's shape, NAME:1x3x224x224 (repeatable).",
+                      flag="--input-shape", parse=_flags_or_table(parse_input_shapes, _dims_flag))
+INPUT_DTYPES = Option("input_dtypes", list, {}, "An input's dtype for PyTorch example inputs, NAME:float16 "
+                      "(repeatable).", flag="--input-dtype",
+                      parse=_flags_or_table(parse_input_dtypes, lambda name, dtype: [f"{name}:{dtype}"]))
+DYNAMIC_DIMS = Option("dynamic_dims", list, {}, "Make an input axis dynamic, NAME:AXIS=DIM, e.g. input:0=batch "
+                      "(repeatable).", flag="--dynamic",
+                      parse=_flags_or_table(parse_dynamic_dims, lambda name, axes: [
+                          f"{name}:{axis}={dim}" for axis, dim in dict(axes).items()]))
+TRUST_PICKLE = Option("trust_pickle", bool, False, "Allow unpickling PyTorch files (runs code from the file: "
+                      "trusted files only).")
+ARCH = Option("arch", str, None, "pkg.mod:factory building the nn.Module a state_dict's weights belong to.")
+PYTHON_ENTRY = Option("python_entry", str, None, "pkg.mod:build (or file.py:build) returning (module, "
+                      "example_inputs).", flag="--from-python")
+EXPORTER = Option("exporter", str, None, "PyTorch exporter: dynamo (default) or legacy (TorchScript-based).",
+                  choices=("dynamo", "legacy"))
+SIGNATURE = Option("signature", str, None, "TensorFlow SavedModel signature (default: serving_default).")
+SOURCE_OPTIONS = (INPUT_SHAPES, INPUT_DTYPES, DYNAMIC_DIMS, TRUST_PICKLE, ARCH, PYTHON_ENTRY, EXPORTER, SIGNATURE)
+
+
+def source_options(values: Mapping[str, Any]) -> SourceOptions:
+    """The source options (checked values by key) as SourceOptions."""
+    values = {option.key: read(values, option) for option in SOURCE_OPTIONS}
+    return SourceOptions(**{key: dict(value) if isinstance(value, dict) else value for key, value in values.items()})
 
 
 def shape_range_problem(bounds: Sequence[Any], floor: int = 1) -> str | None:

@@ -1,0 +1,99 @@
+"""Every option the components declare, in one registry: the command line's flags, the config file's keys and
+the Python API's keywords all come from here, so a setting is spelt once and a misspelt one is refused.
+
+Owners: the frontends (source options), calibration, each pass, each target. Keys are unique across all of
+them (tests/test_options.py), so one flat namespace serves ``infer.toml``, ``infer_compile.compile(**options)``
+and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from infer_compile.calibration.options import CALIBRATION_OPTIONS
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.options import Option, refuse_unknown
+from infer_compile.frontends.specs import SOURCE_OPTIONS
+from infer_compile.passes import Pass, all_passes
+from infer_compile.targets import TARGETS, Target
+
+
+@dataclass(frozen=True)
+class Group:
+    """Options of one owner kind, shown as one panel of `--help` (Polygraphy-style argument groups)."""
+
+    title: str
+    owner: str  # "source", "calibration", "pass" or "target"
+    options: tuple[Option[Any], ...]
+
+
+def groups() -> list[Group]:
+    passes = tuple(option for cls in all_passes().values() for option in cls.options)
+    return [Group("Source model", "source", SOURCE_OPTIONS), Group("Calibration (--int8)", "calibration",
+                                                                    CALIBRATION_OPTIONS),
+            Group("Passes", "pass", passes),
+            *(Group(f"Target {target.name}", "target", target.options) for target in TARGETS if target.options)]
+
+
+def declared() -> dict[str, tuple[Option[Any], Group]]:
+    """Every declared option by key, with its group."""
+    return {option.key: (option, group) for group in groups() for option in group.options}
+
+
+@dataclass
+class ComponentOptions:
+    """Option values sorted by owner, each checked and converted by its declaration."""
+
+    source: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    passes: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)
+
+
+def sort_options(values: Mapping[str, Any], spelling: Callable[[Option[Any]], str] = lambda o: o.key,
+                 ) -> ComponentOptions:
+    """``values`` by option key (None = not given) checked against the declarations and sorted by owner;
+    ``spelling`` names an option in messages as the user wrote it (the CLI flag, the config key)."""
+    options = declared()
+    refuse_unknown(values, options, "option")
+    given = {key: value for key, value in values.items() if value is not None and value != [] and value != {}}
+    sorted_ = ComponentOptions()
+    for key, raw in given.items():
+        option, group = options[key]
+        if option.needs and option.needs not in given:
+            raise UserInputError(f"{spelling(option)} needs {spelling(options[option.needs][0])}",
+                                 hint=f"give {spelling(options[option.needs][0])} too, or drop {spelling(option)}")
+        getattr(sorted_, {"pass": "passes"}.get(group.owner, group.owner))[key] = option.value(raw, spelling(option))
+    return sorted_
+
+
+def check_pass_options(options: Mapping[str, Any], pipeline: list[Pass], precision: str, target: Target,
+                       spelling: Callable[[Option[Any]], str] = lambda o: o.cli_flag) -> None:
+    """Refuse pass options no pass of this build reads: an option for another precision, for a pass the
+    user skipped, or for passes the target replaces with its own converter."""
+    running = {option.key for p in pipeline for option in p.options}
+    for key in options:
+        if key in running:
+            continue
+        option = declared()[key][0]
+        if option.precisions and precision not in option.precisions:
+            builds = " or ".join(f"--{p}" for p in sorted(option.precisions, reverse=True))
+            raise UserInputError(f"{spelling(option)} only applies to {builds} builds",
+                                 hint=f"add {builds.split(' or ')[0]}, or drop {spelling(option)}")
+        owners = [cls.name for cls in all_passes().values() if option in cls.options]
+        raise UserInputError(f"{spelling(option)} does not apply: this {precision} build for target "
+                             f"'{target.name}' does not run {', '.join(owners)}",
+                             hint="drop it (a skipped pass, or one the target's own converter replaces)")
+
+
+def check_target_options(options: Mapping[str, Any], target: Target,
+                         spelling: Callable[[Option[Any]], str] = lambda o: o.cli_flag) -> dict[str, Any]:
+    """The target options checked by ``target``; one meant for another target is named as such."""
+    for key in options:
+        if key not in {option.key for option in target.options} and key in declared():
+            owner = next(t.name for t in TARGETS if key in {option.key for option in t.options})
+            raise UserInputError(f"{spelling(declared()[key][0])} is a setting of target '{owner}', not of "
+                                 f"'{target.name}'", hint=f"drop it, or build for --target {owner}")
+    return target.check_options(options)
