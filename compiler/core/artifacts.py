@@ -47,7 +47,8 @@ def read_manifest(artifact: Path) -> dict[str, Any] | None:
     path = manifest_path(artifact)
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
 
 
 def is_bare_name(name: object) -> bool:
@@ -189,7 +190,7 @@ def staged_output(final: Path) -> Iterator[StagedOutput]:
         yield stage
     except OSError as exc:
         if exc.errno in _NO_ROOM:
-            raise no_room(final, exc.strerror) from exc
+            raise no_room(final, exc.strerror or os.strerror(exc.errno)) from exc
         raise
     except InferCompileError:
         raise

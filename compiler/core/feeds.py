@@ -40,7 +40,7 @@ def load_array_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
-            return data
+            return np.asarray(data)  # np.load's result is untyped: a .npy gives an array (no copy here)
         with data:
             return {key: _npz_member(data, key, path) for key in data.files}
     except UserInputError:
@@ -129,7 +129,7 @@ def save_outputs(outputs: Feeds, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **outputs)
+            np.savez(fh, allow_pickle=False, **outputs)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
@@ -60,12 +61,12 @@ class TensorSpec:
         return len(shape) == len(self.shape) and all(
             not isinstance(d, int) or d < 0 or d == size for d, size in zip(self.shape, shape, strict=True))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "shape": None if self.shape is None else list(self.shape),
                 "dtype": self.dtype.name, **({"sequence": True} if self.sequence else {})}
 
 
-def numpy_dtype(dtype: object) -> np.dtype:
+def numpy_dtype(dtype: npt.DTypeLike | int | onnx.TypeProto) -> np.dtype:
     """A graphsurgeon tensor's dtype as numpy's. graphsurgeon keeps the ONNX enum (an int) for element types
     numpy lacks (bfloat16, float8, int4, ...): those map to ml_dtypes' types, as onnx's numpy_helper does;
     sequence and optional types (a TypeProto) have no element dtype and map to object."""
@@ -121,7 +122,7 @@ class Model:
         if not weights:
             with _data_left_out(self.weight_constants()):
                 return self.to_proto()
-        proto = gs.export_onnx(self.graph, ir_version=self.ir_version)
+        proto: onnx.ModelProto = gs.export_onnx(self.graph, ir_version=self.ir_version)
         onnx.helper.set_model_props(proto, self.metadata)
         return proto
 
@@ -353,7 +354,7 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    return memoryview(array.reshape(-1)).cast("B")
+    return array.reshape(-1).data.cast("B")
 
 
 def _write_single_file(model: Model, path: Path) -> None:

@@ -100,7 +100,7 @@ class OutputComparison:
     scale: float = 0.0  # the reference's largest magnitude
     dtype: str = ""  # the reference's element type: the precision the graph itself computes the output in
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -230,7 +230,7 @@ def within(comparisons: list[OutputComparison], tolerance: Tolerance) -> bool:
     return not out_of_tolerance(comparisons, tolerance)
 
 
-def summarize(comparisons: list[OutputComparison]) -> dict:
+def summarize(comparisons: list[OutputComparison]) -> dict[str, float | None]:
     """Worst case over all outputs: the figures a report shows. NaN is the worst of all (max/min would
     drop it depending on the order, letting a NaN output pass a budget)."""
     top1 = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
