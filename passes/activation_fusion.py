@@ -94,4 +94,5 @@ class ActivationFusion(RewritePass):
     name = "activation-fusion"
     description = "Fuse Conv[+Add]+activation into FusedConv and Gemm+activation into FusedGemm (ONNX Runtime)."
     requires = frozenset({Capability.FUSED_CONV})
+    uses = frozenset({Capability.FUSED_GEMM})
     rules = (("fused_conv", ACTIVATIONS, _fused_conv), ("fused_gemm", ACTIVATIONS, _fused_gemm))

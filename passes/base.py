@@ -83,15 +83,17 @@ class PassResult:
 class Pass(ABC):
     """One graph rewrite with one job.
 
-    Subclasses set ``name`` (the CLI name users pass to --skip-pass), a one-line
-    ``description``, what they ``require`` of the context, the ``options`` they read (declared here once:
-    the CLI flags, config keys and API keywords are made from them), and the ``precision`` whose tolerance
-    --verify-passes applies to them (only precision-changing passes are not "fp32").
+    Subclasses set ``name`` (the CLI name users pass to --skip-pass), a one-line ``description``, what they
+    ``require`` of the context and the capabilities they adapt to (``uses``), the ``options`` they read
+    (declared here once: the CLI flags, config keys and API keywords are made from them), and the
+    ``precision`` whose tolerance --verify-passes applies to them (only precision-changing passes are not "fp32").
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     requires: ClassVar[frozenset[Capability]] = frozenset()
+    # Capabilities it adapts to when the target has them (not required); a pass sees only these and ``requires``.
+    uses: ClassVar[frozenset[Capability]] = frozenset()
     options: ClassVar[tuple[Option[Any], ...]] = ()
     precision: ClassVar[str] = "fp32"
 

@@ -106,4 +106,5 @@ def _tanh_gelu(graph: gs.Graph, tanh: gs.Node, ctx: PassContext) -> bool:
 class GeluFusion(RewritePass):
     name = "gelu-fusion"
     description = "Fuse erf/tanh GELU subgraphs into Gelu/FastGelu (ONNX Runtime) or ONNX Gelu (opset >= 20)."
+    uses = frozenset({Capability.GELU, Capability.FAST_GELU})
     rules = (("gelu_erf", ("Erf",), _erf_gelu), ("gelu_tanh", ("Tanh",), _tanh_gelu))

@@ -108,7 +108,10 @@ class PassManager:
             before = model.node_count
             start = time.perf_counter()
             try:
-                result = p.run(model, replace(ctx, earlier=tuple(earlier)))
+                # A pass sees the capabilities it declares, no others: an undeclared one it tested for would
+                # be silently absent, so tests catch it (and tests/test_capabilities.py checks the vocabulary).
+                seen = replace(ctx, earlier=tuple(earlier), capabilities=ctx.capabilities & (p.requires | p.uses))
+                result = p.run(model, seen)
             except (KeyboardInterrupt, UserInputError, AccuracyError):
                 raise  # bad options/data and unmet accuracy budgets are the user's to fix, not a pass failure
             except Exception as exc:

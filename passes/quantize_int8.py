@@ -335,6 +335,8 @@ class QuantizeInt8(Pass):
     description = ("Insert INT8 Q/DQ (TensorRT placement, ORT/OpenVINO variants; per-channel weights) from "
                    "calibrated ranges.")
     requires = frozenset({Capability.CALIBRATION})
+    uses = frozenset({Capability.QDQ_PLACEMENT_LPT, Capability.QDQ_PLACEMENT_QLINEAR,
+                      Capability.QDQ_ASYMMETRIC_ACTIVATIONS})
     options = (EXCLUDE_NODES, EXCLUDE_OP_TYPES, QUANTIZE_OUTPUTS)
     precision = "int8"
 

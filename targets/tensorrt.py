@@ -13,6 +13,7 @@ import ctypes
 import functools
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,12 +245,13 @@ class TensorRtTarget(Target):
         gpu = probe_gpu()
         return {} if isinstance(gpu, str) else {"gpu": gpu.name, "compute_capability": gpu.compute_capability}
 
-    def check_options(self, options: dict[str, Any]) -> None:
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Also the option values and whether this TensorRT and GPU can build them, before the pipeline runs."""
-        super().check_options(options)
-        settings = settings_from_options("fp32", options)
+        checked = super().check_options(options)
+        settings = settings_from_options("fp32", checked)
         if self.builds_here:
             check_build_platform(settings, this_platform())
+        return checked
 
     def deferred(self) -> Target:
         from infer_compile.targets.tensorrt_bundle import TensorRtBundleTarget

@@ -76,7 +76,7 @@ def wrong_shape_dir(tmp_path: Path) -> Path:
     (["--int8"], ["--int8 needs calibration data", "--calib synthetic"]),
     (["--int8", "--calib", "no/such/dir"], ["--calib no/such/dir: no such folder"]),
     (["--int8", "--calib", "WRONG"], ["0.npy (sample 0): input 'image' has shape [1, 3, 16, 16]", "batchx3x32x32"]),
-    (["--int8", "--calib", "synthetic", "--calib-method", "kl"], ["--calib-method: 'kl' is not one of minmax, percentile, entropy, mse"]),
+    (["--int8", "--calib", "synthetic", "--calib-method", "kl"], ["--calib-method: 'kl' is not one of minmax,"]),
     (["--int8", "--calib-method", "mse"], ["--calib-method needs --calib"]),
     (["--int8", "--calib", "synthetic", "--accuracy-budget", "cosine>>1"], ["accuracy budget 'cosine>>1'"]),
     (["--exclude-nodes", "conv1"], ["--exclude-nodes only applies to --int8 builds"]),

@@ -138,15 +138,14 @@ def _inputs_file(feeds: dict[str, Any], path: Path) -> Path | None:
 def _build(model: Path, sweep: Sweep, output: Path, inputs: Path | dict[str, Any]) -> Path | tuple[str, str]:
     """The artifact path, or (status, reason) when the build did not exit 0."""
     from infer_compile.app.build import BuildOptions, compile_model
-    from infer_compile.calibration.options import precision_options
+    from infer_compile.calibration.options import calibration_settings
     from infer_compile.core.errors import ExitCode, InferCompileError
 
     try:
         # The CLI's own reading of --int8 --calib synthetic, so both paths build the same thing.
-        calibration, pass_options = precision_options(
-            sweep.precision, calib="synthetic" if sweep.precision == "int8" else None)
+        calibration = calibration_settings({"calib": "synthetic"} if sweep.precision == "int8" else {})
         options = BuildOptions(target=sweep.target, precision=sweep.precision, output=output, cache_dir=None,
-                               tune_time=0.0, calibration=calibration, pass_options=pass_options, inputs=inputs)
+                               tune_time=0.0, calibration=calibration, inputs=inputs)
         return compile_model(model, options).artifact
     except InferCompileError as exc:
         if exc.exit_code == ExitCode.INTERNAL:
