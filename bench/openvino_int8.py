@@ -72,7 +72,7 @@ def build(label: str, source: Path, out: Path, target: str, precision: str, cali
                            calibration=CalibrationSettings(calib, cache=ranges) if calib else None)
     result = compile_model(source, options)
     return Row(label, load_artifact(result.artifact).run, baseline, build_s=time.perf_counter() - start,
-               tuning=tuning_summary(result.manifest.get("autotune")))
+               tuning=tuning_summary(result.manifest.autotune))
 
 
 def tuning_summary(record: dict | None) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer_compile.core.artifacts import manifest_path, read_manifest
 from infer_compile.core.errors import InferCompileError, UserInputError
+from infer_compile.core.manifest import Manifest, invalid_manifest, read_manifest
 from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
 from infer_compile.targets.openvino import OpenVinoTarget
@@ -35,36 +35,21 @@ def auto_target() -> tuple[Target, str]:
     raise AssertionError("the onnxruntime target is always available")
 
 
-def target_for_artifact(artifact: Path) -> tuple[Target, dict]:
-    """The target that wrote ``artifact`` (from its manifest, else from its suffix)."""
+def target_for_artifact(artifact: Path) -> tuple[Target, Manifest | None]:
+    """The target that wrote ``artifact`` (from its manifest, else from its suffix) and the manifest."""
     if not artifact.exists():
         raise UserInputError(f"{artifact}: no such file", hint="check the artifact path")
-    try:
-        manifest = read_manifest(artifact)
-        if manifest is not None:
-            if not isinstance(manifest, dict) or not isinstance(manifest.get("target"), str):
-                raise ValueError("no target named in it")
-            for key in ("inputs", "outputs"):  # runners name their tensors from these
-                specs = manifest.get(key, [])
-                if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str)
-                                                          for s in specs):
-                    raise ValueError(f"'{key}' is not a list of named tensors")
-            return _manifest_target(manifest["target"]), manifest
-    except (ValueError, KeyError, TypeError) as exc:  # damaged or hand-edited manifest
-        raise UserInputError(f"{manifest_path(artifact)}: not a valid infer-compile manifest ({exc})",
-                             hint="rebuild the artifact, or delete the manifest if you know its target") from exc
+    manifest = read_manifest(artifact)
+    if manifest is not None:
+        try:
+            return get_target(manifest.target), manifest
+        except UserInputError as exc:  # a target this version does not know: the manifest is the problem
+            raise invalid_manifest(artifact, exc.message) from None
     for target in TARGETS:
         if artifact.suffix == target.suffix:
-            return target, {}
+            return target, None
     raise UserInputError(f"{artifact}: cannot tell which target wrote it (no manifest beside it)",
                          hint="keep the .manifest.json that infer-compile wrote next to the artifact")
-
-
-def _manifest_target(name: str) -> Target:
-    try:
-        return get_target(name)
-    except UserInputError as exc:  # a target this version does not know: the manifest is the problem
-        raise ValueError(exc.message) from None
 
 
 def load_artifact(artifact: Path) -> Runner:

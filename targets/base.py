@@ -22,8 +22,10 @@ from infer_compile.core.artifacts import StagedOutput, staged_output
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import TargetUnavailableError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec, file_digest
+from infer_compile.core.manifest import ArtifactFiles, BuildFacts, Manifest
 from infer_compile.core.numerics import Feeds
 from infer_compile.core.options import Option, checked
+from infer_compile.core.shapes import ShapeRange
 from infer_compile.passes import Pass, default_passes
 
 # Judges a staged artifact (compiler.verification.FinalCheck): called with a loader of its runner, the
@@ -44,7 +46,7 @@ class TargetRequest:
     """What the user asked of the target."""
 
     precision: str = "fp32"
-    shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # dim name -> (min, opt, max)
+    shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)  # by dim name
     options: dict[str, Any] = field(default_factory=dict)  # target-specific settings (tuning, format, ...)
     calibration: Any = None  # representative samples (re-iterable feeds by input name, read anew per pass)
 
@@ -195,8 +197,8 @@ class Target(ABC):
         """Write the artifact to ``stage.artifact`` (and siblings); return manifest fields of its own."""
 
     @abstractmethod
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        """Load an artifact this target wrote."""
+    def load(self, artifact: Path, manifest: Manifest | None) -> Runner:
+        """Load an artifact this target wrote (``manifest``: the one beside it; None for a file from elsewhere)."""
 
     def tool_versions(self) -> dict[str, str]:
         return {}
@@ -245,30 +247,29 @@ class Target(ABC):
         """Whether this build needs representative samples (INT8 activation ranges)."""
         return request.precision == "int8"
 
-    def check_precision(self, manifest: dict[str, Any]) -> str:
+    def check_precision(self, manifest: Manifest) -> str:
         """The precision whose tolerance the artifact's outputs are judged by (the one it computes in)."""
-        return str(manifest["precision"])
+        return manifest.precision
 
-    def check_runner(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+    def check_runner(self, artifact: Path, manifest: Manifest) -> Runner:
         """What the final check runs: the artifact loaded as users will load it."""
         return self.load(artifact, manifest)
 
     def compile(self, model: Model, output: Path, request: TargetRequest,
-                manifest: dict[str, Any], check: FinalCheck | None = None) -> list[Path]:
+                build: BuildFacts, check: FinalCheck | None = None) -> list[Path]:
         """Emit atomically: nothing appears at ``output`` unless the artifact and manifest are complete
         and, given a ``check``, the staged artifact passed it (its record goes into the manifest)."""
         self.check_request(request)
         with staged_output(output) as stage:
             own = self.emit(model, stage, request)
-            files = sorted(p.name for p in stage.dir.iterdir())
-            body = {**manifest, "target": self.name, "precision": request.precision,
-                    "artifact": {"file": output.name, "files": files,
-                                 "sha256": file_digest(stage.artifact)},
-                    "tool_versions": {**manifest.get("tool_versions", {}), **self.tool_versions()}, **own}
+            files = ArtifactFiles(output.name, sorted(p.name for p in stage.dir.iterdir()),
+                                  file_digest(stage.artifact))
+            manifest = Manifest.assemble(build, target=self.name, precision=request.precision, artifact=files,
+                                         target_tools=self.tool_versions(), target_fields=own)
             if check is not None:
-                body["final_check"] = check(lambda: self.check_runner(stage.artifact, body), self.name,
-                                            self.check_precision(body))
-            stage.write_manifest(body)
+                manifest = manifest.checked(check(lambda: self.check_runner(stage.artifact, manifest), self.name,
+                                                  self.check_precision(manifest)))
+            stage.write_manifest(manifest)
             return stage.commit()
 
 

@@ -15,6 +15,7 @@ import onnxruntime as ort
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model, TensorSpec, save_onnx
+from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.core.numerics import Feeds, open_session
 from infer_compile.core.options import Option
 from infer_compile.targets.base import (
@@ -148,5 +149,5 @@ class OnnxRuntimeTarget(Target):
         settings = {**settings, "graph_optimization_level": "ORT_ENABLE_EXTENDED"}
         return {"format": "ort", "session_options": settings}
 
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        return OrtRunner(artifact, manifest.get("session_options", {}))
+    def load(self, artifact: Path, manifest: Manifest | None) -> Runner:
+        return OrtRunner(artifact, target_field(manifest, "session_options", {}))

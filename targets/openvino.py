@@ -23,6 +23,7 @@ from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, one_line
 from infer_compile.core.ir import Model, TensorSpec, serialized
+from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.core.numerics import Feeds
 from infer_compile.core.options import Option, read
 from infer_compile.targets.base import (
@@ -119,10 +120,10 @@ def _spec(port: Any, names: set[str]) -> TensorSpec:
 
 
 class OvRunner(Runner):
-    def __init__(self, compiled: Any, manifest: dict[str, Any]) -> None:
+    def __init__(self, compiled: Any, manifest: Manifest | None) -> None:
         self.compiled = compiled
         self.request = compiled.create_infer_request()
-        names = {t["name"] for t in manifest.get("inputs", []) + manifest.get("outputs", [])}
+        names = set() if manifest is None else {t["name"] for t in manifest.build.inputs + manifest.build.outputs}
         self.inputs = [_spec(p, names) for p in compiled.inputs]
         self.outputs = [_spec(p, names) for p in compiled.outputs]
 
@@ -256,15 +257,16 @@ class OpenVinoTarget(Target):
                 and blob.get("openvino") == ov.__version__
                 and blob.get("device_name") == _core().get_property(DEVICE, "FULL_DEVICE_NAME"))
 
-    def check_precision(self, manifest: dict[str, Any]) -> str:
+    def check_precision(self, manifest: Manifest) -> str:
         # The CPU computes in the manifest's inference precision (load() asks for it), e.g. bf16 for --fp16
         # where the CPU has bf16 but no f16: judge by that precision's tolerance, never a looser one.
-        computes_in = {"f16": "fp16", "bf16": "bf16"}.get(manifest.get("inference_precision", "f32"))
-        return computes_in if computes_in and manifest["precision"] != "int8" else manifest["precision"]
+        computes_in = {"f16": "fp16", "bf16": "bf16"}.get(target_field(manifest, "inference_precision", "f32"))
+        return computes_in if computes_in and manifest.precision != "int8" else manifest.precision
 
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        blob = manifest.get("compiled_blob")
-        config = {**manifest.get(OvTuner.option_key, {}), PRECISION_HINT: manifest.get("inference_precision", "f32")}
+    def load(self, artifact: Path, manifest: Manifest | None) -> Runner:
+        blob = target_field(manifest, "compiled_blob")
+        config = {**target_field(manifest, OvTuner.option_key, {}),
+                  PRECISION_HINT: target_field(manifest, "inference_precision", "f32")}
         if self._blob_valid_here(blob, artifact):
             # Zero-compile start-up: the blob holds the kernels compiled for this CPU. It does not carry the
             # runtime config: without it, an import runs at the CPU's default precision (bf16 where it has it).

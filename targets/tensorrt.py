@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from infer_compile.core.artifacts import StagedOutput, atomic_write_bytes
 from infer_compile.core.errors import TargetUnavailableError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, save_onnx
+from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
 from infer_compile.targets.tensorrt_settings import (
     ALWAYS_STRONGLY_TYPED,
@@ -280,8 +281,8 @@ class TensorRtTarget(Target):
                 "tensorrt": {"version": platform.tensorrt, "gpu": platform.gpu,
                              "compute_capability": platform.compute_capability}}
 
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        if manifest.get("format") == "trtbundle":
+    def load(self, artifact: Path, manifest: Manifest | None) -> Runner:
+        if target_field(manifest, "format") == "trtbundle":
             raise UserInputError(f"{artifact} is a deferred TensorRT build bundle, not an engine",
                                  hint=f"build the engine from it here: infer-compile finalize {artifact}")
         from infer_compile.targets.tensorrt_runner import TrtRunner

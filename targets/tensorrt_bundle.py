@@ -31,6 +31,7 @@ from typing import Any
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.errors import TargetUnavailableError, UserInputError
 from infer_compile.core.ir import Model, file_digest, load_onnx, save_onnx
+from infer_compile.core.manifest import BuildFacts, Manifest
 from infer_compile.targets.base import Availability, FinalCheck, Runner, TargetRequest
 from infer_compile.targets.tensorrt import CACHE_SEED, INSTALL_HINT, PRESET_SETTINGS, TensorRtTarget
 from infer_compile.targets.tensorrt_settings import BuilderSettings, trtexec_commands
@@ -62,11 +63,11 @@ class TensorRtBundleTarget(TensorRtTarget):
         return {}
 
     def compile(self, model: Model, output: Path, request: TargetRequest,
-                manifest: dict[str, Any], check: FinalCheck | None = None) -> list[Path]:
-        request = replace(request, options={**request.options, _BUILD_MANIFEST: manifest})
-        return super().compile(model, output, request, manifest, check)
+                build: BuildFacts, check: FinalCheck | None = None) -> list[Path]:
+        request = replace(request, options={**request.options, _BUILD_MANIFEST: build.to_json()})
+        return super().compile(model, output, request, build, check)
 
-    def check_runner(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+    def check_runner(self, artifact: Path, manifest: Manifest) -> Runner:
         """No GPU here: the bundle's ONNX, exactly what TensorRT will parse, runs in onnxruntime instead."""
         from infer_compile.targets.onnxruntime import OrtRunner  # the one exception to "targets never import
         # each other": onnxruntime is the core runtime every machine has
@@ -107,7 +108,8 @@ class Bundle:
 
     path: Path
     settings: BuilderSettings
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # the bundle's manifest.json
+    build: BuildFacts  # the record of the build that wrote it, for the engine's manifest
 
     @property
     def onnx(self) -> Path:
@@ -144,9 +146,12 @@ def read_bundle(path: Path) -> Bundle:
     if not isinstance(engine, str) or not _is_bare_name(engine) or not engine.endswith(".engine"):
         raise UserInputError(f"{path}: {MANIFEST_FILE} names engine {engine!r}, not a file name ending in .engine",
                              hint=REWRITE_HINT)
-    if "build" not in manifest or not isinstance(manifest["build"], dict):
-        raise UserInputError(f"{path}: damaged bundle ({MANIFEST_FILE} lacks the build record)", hint=REWRITE_HINT)
-    return Bundle(path, settings, manifest)
+    try:
+        build = BuildFacts.from_json(manifest.get("build"))
+    except ValueError as exc:
+        raise UserInputError(f"{path}: damaged bundle ({MANIFEST_FILE} lacks the build record: {exc})",
+                             hint=REWRITE_HINT) from None
+    return Bundle(path, settings, manifest, build)
 
 
 def _read_json(path: Path, name: str) -> Any:
@@ -219,7 +224,7 @@ def finalize_bundle(bundle: Path, output: Path | None = None, timing_cache: Path
     if found.timing_cache:
         options[CACHE_SEED] = str(found.timing_cache)
     return target.compile(load_onnx(found.onnx), output, TargetRequest(settings.precision, options=options),
-                          found.manifest["build"])
+                          found.build)
 
 
 def _write_json(path: Path, body: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from infer_compile.core.errors import InferCompileError, TargetUnavailableError, UserInputError
 from infer_compile.core.ir import TensorSpec
+from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.core.numerics import Feeds
 from infer_compile.targets.base import Runner
 from infer_compile.targets.tensorrt import INSTALL_HINT, this_platform, trt_logger
@@ -217,11 +218,12 @@ def dims_tuple(dims: trt.Dims) -> tuple[int, ...]:
 
 
 class TrtRunner(Runner):
-    def __init__(self, engine_path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, engine_path: Path, manifest: Manifest | None) -> None:
         import tensorrt as trt
 
-        settings = BuilderSettings.from_json(manifest["builder_settings"]) if "builder_settings" in manifest else None
-        built = manifest.get("tensorrt")
+        recorded = target_field(manifest, "builder_settings")
+        settings = None if recorded is None else BuilderSettings.from_json(recorded)
+        built = target_field(manifest, "tensorrt")
         if built and settings:
             check_engine_platform(BuildPlatform(built["version"], built["gpu"], built["compute_capability"]),
                                   this_platform(), settings)

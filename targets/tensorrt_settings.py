@@ -23,7 +23,7 @@ import numpy as np
 from infer_compile.core.errors import TargetUnavailableError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.options import Option, read
-from infer_compile.frontends.specs import shape_range_problem
+from infer_compile.core.shapes import ShapeRange
 
 # TensorRT's own default builder optimization level, and the highest it accepts.
 DEFAULT_OPT_LEVEL = 3
@@ -95,6 +95,14 @@ class InputProfile:
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+
+    @classmethod
+    def of_axes(cls, name: str, axes: list[ShapeRange]) -> InputProfile:
+        """The profile whose axis i takes ``axes[i]``."""
+        return cls(name, tuple(a.min for a in axes), tuple(a.opt for a in axes), tuple(a.max for a in axes))
+
+    def axes(self) -> list[ShapeRange]:
+        return [ShapeRange(*bounds) for bounds in zip(self.min, self.opt, self.max, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -179,10 +187,10 @@ def check_settings(settings: BuilderSettings) -> None:
         check_profile(profile)
 
 
-def check_range(label: str, low: Any, opt: Any, high: Any, floor: int = 1) -> None:
+def check_range(label: str, shape_range: ShapeRange, floor: int = 1) -> None:
     """One dimension's MIN:OPT:MAX, by the rule `--shape-range` is parsed with."""
-    if shape_range_problem([low, opt, high], floor):
-        raise UserInputError(f"shape range for {label} is {low}:{opt}:{high}",
+    if shape_range.problem(floor):
+        raise UserInputError(f"shape range for {label} is {':'.join(map(str, shape_range))}",
                              hint=f"it needs {floor} <= MIN <= OPT <= MAX, whole numbers")
 
 
@@ -194,11 +202,11 @@ def check_profile(profile: InputProfile) -> None:
         raise UserInputError(f"optimization profile of '{profile.name}' mixes ranks "
                              f"{len(profile.min)}/{len(profile.opt)}/{len(profile.max)}",
                              hint="MIN, OPT and MAX shapes need one value per axis")
-    for axis, bounds in enumerate(zip(profile.min, profile.opt, profile.max, strict=True)):
-        check_range(f"'{profile.name}' axis {axis}", *bounds, floor=0)
+    for axis, shape_range in enumerate(profile.axes()):
+        check_range(f"'{profile.name}' axis {axis}", shape_range, floor=0)
 
 
-def derive_settings(model: Model, precision: str, shape_ranges: Mapping[str, tuple[int, int, int]],
+def derive_settings(model: Model, precision: str, shape_ranges: Mapping[str, ShapeRange],
                     options: Mapping[str, Any]) -> BuilderSettings:
     """The builder settings for ``model`` at ``precision``; raises UserInputError for bad options."""
     check_graph_precision(model, precision)
@@ -237,7 +245,7 @@ def check_graph_precision(model: Model, precision: str) -> None:
         hint=f"check the pass table: the {precision} passes must run (do not --skip-pass them)")
 
 
-def derive_profiles(inputs: list[TensorSpec], shape_ranges: Mapping[str, tuple[int, int, int]]
+def derive_profiles(inputs: list[TensorSpec], shape_ranges: Mapping[str, ShapeRange]
                     ) -> tuple[tuple[InputProfile, ...], tuple[str, ...]]:
     """One optimization profile: min/opt/max shapes for every input with dynamic dimensions.
 
@@ -251,8 +259,8 @@ def derive_profiles(inputs: list[TensorSpec], shape_ranges: Mapping[str, tuple[i
             f"shape range for '{dim}' names no dynamic dimension of the model inputs",
             hint=("ranges are per dimension name, not input name; " if is_input else "")
             + f"dynamic dimensions: {', '.join(sorted(named)) or 'none (every input is static)'}")
-    for dim, bounds in shape_ranges.items():
-        check_range(f"'{dim}'", *bounds)
+    for dim, shape_range in shape_ranges.items():
+        check_range(f"'{dim}'", shape_range)
     profiles, notes = [], []
     for spec in inputs:
         if spec.shape is None:
@@ -260,18 +268,18 @@ def derive_profiles(inputs: list[TensorSpec], shape_ranges: Mapping[str, tuple[i
                                    hint=f"pin its shape with --input-shape {spec.name}:1x3x224x224")
         if spec.is_static:
             continue
-        picks: list[tuple[int, int, int]] = []
+        picks: list[ShapeRange] = []
         for axis, dim in enumerate(spec.shape):
             if isinstance(dim, int) and dim >= 0:
-                picks.append((dim, dim, dim))
+                picks.append(ShapeRange(dim, dim, dim))
             elif isinstance(dim, str) and dim in shape_ranges:
                 picks.append(shape_ranges[dim])
             else:
                 label = f"'{dim}'" if isinstance(dim, str) else "(unnamed)"
                 notes.append(f"input '{spec.name}' axis {axis} {label} has no shape range; the engine takes only 1 "
                              f"(give one with --shape-range)")
-                picks.append((1, 1, 1))
-        profiles.append(InputProfile(spec.name, *(tuple(p[i] for p in picks) for i in range(3))))
+                picks.append(ShapeRange(1, 1, 1))
+        profiles.append(InputProfile.of_axes(spec.name, picks))
     return tuple(profiles), tuple(notes)
 
 

@@ -30,8 +30,10 @@ from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec
+from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.core.numerics import Feeds, random_inputs, run_onnx
 from infer_compile.core.options import Option, read
+from infer_compile.core.shapes import ShapeRange, opt_sizes
 from infer_compile.passes import Pass, default_passes
 from infer_compile.targets.base import (
     Availability,
@@ -185,9 +187,9 @@ def tensor_types(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def static_shapes(specs: list[TensorSpec], shape_ranges: dict[str, tuple[int, int, int]]) -> dict[str, tuple[int, ...]]:
+def static_shapes(specs: list[TensorSpec], shape_ranges: dict[str, ShapeRange]) -> dict[str, tuple[int, ...]]:
     """Concrete input shapes: symbolic dims from the shape ranges' opt value, a leading batch dim 1."""
-    dims = {dim: opt for dim, (_, opt, _) in shape_ranges.items()}
+    dims = opt_sizes(shape_ranges)
     shapes = {}
     for spec in specs:
         if spec.shape is None:
@@ -327,8 +329,8 @@ class TfliteTarget(Target):
             artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
                                               tf_samples))
 
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        io = manifest.get("io")
+    def load(self, artifact: Path, manifest: Manifest | None) -> Runner:
+        io = target_field(manifest, "io")
         if not io:  # a .tflite from elsewhere: run it as it is
             return TfliteRunner(artifact)
         return TfliteRunner(artifact, [Binding.from_json(b) for b in io["inputs"]],

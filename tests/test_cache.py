@@ -18,8 +18,8 @@ import pytest
 from infer_compile.app.build import BuildOptions, compile_model, resolve_target, tool_versions
 from infer_compile.app.cache import BuildCache, code_files, default_cache_dir
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.core.artifacts import read_manifest
 from infer_compile.core.errors import BuildWarning
+from infer_compile.core.manifest import read_manifest
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, within
 from infer_compile.frontends import SourceOptions
 from infer_compile.targets import load_artifact
@@ -181,7 +181,7 @@ def test_tampered_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path: Path, 
         again = build(source, tmp_path / "b" / "m.onnx", cache)
     assert again.cache == "miss (stored)" and again.source is not None  # rebuilt, and stored afresh
     assert (tmp_path / "b" / "m.onnx").read_bytes() == fresh
-    assert read_manifest(tmp_path / "b" / "m.onnx")["target"] == "onnxruntime"
+    assert read_manifest(tmp_path / "b" / "m.onnx").target == "onnxruntime"
     assert build(source, tmp_path / "c" / "m.onnx", cache).cache == "hit"
     assert not list((cache / "tmp").iterdir())
 

@@ -209,7 +209,7 @@ def test_sequence_of_unknown_rank_asks_for_inputs_which_can_be_given_in_process(
     onnx.save_model(sequence_model(element_shape=None), str(source))
     built = infer_compile.app.build.compile_model(source, infer_compile.app.build.BuildOptions(
         target="onnxruntime", output=tmp_path / "seq.out.onnx", inputs=given))
-    assert built.manifest["final_check"]["origin"] == "the given inputs"
+    assert built.manifest.final_check["origin"] == "the given inputs"
 
 
 # --- the check on every build ---------------------------------------------------------------------------------
@@ -273,9 +273,9 @@ def test_int8_build_checks_on_held_out_samples_and_reports_the_artifacts_accurac
     from tests.artifact_helpers import build_artifact
 
     result = build_artifact(tiny_cnn_onnx, tmp_path / "q.onnx", precision="int8", calibration=tiny_cnn_calib)
-    check = result.manifest["final_check"]
+    check = result.manifest.final_check
     assert (check["origin"], check["samples"], check["precision"]) == ("held-out calibration samples", 3, "int8")
-    line = describe_precision(result.manifest["quantization"], check)
+    line = describe_precision(result.manifest.quantization, check)
     assert f"the artifact vs fp32: cosine {check['figures']['cosine']:.6f}" in line
 
 
@@ -293,10 +293,15 @@ def test_config_and_api_turn_it_off(tiny_cnn_onnx: Path, tmp_path: Path) -> None
 
 
 def test_openvino_is_judged_at_the_precision_it_computes_in() -> None:
+    from infer_compile.core.manifest import Manifest
     from infer_compile.targets import get_target
 
+    def judged(precision: str, inference_precision: str) -> str:
+        manifest = {"target": "openvino", "precision": precision, "inference_precision": inference_precision}
+        return openvino.check_precision(Manifest.from_json(manifest))
+
     openvino = get_target("openvino")
-    assert openvino.check_precision({"precision": "fp32", "inference_precision": "f32"}) == "fp32"
-    assert openvino.check_precision({"precision": "fp16", "inference_precision": "bf16"}) == "bf16"
-    assert openvino.check_precision({"precision": "fp16", "inference_precision": "f16"}) == "fp16"
-    assert openvino.check_precision({"precision": "int8", "inference_precision": "bf16"}) == "int8"
+    assert judged("fp32", "f32") == "fp32"
+    assert judged("fp16", "bf16") == "bf16"
+    assert judged("fp16", "f16") == "fp16"
+    assert judged("int8", "bf16") == "int8"

@@ -62,7 +62,7 @@ def compile_and_run(out: Path, args: tuple, feeds: Feeds) -> tuple[Feeds, dict]:
     result = invoke(*args, "--target", "onnxruntime", "--no-tune", "-o", out)
     assert result.exit_code == 0, result.output
     target, manifest = target_for_artifact(out)
-    return target.load(out, manifest).run(feeds), manifest
+    return target.load(out, manifest).run(feeds), manifest.to_json()  # as written
 
 
 def torch_outputs(module, feeds: Feeds, names: list[str]) -> Feeds:

@@ -16,6 +16,7 @@ from onnx import helper
 
 from infer_compile.core.artifacts import staged_output
 from infer_compile.core.errors import UserInputError
+from infer_compile.core.manifest import ArtifactFiles, BuildFacts, Manifest
 from tests.artifact_helpers import assert_user_error, invoke, write_tiny_cnn
 from tests.builders import make_model, tensor
 
@@ -94,7 +95,8 @@ def test_commit_checks_every_file_before_moving_any(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match=r"model\.bin exists and was not written"), staged_output(out) as stage:
         stage.artifact.write_bytes(b"xml")
         stage.sibling("model.bin").write_bytes(b"weights")
-        stage.write_manifest({"artifact": {"files": ["model.bin", "model.xml"]}})
+        stage.write_manifest(Manifest("openvino", "fp32", BuildFacts(source={}, inputs=[], outputs=[]),
+                                      ArtifactFiles("model.xml", ["model.bin", "model.xml"], None)))
         stage.commit()
     assert listing(tmp_path) == ["model.bin"] and (tmp_path / "model.bin").read_bytes() == b"not ours"
 

@@ -18,6 +18,7 @@ from infer_compile.app.cli import app
 from infer_compile.calibration import CalibrationSettings
 from infer_compile.core.errors import ExitCode
 from infer_compile.core.ir import Model
+from infer_compile.core.manifest import BuildFacts
 from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.passes import PassContext
 from infer_compile.passes.autotune import RUNS_PER_BLOCK, Autotune, choose, measure, quantized_layers, to_fp32
@@ -79,7 +80,7 @@ def test_picks_faster_candidate_and_artifact_loads_with_it(tiny_cnn_onnx: Path, 
     # As the build does: the recorded choice reaches emit(), the manifest, and load().
     target = get_target("onnxruntime")
     target.compile(model, tmp_path / "m.onnx", TargetRequest(options=result.target_options),
-                   dict(result.manifest))
+                   BuildFacts(source={}, inputs=[], outputs=[], pass_sections=dict(result.manifest)))
     runner = load_artifact(tmp_path / "m.onnx")
     assert runner.session.get_session_options().intra_op_num_threads == 1
 
@@ -87,13 +88,13 @@ def test_picks_faster_candidate_and_artifact_loads_with_it(tiny_cnn_onnx: Path, 
 def test_build_records_choice_and_applies_it(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     result = compile_model(tiny_cnn_onnx, BuildOptions(target="onnxruntime", output=tmp_path / "m.onnx",
                                                          tune_time=0.5))
-    record = result.manifest["autotune"]
+    record = result.manifest.autotune
     chosen = [c for c in record["candidates"] if c["chosen"]]
     assert len(chosen) == 1 and chosen[0]["label"] == record["chosen"]
     timed = [c for c in record["candidates"] if c["runs"]]
     assert timed[0]["label"] == "default" and all(0 < c["best_ms"] <= c["median_ms"] for c in timed)
     assert all(c["runs"] >= RUNS_PER_BLOCK for c in timed)
-    assert result.manifest["session_options"] == chosen[0]["settings"]
+    assert result.manifest.target_fields["session_options"] == chosen[0]["settings"]
     options = load_artifact(result.artifact).session.get_session_options()
     assert options.intra_op_num_threads == chosen[0]["settings"].get("intra_op_num_threads", 0)
 
@@ -102,9 +103,10 @@ def test_openvino_choice_applied_at_load(tiny_cnn_onnx: Path, tmp_path: Path) ->
     pytest.importorskip("openvino", reason="needs the [openvino] extra")
     result = compile_model(tiny_cnn_onnx, BuildOptions(target="openvino", output=tmp_path / "m.xml",
                                                          tune_time=1.0))
-    record = result.manifest["autotune"]
+    record = result.manifest.autotune
     settings = record["target_options"]["ov_config"]
-    assert result.manifest["ov_config"] == {k: v for k, v in settings.items() if k != "INFERENCE_PRECISION_HINT"}
+    assert result.manifest.target_fields["ov_config"] == {k: v for k, v in settings.items()
+                                                          if k != "INFERENCE_PRECISION_HINT"}
     compiled = load_artifact(result.artifact).compiled
     for key, value in settings.items():
         assert str(compiled.get_property(key)).upper().endswith(str(value).upper()), (key, value)
@@ -113,7 +115,7 @@ def test_openvino_choice_applied_at_load(tiny_cnn_onnx: Path, tmp_path: Path) ->
 def test_int8_layer_selection_keeps_int8_numerics(tiny_cnn_onnx: Path, tiny_cnn_calib: CalibrationSettings,
                                                    tmp_path: Path) -> None:
     result = _int8(tiny_cnn_onnx, tiny_cnn_calib, tmp_path / "m.onnx", tune_time=2.0)
-    record = result.manifest["autotune"]
+    record = result.manifest.autotune
     assert {r["op"] for r in record["layers"]} == {"Conv", "Gemm"}
     timed = [r for r in record["layers"] if "int8_ms" in r]
     assert timed and all(r["faster"] == ("int8" if r["int8_ms"] < r["fp32_ms"] else "fp32") for r in timed)

@@ -37,7 +37,7 @@ def test_onnx_artifact_runs_and_matches_source(source: Path, tmp_path: Path) -> 
     assert result.files == [tmp_path / "m.onnx", tmp_path / "m.onnx.manifest.json"]
     assert result.nodes_after < result.nodes_before
     _assert_matches_source(source, tmp_path / "m.onnx")
-    manifest = result.manifest
+    manifest = result.manifest.to_json()  # as written
     assert manifest["target"] == "onnxruntime" and manifest["format"] == "onnx"
     assert manifest["source"]["sha256"] == ir.file_digest(source)
     assert manifest["artifact"]["sha256"] == ir.file_digest(tmp_path / "m.onnx")
@@ -56,7 +56,7 @@ def test_ort_format_artifact(source: Path, tmp_path: Path) -> None:
 def test_external_data_artifact(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 1024)
     result = compile_model(source, BuildOptions(output=tmp_path / "m.onnx"))
-    assert result.manifest["external_data"] == "m.onnx.data"
+    assert result.manifest.target_fields["external_data"] == "m.onnx.data"
     assert (tmp_path / "m.onnx.data").is_file()
     _assert_matches_source(source, tmp_path / "m.onnx")
 
@@ -66,7 +66,7 @@ def test_pinned_input_shape(source: Path, tmp_path: Path) -> None:
 
     result = compile_model(source, BuildOptions(output=tmp_path / "m.onnx",
                                                 source=SourceOptions(input_shapes={"image": (2, 3, 32, 32)})))
-    assert result.manifest["inputs"][0]["shape"] == [2, 3, 32, 32]
+    assert result.manifest.build.inputs[0]["shape"] == [2, 3, 32, 32]
     runner = load_artifact(tmp_path / "m.onnx")
     assert runner.inputs[0].shape == (2, 3, 32, 32)
     _assert_matches_source(source, tmp_path / "m.onnx", batch=2)

@@ -71,7 +71,7 @@ def test_precision_decision_follows_forced_cpu_capabilities(cpu: str, precision:
     result = compile_model(tiny_cnn_onnx, BuildOptions(
         target="openvino", precision=precision, output=tmp_path / "m.xml", target_options={"export_blob": True},
         calibration=tiny_cnn_calib if precision == "int8" else None))
-    assert result.manifest["inference_precision"] == expected
+    assert result.manifest.target_fields["inference_precision"] == expected
     runner = load_artifact(result.artifact)
     if expected == "f32":  # every CPU computes f32 when asked: the runner must have asked
         assert str(runner.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"

@@ -25,7 +25,9 @@ from infer_compile.app.cli import app
 from infer_compile.calibration import CalibrationSettings
 from infer_compile.core.errors import ExitCode, TargetUnavailableError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, file_digest, load_onnx
+from infer_compile.core.manifest import read_manifest
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
+from infer_compile.core.shapes import ShapeRange
 from infer_compile.targets import get_target, load_artifact
 from infer_compile.targets.tensorrt import TensorRtTarget
 from infer_compile.targets.tensorrt_bundle import finalize_bundle, manifest_digest, read_bundle
@@ -45,7 +47,7 @@ from tests.builders import make_model, tensor, tiny_cnn
 # int8 builds calibrate on seeded synthetic samples: its loud warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::infer_compile.calibration.readers.CalibrationWarning")
 runner = CliRunner()
-RANGE = {"batch": (1, 4, 8)}
+RANGE = {"batch": ShapeRange(1, 4, 8)}
 CALIBRATION = CalibrationSettings("synthetic", max_samples=8)
 
 
@@ -94,13 +96,13 @@ def test_static_model_needs_no_profile() -> None:
                                             ("image", "not input name")])
 def test_profile_names_must_be_dynamic_dims_of_the_inputs(dim: str, hint: str) -> None:
     with pytest.raises(UserInputError, match=f"'{dim}' names no dynamic dimension") as caught:
-        derive_settings(Model.from_proto(tiny_cnn()), "fp32", {dim: (1, 2, 4)}, {})
+        derive_settings(Model.from_proto(tiny_cnn()), "fp32", {dim: ShapeRange(1, 2, 4)}, {})
     assert hint in caught.value.hint
 
 
 def test_profile_range_must_be_ordered() -> None:
     with pytest.raises(UserInputError, match="4:2:8"):
-        derive_settings(Model.from_proto(tiny_cnn()), "fp32", {"batch": (4, 2, 8)}, {})
+        derive_settings(Model.from_proto(tiny_cnn()), "fp32", {"batch": ShapeRange(4, 2, 8)}, {})
 
 
 @pytest.mark.parametrize(("precision", "missing"), [("int8", "QuantizeLinear"), ("fp16", "float16")])
@@ -421,9 +423,8 @@ def test_files_beside_the_listed_ones_are_allowed(deferred, tmp_path: Path) -> N
 
 def test_loading_a_bundle_says_to_finalize(deferred) -> None:
     _, bundle = deferred
-    manifest = json.loads(bundle.with_name("model.trtbundle.manifest.json").read_text())
     with pytest.raises(UserInputError, match="deferred TensorRT build bundle") as caught:
-        TensorRtTarget().load(bundle, manifest)
+        TensorRtTarget().load(bundle, read_manifest(bundle))
     assert "finalize" in caught.value.hint
 
 

@@ -33,7 +33,7 @@ class Artifact:
     path: Path
     files: list[Path]
     target: str
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # as written beside it (JSON)
     result: BuildResult
 
     @property
@@ -79,7 +79,7 @@ def compile(model: PathLike, target: str = "auto", precision: str = "fp32", outp
     result = compile_model(Path(model), build_options)
     if report:
         write_report(result, Path(report))
-    return Artifact(result.artifact, result.files, result.target, result.manifest, result)
+    return Artifact(result.artifact, result.files, result.target, result.manifest.to_json(), result)
 
 
 def load(path: PathLike) -> Runner:

@@ -205,7 +205,7 @@ def judged_precision(artifact: Path) -> str:
     from infer_compile.targets import target_for_artifact
 
     target, manifest = target_for_artifact(artifact)
-    return target.check_precision(manifest) if manifest.get("precision") else "fp32"
+    return target.check_precision(manifest) if manifest else "fp32"
 
 
 def check_tolerance(result: Verification, precision: str) -> None:
@@ -264,15 +264,17 @@ def print_inspection(info: dict[str, Any]) -> None:
         by_dtype = ", ".join(f"{k} {v:,}" for k, v in precision["parameters_by_dtype"].items()) or "-"
         console.print(f"[bold]parameters[/] {info['parameters']:,} ({by_dtype}); quantized ops: "
                       f"{precision['quantized_ops']}", highlight=False)
-    manifest = info.get("manifest")
-    if manifest:
-        source = manifest.get("source", {})
+    if "manifest" in info:
+        from infer_compile.core.manifest import Manifest
+
+        manifest = Manifest.from_json(info["manifest"])  # inspect_path checked it
+        source = manifest.build.source
         lines = {
-            "target": manifest.get("target"), "precision": manifest.get("precision"),
+            "target": manifest.target, "precision": manifest.precision,
             "source": f"{source.get('path')} ({source.get('format')}, sha256 {str(source.get('sha256'))[:12]})",
-            "passes": ", ".join(manifest.get("passes", [])) or "-",
-            "files": ", ".join(manifest.get("artifact", {}).get("files", [])),
-            "tools": ", ".join(f"{k} {v}" for k, v in manifest.get("tool_versions", {}).items()),
+            "passes": ", ".join(manifest.build.passes) or "-",
+            "files": ", ".join(manifest.artifact.files if manifest.artifact else []),
+            "tools": ", ".join(f"{k} {v}" for k, v in manifest.build.tool_versions.items()),
         }
         for key, value in lines.items():
             console.print(f"[bold]{key:<9}[/] {escape(str(value))}", highlight=False, soft_wrap=True)

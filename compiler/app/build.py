@@ -21,11 +21,12 @@ from infer_compile.app.settings import check_pass_options, check_target_options
 from infer_compile.app.verification import FinalCheck, FinalCheckFailed
 from infer_compile.calibration import CalibrationSettings, load_calibration
 from infer_compile.calibration.cache import read_cache_file
-from infer_compile.core.artifacts import read_manifest
 from infer_compile.core.errors import AccuracyError, InferCompileError, UserInputError
 from infer_compile.core.ir import file_digest
+from infer_compile.core.manifest import BuildFacts, Manifest, written_manifest
 from infer_compile.core.numerics import Feeds
 from infer_compile.core.options import checked
+from infer_compile.core.shapes import ShapeRange, opt_sizes
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline, pass_options
@@ -46,9 +47,9 @@ class BuildOptions:
     skip_passes: list[str] = field(default_factory=list)
     pass_options: dict[str, Any] = field(default_factory=dict)
     target_options: dict[str, Any] = field(default_factory=dict)
-    # Dynamic dimension ranges by dim name: (min, opt, max). Targets that need profiles use them;
-    # test runs (e.g. --verify-passes) use the opt value.
-    shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # Dynamic dimension ranges by dim name (tuples or lists of three also do). Targets that need profiles use
+    # them; test runs (e.g. --verify-passes) use the opt value.
+    shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)
     # Build cache folder (see infer_compile.app.cache); None builds without the cache.
     cache_dir: Path | None = None
     # Seconds the autotune pass may spend timing runtime settings on this machine; 0 = no tuning.
@@ -75,14 +76,14 @@ class BuildResult:
     nodes_before: int
     nodes_after: int
     seconds: float
-    manifest: dict[str, Any]
+    manifest: Manifest
     cache: str = "off"  # "off", "hit" or "miss (...)"
 
     @classmethod
     def from_cache(cls, hit: CacheHit, target: str, reason: str, seconds: float) -> BuildResult:
         records = [PassRecord(**r) for r in hit.meta["records"]]
         return cls(hit.files[0], hit.files, target, reason, None, records, hit.meta["nodes_before"],
-                   hit.meta["nodes_after"], seconds, read_manifest(hit.files[0]) or {}, cache="hit")
+                   hit.meta["nodes_after"], seconds, written_manifest(hit.files[0]), cache="hit")
 
 
 def resolve_target(name: str) -> tuple[Target, str]:
@@ -103,13 +104,14 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     source = Path(source)
     base, reason = resolve_target(options.target)
     target = base.deferred() if options.defer else base
-    request = TargetRequest(options.precision, dict(options.shape_ranges), dict(options.target_options))
+    request = TargetRequest(options.precision, options=dict(options.target_options))
     # Fail on an unusable target or precision before any expensive work.
     target.require_available()
     target.check_request(request)
     request.options = check_target_options(options.target_options, target)
     pass_values = checked(pass_options().values(), options.pass_options, "pass option")
-    check_shape_ranges(options.shape_ranges)
+    options = replace(options, shape_ranges=check_shape_ranges(options.shape_ranges))  # given as tuples, say
+    request.shape_ranges = dict(options.shape_ranges)
     if target.needs_calibration(request) and options.calibration is None:
         raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
                              "(representative inputs); --calib synthetic only for smoke tests")
@@ -134,7 +136,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     nodes_before = model.node_count
     calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
     request.calibration = calibration.samples if calibration else None
-    shape_overrides = {dim: opt for dim, (_, opt, _) in options.shape_ranges.items()}
+    shape_overrides = opt_sizes(options.shape_ranges)
     runs_checks = options.final_check or options.verify_passes
     # Only built when something runs the model: the checks, or autotuning.
     examples = example_inputs(model, given=options.inputs, held_out=calibration.split()[1] if calibration else None,
@@ -159,25 +161,19 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     # The runtime settings autotuning chose reach the target like user options (which win).
     request.options = {**ran.target_options, **request.options}
 
-    manifest = {
-        "infer_compile": __version__,
-        "source": {"path": source.name, "format": lowered.format, "sha256": file_digest(source),
-                   **lowered.details},
-        "inputs": [s.to_json() for s in model.inputs],
-        "outputs": [s.to_json() for s in model.outputs],
-        "passes": [r.name for r in records if r.status == "applied"],
-        "shape_ranges": {dim: list(r) for dim, r in options.shape_ranges.items()},
-        "tool_versions": tool_versions(),
-        **ran.manifest,
-    }
+    build = BuildFacts(
+        source={"path": source.name, "format": lowered.format, "sha256": file_digest(source), **lowered.details},
+        inputs=[s.to_json() for s in model.inputs], outputs=[s.to_json() for s in model.outputs],
+        passes=[r.name for r in records if r.status == "applied"], shape_ranges=options.shape_ranges,
+        tool_versions=tool_versions(), pass_sections=dict(ran.manifest))
     try:
-        files = target.compile(model, output, request, manifest, check)
+        files = target.compile(model, output, request, build, check)
     except FinalCheckFailed as failed:
         assert reference is not None
         culprit = first_breaking_pass(source, options, pipeline, context(), feeds[0], reference[0])
         raise failed_check_error(failed, culprit) from failed
     result = BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
-                         time.perf_counter() - start, read_manifest(output) or manifest)
+                         time.perf_counter() - start, written_manifest(output))
     if cache:
         try:
             result.cache = cache.store(key, result)

@@ -32,10 +32,11 @@ from typing import Any
 from infer_compile.app.build import BuildOptions, compile_model, resolve_target
 from infer_compile.app.settings import ComponentOptions, declared, sort_options
 from infer_compile.calibration.options import calibration_settings
-from infer_compile.core.artifacts import manifest_path
 from infer_compile.core.errors import ExitCode, InferCompileError, Terminated, UserInputError
+from infer_compile.core.manifest import manifest_path
 from infer_compile.core.options import closest
-from infer_compile.frontends.specs import shape_range_problem, source_options
+from infer_compile.core.shapes import ShapeRange
+from infer_compile.frontends.specs import source_options
 from infer_compile.targets import Target
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -208,7 +209,7 @@ class _Parser:
         common = {
             "source": source_options(given.source),
             "calibration": calibration_settings(given.calibration),
-            "shape_ranges": self.shapes(entry, "shape_ranges", prefix, index, length=3),
+            "shape_ranges": self.shape_ranges(entry, prefix, index),
             "skip_passes": skip_passes,
             "verify_passes": self.typed(entry, "verify_passes", bool,
                                         self.typed(defaults, "verify_passes", bool, False), prefix, index),
@@ -240,18 +241,18 @@ class _Parser:
         return {"pass_options": {k: v for k, v in given.passes.items() if k in applies},
                 "target_options": {k: v for k, v in given.target.items() if k in own}}
 
-    def shapes(self, entry: dict[str, Any], key: str, prefix: str, model: int,
-               length: int | None = None) -> dict[str, tuple[int, ...]]:
-        table = self.typed(entry, key, dict, {}, prefix, model)
-        for dim, value in table.items():
-            ok = (isinstance(value, list) and value and all(isinstance(d, int) and d > 0 for d in value)
-                  and (length is None or len(value) == length))
-            if not ok:
-                what = "[min, opt, max] with 1 <= min <= opt <= max" if length else "a list of positive ints"
-                raise self.fail(f"{prefix}{key}.{dim}", f"expected {what}, got {value!r}", model=model)
-            if length and (problem := shape_range_problem(value)):
-                raise self.fail(f"{prefix}{key}.{dim}", f"[min, opt, max] {problem}", model=model)
-        return {dim: tuple(value) for dim, value in table.items()}
+    def shape_ranges(self, entry: dict[str, Any], prefix: str, model: int) -> dict[str, ShapeRange]:
+        ranges = {}
+        for dim, value in self.typed(entry, "shape_ranges", dict, {}, prefix, model).items():
+            key = f"{prefix}shape_ranges.{dim}"
+            if not (isinstance(value, list) and len(value) == 3 and all(isinstance(d, int) and d > 0 for d in value)):
+                raise self.fail(key, f"expected [min, opt, max] with 1 <= min <= opt <= max, got {value!r}",
+                                model=model)
+            try:
+                ranges[dim] = ShapeRange.from_json(value)
+            except ValueError as exc:
+                raise self.fail(key, f"[min, opt, max] {exc}", model=model) from None
+        return ranges
 
 
 def run_job(job: Job) -> JobOutcome:

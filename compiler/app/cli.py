@@ -92,16 +92,16 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
     # Plain key/value lines, soft-wrapped, so paths stay copyable in narrow terminals and CI logs.
     summary = {
         "target": f"{result.target} ({result.target_reason})",
-        "precision": str(result.manifest.get("precision")),
+        "precision": result.manifest.precision,
         "nodes": f"{result.nodes_before} -> {result.nodes_after}",
         "artifact": f"{result.artifact} ({size_text(result.artifact)})",
         "build time": f"{result.seconds:.2f} s",
         "cache": result.cache,
     }
-    summary["final check"] = describe_final_check(result.manifest.get("final_check"))
+    summary["final check"] = describe_final_check(result.manifest.final_check)
     from infer_compile.calibration.options import describe_precision
 
-    if precision_line := describe_precision(result.manifest.get("quantization"), result.manifest.get("final_check")):
+    if precision_line := describe_precision(result.manifest.quantization, result.manifest.final_check):
         summary["numerics"] = precision_line
     for key, value in summary.items():
         console.print(f"[bold]{key:<11}[/] {escape(value)}", soft_wrap=True, highlight=False)
@@ -236,7 +236,7 @@ def compile_command(
                                        status=on_status)
         outcome.written.append(result.artifact)
         print_build(result)
-        print_tuning(result.manifest.get("autotune"))
+        print_tuning(result.manifest.autotune)
         print_deferred(result)
         if report:
             from infer_compile.app.report import write_report
@@ -309,9 +309,10 @@ def passes_command() -> None:
 
 def print_deferred(result) -> None:  # BuildResult
     """For a --defer build: the equivalent trtexec command and the step that builds the engine."""
-    if result.manifest.get("format") != "trtbundle":
+    fields = result.manifest.target_fields
+    if fields.get("format") != "trtbundle":
         return
-    for major, command in result.manifest["trtexec"].items():
+    for major, command in fields["trtexec"].items():
         console.print(f"[bold]{'trtexec':<11}[/] (TensorRT {major}.x, in a copy of the bundle) {escape(command)}",
                       soft_wrap=True, highlight=False)
     console.print(f"[bold]{'next':<11}[/] on a GPU machine: infer-compile finalize {escape(str(result.artifact))}",

@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infer_compile.core.artifacts import manifest_path
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.ir import Model, TensorSpec
+from infer_compile.core.manifest import Manifest, manifest_path
 from infer_compile.frontends import load_source
 from infer_compile.targets import load_artifact, target_for_artifact
 
@@ -37,11 +37,11 @@ def inspect_path(path: Path) -> dict[str, Any]:
         runner = load_artifact(path)  # not a graph a frontend reads: ask the artifact's runner
         info.update(inputs=_specs(runner.inputs), outputs=_specs(runner.outputs))
     if manifest is not None:
-        info["manifest"] = manifest
+        info["manifest"] = manifest.to_json()
     return info
 
 
-def _manifest(path: Path) -> dict[str, Any] | None:
+def _manifest(path: Path) -> Manifest | None:
     if not manifest_path(path).is_file():
         return None
     return target_for_artifact(path)[1]  # reads and validates it (JSON intact, target known)

@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infer_compile.core.artifacts import artifact_files, check_replaceable, manifest_path, read_own_json
+from infer_compile.core.artifacts import artifact_files, check_replaceable, read_own_json
 from infer_compile.core.errors import UserInputError
+from infer_compile.core.manifest import manifest_path
 
 if TYPE_CHECKING:
     from infer_compile.targets import Target

@@ -18,7 +18,7 @@ _CALIBRATION_KEYS = ("method", "samples", "source", "percentile", "ranges_from_c
 def build_report(result: BuildResult) -> dict[str, Any]:
     """The report document; its fields are documented in the README ("The build report")."""
     manifest = result.manifest
-    quantization = manifest.get("quantization") or {}
+    quantization = manifest.quantization or {}
     calibration = {k: quantization[k] for k in _CALIBRATION_KEYS if k in quantization}
     accuracy = {k: quantization[k] for k in ("accuracy", "fallback") if k in quantization}
     layers = layer_precisions(result)
@@ -26,22 +26,22 @@ def build_report(result: BuildResult) -> dict[str, Any]:
         "schema": REPORT_SCHEMA,
         "artifact": {"path": str(result.artifact), "files": [str(f) for f in result.files],
                      "bytes": sum(f.stat().st_size for f in result.files if f.is_file()),
-                     "sha256": manifest.get("artifact", {}).get("sha256")},
+                     "sha256": manifest.artifact.sha256 if manifest.artifact else None},
         "target": {"name": result.target, "reason": result.target_reason},
-        "source": manifest.get("source"),
+        "source": manifest.build.source,
         "cache": result.cache,
         "seconds": round(result.seconds, 4),
         "nodes": {"before": result.nodes_before, "after": result.nodes_after},
         "passes": [r.to_json() for r in result.records],
-        "precision": {"requested": manifest.get("precision"),
+        "precision": {"requested": manifest.precision,
                       "nodes": quantization.get("nodes") or (dict(Counter(layers.values())) if layers else None),
                       "layers": layers},
         "calibration": calibration or None,
         "accuracy": accuracy or None,
-        "autotune": manifest.get("autotune"),
-        "final_check": manifest.get("final_check"),
-        "tool_versions": manifest.get("tool_versions", {}),
-        "manifest": manifest,
+        "autotune": manifest.autotune,
+        "final_check": manifest.final_check,
+        "tool_versions": manifest.build.tool_versions,
+        "manifest": manifest.to_json(),
     }
 
 

@@ -28,27 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from infer_compile.core.errors import InferCompileError, UserInputError
+from infer_compile.core.manifest import MANIFEST_SUFFIX, Manifest, manifest_json, manifest_path, write_manifest
 
-MANIFEST_SUFFIX = ".manifest.json"
-MANIFEST_SCHEMA = 1
 # host-pid-start-random, as owned_tempname() names folders
 OWNER_PATTERN = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{16}"
 # Errors that mean "no room to write here"; and free space below which a failed write is blamed on it.
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 _NEARLY_FULL = 1 << 20
 STAGING_PATTERN = re.compile(r"\..+\.partial-" + OWNER_PATTERN)
-
-
-def manifest_path(artifact: Path) -> Path:
-    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
-
-
-def read_manifest(artifact: Path) -> dict[str, Any] | None:
-    path = manifest_path(artifact)
-    if not path.is_file():
-        return None
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    return manifest
 
 
 def is_bare_name(name: object) -> bool:
@@ -60,7 +47,7 @@ def is_bare_name(name: object) -> bool:
 def artifact_files(artifact: Path) -> set[str]:
     """Names of the files that make up a previous artifact of ours at ``artifact`` (from its manifest)."""
     try:
-        manifest = read_manifest(artifact)
+        manifest = manifest_json(artifact)
         listed = manifest["artifact"]["files"] if isinstance(manifest, dict) else []
     except (OSError, ValueError, KeyError, TypeError):  # no manifest of ours there
         return set()
@@ -146,9 +133,8 @@ class StagedOutput:
         """Where the target writes a side file that ends up beside the artifact (weights, .bin, ...)."""
         return self.dir / name
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        body = {"schema": MANIFEST_SCHEMA, **manifest}
-        manifest_path(self.artifact).write_text(json.dumps(body, indent=2, sort_keys=False, default=str) + "\n")
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_manifest(self.artifact, manifest)
 
     def commit(self) -> list[Path]:
         """Move everything into place; returns the final paths (artifact first).

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from infer_compile.core.errors import UnsupportedError
 from infer_compile.core.ir import Model
+from infer_compile.core.shapes import ShapeRange
 
 
 @dataclass
@@ -18,8 +19,8 @@ class SourceOptions:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     input_dtypes: dict[str, str] = field(default_factory=dict)  # input name -> numpy dtype name
     dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)  # input name -> {axis: dim name}
-    # dim name -> (min, opt, max); the build copies BuildOptions.shape_ranges here.
-    shape_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # dim name -> its range; the build copies BuildOptions.shape_ranges here.
+    shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)
     trust_pickle: bool = False  # allow full unpickling (runs code from the file)
     arch: str | None = None  # "pkg.mod:factory" building the module a state_dict belongs to
     python_entry: str | None = None  # "pkg.mod:build" returning (module, example_inputs)

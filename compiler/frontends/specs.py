@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ import numpy as np
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.ir import TensorSpec
 from infer_compile.core.options import Option, read
+from infer_compile.core.shapes import ShapeRange, shape_ranges_from
 from infer_compile.frontends.base import SourceOptions, first_line
 
 T = TypeVar("T")
@@ -72,19 +73,9 @@ def parse_dynamic_dims(values: list[str]) -> dict[str, dict[int, str]]:
     return dynamic
 
 
-def parse_shape_ranges(values: list[str]) -> dict[str, tuple[int, int, int]]:
-    """`batch=1:8:32` (repeatable) -> {"batch": (1, 8, 32)} as (min, opt, max)."""
-    ranges: dict[str, tuple[int, int, int]] = {}
-    for value in values:
-        dim, bounds = _split_pair(value, "--shape-range", "=", "batch=1:8:32")
-        try:
-            parsed = [int(b) for b in bounds.split(":")]
-        except ValueError:
-            parsed = []
-        if problem := shape_range_problem(parsed):
-            raise UserInputError(f"--shape-range '{value}' {problem}", hint="write it like batch=1:8:32")
-        ranges[dim] = (parsed[0], parsed[1], parsed[2])
-    return ranges
+def parse_shape_ranges(values: list[str]) -> dict[str, ShapeRange]:
+    """`batch=1:8:32` (repeatable) -> {"batch": ShapeRange(1, 8, 32)}."""
+    return dict(ShapeRange.parse(value) for value in values)
 
 
 def _flags_or_table(parse: Callable[[list[str]], T], as_flags: Callable[[Any, Any], list[str]],
@@ -134,29 +125,19 @@ def source_options(values: Mapping[str, Any]) -> SourceOptions:
     return SourceOptions(**{key: dict(value) if isinstance(value, dict) else value for key, value in values.items()})
 
 
-def shape_range_problem(bounds: Sequence[Any], floor: int = 1) -> str | None:
-    """Why ``bounds`` is not a usable (min, opt, max) of a dimension; None when it is. ``floor`` is 1 for
-    dynamic dimensions, 0 for a static zero-sized axis of an optimization profile."""
-    if len(bounds) != 3 or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
-        return "needs three integers MIN:OPT:MAX"
-    if not floor <= bounds[0] <= bounds[1] <= bounds[2]:
-        return f"needs {floor} <= MIN <= OPT <= MAX, got {bounds[0]}:{bounds[1]}:{bounds[2]}"
-    return None
-
-
-def check_shape_ranges(ranges: dict[str, tuple[int, int, int]], inputs: list[TensorSpec] | None = None) -> None:
-    """Refuse unusable bounds and, given the model's ``inputs``, ranges for dims no input has: a typo in a dim
-    name would otherwise be ignored (the dim built at a default size)."""
-    for dim, bounds in ranges.items():
-        if problem := shape_range_problem(list(bounds)):
-            raise UserInputError(f"shape range for '{dim}' {problem}", hint="give it like batch=1:8:32")
+def check_shape_ranges(ranges: Mapping[str, Any], inputs: list[TensorSpec] | None = None) -> dict[str, ShapeRange]:
+    """Ranges in any of their forms as ShapeRanges, refusing unusable bounds and, given the model's ``inputs``,
+    ranges for dims no input has: a typo in a dim name would otherwise be ignored (the dim built at a default
+    size)."""
+    checked = shape_ranges_from(ranges)
     if inputs is None:
-        return
+        return checked
     named = {d for spec in inputs for d in spec.shape or () if isinstance(d, str)}
     if unknown := sorted(set(ranges) - named):
         described = ", ".join(spec.describe() for spec in inputs)
         raise UserInputError(f"shape range for {', '.join(map(repr, unknown))}: no model input has a dynamic "
                              f"dimension of that name", hint=f"the model's inputs: {described}")
+    return checked
 
 
 def _split_entry(spec: str, flag: str) -> tuple[str, str]:

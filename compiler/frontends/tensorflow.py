@@ -17,6 +17,7 @@ from typing import Any
 from infer_compile.core.errors import AccuracyError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
+from infer_compile.core.shapes import opt_sizes
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, check_converted, first_line
 from infer_compile.frontends.onnx import apply_input_shapes
 
@@ -164,8 +165,7 @@ def name_dynamic_dims(model: Model, dynamic: dict[str, dict[int, str]]) -> None:
 def _check_conversion(tf: Any, model: Model, function: Any, options: SourceOptions,
                       source: Path) -> dict[str, Any]:
     """Run the ONNX model and the TF signature on the same seeded inputs; fail beyond fp32 tolerance."""
-    dims = {dim: opt for dim, (_, opt, _) in options.shape_ranges.items()}
-    feeds = random_inputs(model.inputs, seed=0, dims=dims)
+    feeds = random_inputs(model.inputs, seed=0, dims=opt_sizes(options.shape_ranges))
     try:
         result = function(**{name: tf.constant(value) for name, value in feeds.items()})
     except Exception as exc:

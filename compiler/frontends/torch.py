@@ -180,7 +180,7 @@ def _input_specs(names: list[str], options: SourceOptions) -> list[TensorSpec]:
                 raise UserInputError(f"--dynamic {name}:{axis}={dim}: {name} has only {len(shape)} axes",
                                      hint="axes count from 0")
             if dim in options.shape_ranges:
-                shape[axis] = options.shape_ranges[dim][1]
+                shape[axis] = options.shape_ranges[dim].opt
         specs.append(TensorSpec(name, tuple(shape), np.dtype(options.input_dtypes.get(name, "float32"))))
     return specs
 
