@@ -25,7 +25,7 @@ FEEDS = {"image": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astyp
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real fp16 build with a shape range: its manifest has every part (pass record, target fields, check)."""
+    """A real fp16 build with a shape range: its manifest has every part (pass section, target fields, check)."""
     root = tmp_path_factory.mktemp("manifest")
     source = write_tiny_cnn(root / "tiny_cnn.onnx")
     return build_artifact(source, root / "a.onnx", precision="fp16", shape_ranges={"batch": (1, 2, 4)}).artifact
@@ -96,9 +96,9 @@ def test_a_damaged_manifest_is_one_clear_error(built: Path, tmp_path: Path, edit
 
 
 def test_what_passes_and_targets_record_is_declared() -> None:
-    """A misspelt pass record, or a target field shadowing a common one, fails at once, not in a reader."""
+    """A misspelt pass section, or a target field shadowing a common one, fails at once, not in a reader."""
     with pytest.raises(ValueError, match="autotuen"):
-        BuildFacts(source={}, inputs=[], outputs=[], records={"autotuen": {}})
+        BuildFacts(source={}, inputs=[], outputs=[], pass_sections={"autotuen": {}})
     build = BuildFacts(source={}, inputs=[], outputs=[])
     with pytest.raises(ValueError, match="precision"):
         Manifest.assemble(build, target="x", precision="fp32", artifact=ArtifactFiles("a", ["a"], None),
