@@ -29,6 +29,7 @@ from infer_compile.core.numerics import (
     summarize,
     within,
 )
+from infer_compile.core.shapes import ShapeRange
 from infer_compile.targets import load_artifact
 from infer_compile.targets.tflite import TfliteRunner, split_batches, static_shapes
 from tests.builders import make_model, tensor
@@ -233,7 +234,7 @@ def test_no_network_access(builds: dict, network_attempts: list[str]) -> None:
 def test_static_shapes_pin_symbolic_dims() -> None:
     image = TensorSpec("image", ("batch", 3, 32, 32), np.dtype(np.float32))
     assert static_shapes([image], {}) == {"image": (1, 3, 32, 32)}  # a leading batch dim defaults to 1
-    assert static_shapes([image], {"batch": (1, 4, 8)}) == {"image": (4, 3, 32, 32)}  # --shape-range opt
+    assert static_shapes([image], {"batch": ShapeRange(1, 4, 8)}) == {"image": (4, 3, 32, 32)}  # --shape-range opt
     with pytest.raises(UserInputError, match="dynamic axis 2"):
         static_shapes([TensorSpec("image", (1, 3, "height", 32), np.dtype(np.float32))], {})
 
