@@ -43,5 +43,5 @@ def test_manifest_path_is_beside_the_artifact(tmp_path: Path) -> None:
     assert manifest_path(tmp_path / "m.xml") == tmp_path / "m.xml.manifest.json"
     assert read_manifest(tmp_path / "m.xml") is None
     manifest_path(tmp_path / "m.xml").write_text(json.dumps({"target": "openvino"}))
-    assert read_manifest(tmp_path / "m.xml") == Manifest("openvino", "fp32", BuildFacts({}, [], [], infer_compile=None),
+    assert read_manifest(tmp_path / "m.xml") == Manifest("openvino", "fp32", BuildFacts({}, [], []),
                                                          None)

@@ -13,8 +13,8 @@ from onnx import helper
 import infer_compile
 from infer_compile.app.build import BuildOptions, compile_model
 from infer_compile.app.settings import declared, groups
-from infer_compile.core.artifacts import read_manifest
 from infer_compile.core.errors import ExitCode, UserInputError
+from infer_compile.core.manifest import read_manifest
 from infer_compile.core.options import Option, name_list
 from tests.artifact_helpers import assert_user_error, invoke
 from tests.builders import make_model, tensor
@@ -81,7 +81,8 @@ def test_a_declared_option_reaches_its_pass_from_every_entry(tmp_path: Path) -> 
     built = invoke("build", "-c", tmp_path / "infer.toml", "--no-cache", "-j", "1")
     assert built.exit_code == 0, built.stderr
     for artifact in (api.path, tmp_path / "cli.onnx", tmp_path / "build" / "cfg.onnxruntime.fp32.onnx"):
-        assert "constant-folding" not in read_manifest(artifact)["passes"], artifact
+        manifest = read_manifest(artifact)
+        assert manifest is not None and "constant-folding" not in manifest.build.passes, artifact
 
 
 def test_config_file_misspelling_names_the_line_and_the_closest_key(tiny_cnn_onnx: Path, tmp_path: Path) -> None:

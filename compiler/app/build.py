@@ -165,7 +165,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         source={"path": source.name, "format": lowered.format, "sha256": file_digest(source), **lowered.details},
         inputs=[s.to_json() for s in model.inputs], outputs=[s.to_json() for s in model.outputs],
         passes=[r.name for r in records if r.status == "applied"], shape_ranges=options.shape_ranges,
-        tool_versions=tool_versions(), pass_sections=dict(ran.manifest))
+        tool_versions=tool_versions(), pass_sections=dict(ran.manifest), infer_compile=__version__)
     try:
         files = target.compile(model, output, request, build, check)
     except FinalCheckFailed as failed:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from infer_compile import __version__
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.shapes import ShapeRange, shape_ranges_json
 
@@ -54,7 +53,7 @@ class BuildFacts:
     shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
     pass_sections: dict[str, Any] = field(default_factory=dict)  # what passes returned, by section (PASS_SECTIONS)
-    infer_compile: str | None = __version__  # the version that built it (None: not recorded)
+    infer_compile: str | None = None  # the infer-compile version that built it (None: not recorded)
 
     def __post_init__(self) -> None:
         if unknown := sorted(set(self.pass_sections) - set(PASS_SECTIONS)):
