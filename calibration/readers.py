@@ -176,10 +176,10 @@ def _input_hw(spec: TensorSpec, layout: str) -> tuple[int, int]:
     if len(shape) != 4:
         raise UserInputError(f"input '{spec.name}' is not an image batch (shape {spec.describe()})",
                              hint="image folders need a 4-D NCHW or NHWC input")
-    dims = shape[2:] if layout == "nchw" else shape[1:3]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
+    height, width = shape[2:] if layout == "nchw" else shape[1:3]
+    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         return 224, 224  # dynamic H/W: the crop/resize options decide; 224 is the common default
-    return int(dims[0]), int(dims[1])
+    return height, width
 
 
 def preprocess_image(rgb: np.ndarray, pre: ImagePreprocess, layout: str, dtype: np.dtype) -> np.ndarray:
@@ -192,7 +192,7 @@ def preprocess_image(rgb: np.ndarray, pre: ImagePreprocess, layout: str, dtype: 
     if pre.channels == "bgr":
         image = image[..., ::-1]
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero std gives Inf/NaN, which validation names
-        x = (image.astype(np.float32) * pre.scale - np.float32(pre.mean)) / np.float32(pre.std)
+        x = (image.astype(np.float32) * pre.scale - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     if layout == "nchw":
         x = x.transpose(2, 0, 1)
     return x[None].astype(pre.dtype or dtype)
@@ -279,8 +279,8 @@ def validated(reader: Reader, inputs: list[TensorSpec], keep: Keep = lambda inde
                                  hint="yield {input_name: array} per sample")
         missing, unexpected = sorted(names - set(sample)), sorted(set(sample) - names)
         if missing or unexpected:
-            detail = "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
-                                             unexpected and f"unexpected {', '.join(unexpected)}"]))
+            detail = "; ".join(f"{what} {', '.join(listed)}" for what, listed in
+                               (("missing", missing), ("unexpected", unexpected)) if listed)
             raise UserInputError(f"{where}: input names do not match the model ({detail})",
                                  hint="model inputs: " + ", ".join(s.describe() for s in inputs))
         yield {spec.name: _checked_array(np.asarray(sample[spec.name]), spec, where) for spec in inputs}

@@ -68,7 +68,7 @@ class Runner(ABC):
         # Every target's run() is wrapped here rather than trusted to check its own feeds: runtimes report
         # the same mistake differently (ONNX Runtime a ValueError, OpenVINO a KeyError or a silent cast).
         if "run" in cls.__dict__:
-            cls.run = _checking_feeds(cls.__dict__["run"])  # type: ignore[method-assign]
+            cls.run = _checking_feeds(cls.__dict__["run"])  # type: ignore[method-assign, assignment]
 
     @abstractmethod
     def run(self, feeds: Feeds) -> Feeds:

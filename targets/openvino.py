@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -250,7 +250,7 @@ class OpenVinoTarget(Target):
         return {"file": blob.name, "device": DEVICE, "device_name": _core().get_property(DEVICE, "FULL_DEVICE_NAME"),
                 "openvino": ov.__version__}
 
-    def _blob_valid_here(self, blob: dict[str, Any] | None, artifact: Path) -> bool:
+    def _blob_valid_here(self, blob: dict[str, Any] | None, artifact: Path) -> TypeGuard[dict[str, Any]]:
         import openvino as ov
 
         return (blob is not None and (artifact.parent / blob["file"]).is_file()

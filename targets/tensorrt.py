@@ -131,7 +131,7 @@ def apply_settings(builder: trt.Builder, config: trt.IBuilderConfig, settings: B
     if settings.profiles:
         profile = builder.create_optimization_profile()
         for p in settings.profiles:
-            profile.set_shape(p.name, p.min, p.opt, p.max)
+            profile.set_shape(p.name, trt.Dims(list(p.min)), trt.Dims(list(p.opt)), trt.Dims(list(p.max)))
         config.add_optimization_profile(profile)
 
 

@@ -253,14 +253,14 @@ def derive_profiles(inputs: list[TensorSpec], shape_ranges: Mapping[str, ShapeRa
     A dynamic dimension without a range is built as 1 (what trtexec does), and noted.
     """
     named = {d for spec in inputs for d in spec.shape or () if isinstance(d, str)}
-    for dim in sorted(set(shape_ranges) - named):
-        is_input = any(spec.name == dim for spec in inputs)
+    for name in sorted(set(shape_ranges) - named):
+        is_input = any(spec.name == name for spec in inputs)
         raise UserInputError(
-            f"shape range for '{dim}' names no dynamic dimension of the model inputs",
+            f"shape range for '{name}' names no dynamic dimension of the model inputs",
             hint=("ranges are per dimension name, not input name; " if is_input else "")
             + f"dynamic dimensions: {', '.join(sorted(named)) or 'none (every input is static)'}")
-    for dim, shape_range in shape_ranges.items():
-        check_range(f"'{dim}'", shape_range)
+    for name, shape_range in shape_ranges.items():
+        check_range(f"'{name}'", shape_range)
     profiles, notes = [], []
     for spec in inputs:
         if spec.shape is None:

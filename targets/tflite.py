@@ -302,7 +302,7 @@ class TfliteTarget(Target):
                                  hint="give --calib PATH, or use --tflite-int8-mode dynamic (int8 weights only)")
         probe = next(iter(samples), None) or random_inputs(model.inputs, dims=_dims_by_input(model, shapes))
         keys = _signature_names(model)
-        inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype, onnx2tf_input_perm(len(s.shape),
+        inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype, onnx2tf_input_perm(len(shapes[s.name]),
                                                                                            settings.keep_nchw))
                   for s in model.inputs]
         self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)

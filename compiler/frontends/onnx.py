@@ -195,9 +195,8 @@ def _summaries(graph: onnx.GraphProto) -> Iterator[tuple[str, tuple[str, ...]]]:
 def _kind(type_: onnx.TypeProto) -> str:
     """'optional(sequence(tensor))' and the like: the structure of a type, not its element type or shape."""
     kind = type_.WhichOneof("value")
-    inner = getattr(type_, kind, None) if kind else None
     if kind in ("sequence_type", "optional_type"):
-        return f"{kind.removesuffix('_type')}({_kind(inner.elem_type)})"
+        return f"{kind.removesuffix('_type')}({_kind(getattr(type_, kind).elem_type)})"
     return (kind or "?").removesuffix("_type")
 
 

@@ -61,6 +61,9 @@ class TensorFlowFrontend(Frontend):
 
     def load(self, path: Path, options: SourceOptions) -> LoweredModel:
         kind = sniff_tensorflow(path)
+        if kind is None:  # load() follows accepts(); a path that changed in between lands here
+            raise UserInputError(f"{path}: not a TensorFlow SavedModel folder or Keras .keras/.h5 file",
+                                 hint="give a SavedModel folder (saved_model.pb inside) or a .keras/.h5 file")
         if kind == CORRUPT_KERAS:
             raise UserInputError(f"{path}: is a truncated or corrupt .keras archive",
                                  hint="copy the model file again or re-save it with model.save()")
