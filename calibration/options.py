@@ -12,17 +12,19 @@ from infer_compile.calibration.readers import ImagePreprocess
 from infer_compile.core.options import Option, read
 
 _CALIB = "calib"
-CALIB = Option(_CALIB, str, None, "Calibration data: folder of .npy/.npz or images, pkg.mod:fn, or 'synthetic' "
-               "(smoke tests).", path=True)
+CALIB: Option[str | None] = Option(
+    _CALIB, str, None, "Calibration data: folder of .npy/.npz or images, pkg.mod:fn, or 'synthetic' (smoke tests).",
+    path=True)
 CALIB_METHOD = Option("calib_method", str, "minmax", "Activation range method.", choices=tuple(METHODS),
                       needs=_CALIB)
 PERCENTILE = Option("percentile", float, 99.99, "Percentile for --calib-method percentile.", needs=_CALIB)
 CALIB_SAMPLES = Option("calib_samples", int, 128, "Use at most N calibration samples.", needs=_CALIB)
-CALIB_CACHE = Option("calib_cache", str, None, "JSON range cache: reused when model and data match, else written.",
-                     needs=_CALIB, path=True)
-CALIB_PREPROCESS = Option("calib_preprocess", list, [], "Image folder preprocessing KEY=VALUE (repeatable): "
-                          "resize=256 crop=224 scale=0.00392 mean=0.485/0.456/0.406 std=... channels=rgb|bgr "
-                          "layout=nchw|nhwc dtype=float32.", needs=_CALIB)
+CALIB_CACHE: Option[str | None] = Option(
+    "calib_cache", str, None, "JSON range cache: reused when model and data match, else written.", needs=_CALIB,
+    path=True)
+CALIB_PREPROCESS: Option[list[str]] = Option(
+    "calib_preprocess", list, [], "Image folder preprocessing KEY=VALUE (repeatable): resize=256 crop=224 "
+    "scale=0.00392 mean=0.485/0.456/0.406 std=... channels=rgb|bgr layout=nchw|nhwc dtype=float32.", needs=_CALIB)
 CALIBRATION_OPTIONS = (CALIB, CALIB_METHOD, PERCENTILE, CALIB_SAMPLES, CALIB_CACHE, CALIB_PREPROCESS)
 
 

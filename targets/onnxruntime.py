@@ -60,9 +60,10 @@ def _specs(args: list[Any]) -> list[TensorSpec]:
                        np.dtype(_ORT_TYPES.get(a.type, np.float32))) for a in args]
 
 
-SESSION_OPTIONS = Option("session_options", dict, None, "ONNX Runtime session settings the artifact loads with "
-                         "(intra_op_num_threads, inter_op_num_threads, execution_mode, graph_optimization_level); "
-                         "autotuning chooses them unless given.", cli=False)
+SESSION_OPTIONS: Option[dict[str, Any] | None] = Option(
+    "session_options", dict, None, "ONNX Runtime session settings the artifact loads with (intra_op_num_threads, "
+    "inter_op_num_threads, execution_mode, graph_optimization_level); autotuning chooses them unless given.",
+    cli=False)
 
 
 class OrtRunner(Runner):

@@ -169,8 +169,9 @@ class OvTuner(Tuner):
 
 EXPORT_BLOB = Option("export_blob", bool, False, "OpenVINO: also export a compiled blob for this CPU (zero-compile "
                      "start-up).", flag="--ov-export-blob")
-OV_CONFIG = Option("ov_config", dict, None, "OpenVINO compile settings the artifact loads with (e.g. "
-                   "PERFORMANCE_HINT, INFERENCE_NUM_THREADS); autotuning chooses them unless given.", cli=False)
+OV_CONFIG: Option[dict[str, Any] | None] = Option(
+    "ov_config", dict, None, "OpenVINO compile settings the artifact loads with (e.g. PERFORMANCE_HINT, "
+    "INFERENCE_NUM_THREADS); autotuning chooses them unless given.", cli=False)
 
 
 class OpenVinoTarget(Target):

@@ -49,6 +49,7 @@ class Option(Generic[T]):
 
     def value(self, raw: Any, given_as: str) -> T:
         """``raw`` checked and converted (``given_as`` names where it came from, for the message)."""
+        value: Any  # of type T once checked: parse returns one, or isinstance against ``kind`` vouches for it
         if self.parse is not None:
             try:
                 value = self.parse(raw)
@@ -59,7 +60,7 @@ class Option(Generic[T]):
             if not isinstance(value, self.kind) or (isinstance(value, bool) and self.kind is not bool):
                 raise UserInputError(f"{given_as}: expected {self.kind.__name__}, got {type(raw).__name__} {raw!r}",
                                      hint=self.help)
-            if self.kind is list and not all(isinstance(item, str) for item in value):
+            if isinstance(value, list) and not all(isinstance(item, str) for item in value):
                 raise UserInputError(f"{given_as}: expected a list of strings, got {raw!r}", hint=self.help)
         if self.choices and value not in self.choices:
             raise UserInputError(f"{given_as}: '{value}' is not one of {', '.join(self.choices)}", hint=self.help)

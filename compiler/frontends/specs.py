@@ -99,30 +99,39 @@ def _dims_flag(name: Any, dims: Any) -> list[str]:
     return [f"{name}:{'x'.join(map(str, dims))}"]
 
 
-INPUT_SHAPES = Option("input_shapes", list, {}, "Pin an input's shape, NAME:1x3x224x224 (repeatable).",
-                      flag="--input-shape", parse=_flags_or_table(parse_input_shapes, _dims_flag))
-INPUT_DTYPES = Option("input_dtypes", list, {}, "An input's dtype for PyTorch example inputs, NAME:float16 "
-                      "(repeatable).", flag="--input-dtype",
-                      parse=_flags_or_table(parse_input_dtypes, lambda name, dtype: [f"{name}:{dtype}"]))
-DYNAMIC_DIMS = Option("dynamic_dims", list, {}, "Make an input axis dynamic, NAME:AXIS=DIM, e.g. input:0=batch "
-                      "(repeatable).", flag="--dynamic",
-                      parse=_flags_or_table(parse_dynamic_dims, lambda name, axes: [
-                          f"{name}:{axis}={dim}" for axis, dim in dict(axes).items()]))
+INPUT_SHAPES: Option[dict[str, tuple[int, ...]]] = Option(
+    "input_shapes", list, {}, "Pin an input's shape, NAME:1x3x224x224 (repeatable).", flag="--input-shape",
+    parse=_flags_or_table(parse_input_shapes, _dims_flag))
+INPUT_DTYPES: Option[dict[str, str]] = Option(
+    "input_dtypes", list, {}, "An input's dtype for PyTorch example inputs, NAME:float16 (repeatable).",
+    flag="--input-dtype", parse=_flags_or_table(parse_input_dtypes, lambda name, dtype: [f"{name}:{dtype}"]))
+DYNAMIC_DIMS: Option[dict[str, dict[int, str]]] = Option(
+    "dynamic_dims", list, {}, "Make an input axis dynamic, NAME:AXIS=DIM, e.g. input:0=batch (repeatable).",
+    flag="--dynamic", parse=_flags_or_table(parse_dynamic_dims, lambda name, axes: [
+        f"{name}:{axis}={dim}" for axis, dim in dict(axes).items()]))
 TRUST_PICKLE = Option("trust_pickle", bool, False, "Allow unpickling PyTorch files (runs code from the file: "
                       "trusted files only).")
-ARCH = Option("arch", str, None, "pkg.mod:factory building the nn.Module a state_dict's weights belong to.")
-PYTHON_ENTRY = Option("python_entry", str, None, "pkg.mod:build (or file.py:build) returning (module, "
-                      "example_inputs).", flag="--from-python")
-EXPORTER = Option("exporter", str, None, "PyTorch exporter: dynamo (default) or legacy (TorchScript-based).",
-                  choices=("dynamo", "legacy"))
-SIGNATURE = Option("signature", str, None, "TensorFlow SavedModel signature (default: serving_default).")
+ARCH: Option[str | None] = Option(
+    "arch", str, None, "pkg.mod:factory building the nn.Module a state_dict's weights belong to.")
+PYTHON_ENTRY: Option[str | None] = Option(
+    "python_entry", str, None, "pkg.mod:build (or file.py:build) returning (module, example_inputs).",
+    flag="--from-python")
+EXPORTER: Option[str | None] = Option(
+    "exporter", str, None, "PyTorch exporter: dynamo (default) or legacy (TorchScript-based).",
+    choices=("dynamo", "legacy"))
+SIGNATURE: Option[str | None] = Option(
+    "signature", str, None, "TensorFlow SavedModel signature (default: serving_default).")
 SOURCE_OPTIONS = (INPUT_SHAPES, INPUT_DTYPES, DYNAMIC_DIMS, TRUST_PICKLE, ARCH, PYTHON_ENTRY, EXPORTER, SIGNATURE)
 
 
 def source_options(values: Mapping[str, Any]) -> SourceOptions:
     """The source options (checked values by key) as SourceOptions."""
-    values = {option.key: read(values, option) for option in SOURCE_OPTIONS}
-    return SourceOptions(**{key: dict(value) if isinstance(value, dict) else value for key, value in values.items()})
+    # The tables are copied: an option's default is one shared object.
+    return SourceOptions(input_shapes=read(values, INPUT_SHAPES).copy(),
+                         input_dtypes=read(values, INPUT_DTYPES).copy(),
+                         dynamic_dims=read(values, DYNAMIC_DIMS).copy(), trust_pickle=read(values, TRUST_PICKLE),
+                         arch=read(values, ARCH), python_entry=read(values, PYTHON_ENTRY),
+                         exporter=read(values, EXPORTER), signature=read(values, SIGNATURE))
 
 
 def check_shape_ranges(ranges: Mapping[str, Any], inputs: list[TensorSpec] | None = None) -> dict[str, ShapeRange]:
