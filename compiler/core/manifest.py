@@ -5,7 +5,7 @@ what the target wrote (``Manifest.assemble``) and the staging code writes it bes
 (``load``), the report, the build cache, ``inspect``, ``run`` and ``verify`` read it back through
 ``read_manifest``, which refuses a damaged or hand-edited file in one line.
 
-The file is one flat JSON object (schema 1), unchanged since the first release:
+The file is one flat JSON object (schema 1; keys were added over the releases, none renamed or removed):
 
     schema, infer_compile, source, inputs, outputs, passes, shape_ranges, tool_versions   the build
     quantization, autotune                                                                pass sections
