@@ -30,7 +30,7 @@ def test_every_declared_command_line_option_is_a_compile_flag() -> None:
     assert result.exit_code == 0
     for option, group in declared().values():
         assert (option.cli_flag in result.stdout) == option.cli, option.key
-        assert group.title in result.stdout
+        assert group.title in result.stdout or not option.cli
 
 
 @pytest.mark.parametrize(("call", "message"), [
@@ -88,13 +88,12 @@ def test_a_declared_option_reaches_its_pass_from_every_entry(tmp_path: Path) -> 
 def test_config_file_misspelling_names_the_line_and_the_closest_key(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     (tmp_path / "infer.toml").write_text(f'[[models]]\npath = "{tiny_cnn_onnx}"\nfold_size_limt = 1\n')
     result = invoke("build", "-c", tmp_path / "infer.toml", "--no-cache")
-    assert_user_error(result, ExitCode.USER_ERROR, "infer.toml:3: models[0].fold_size_limt: unknown key; "
-                                                   "did you mean 'fold_size_limit'?")
+    assert_user_error(result, "infer.toml:3: models[0].fold_size_limt: unknown key; did you mean 'fold_size_limit'?")
 
 
 def test_cli_misspelt_flag_names_the_closest(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     result = invoke(tiny_cnn_onnx, "-o", tmp_path / "m.onnx", "--fold-size-limt", "1")
-    assert result.exit_code == ExitCode.USER_ERROR and "--fold-size-limit" in result.output
+    assert result.exit_code == ExitCode.USAGE and "--fold-size-limit" in result.output
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("a,b", ["a", "b"]), (["a, b", "c"], ["a", "b", "c"]), ([], [])])
