@@ -26,7 +26,7 @@ from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.precision_state import PrecisionState, node_precisions
 
-ACCURACY_BUDGET = Option(
+ACCURACY_BUDGET: Option[str | None] = Option(
     "accuracy_budget", str, None, "Return the most sensitive layers to fp32 until e.g. 'cosine>=0.999' or "
     "'top1-agreement>=0.99' holds vs fp32 on held-out samples (exit 3 if it cannot).",
     parse=lambda text: str(parse_budget(text)), precisions=frozenset({"int8", "fp16"}), needs="calib")

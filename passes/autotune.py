@@ -14,6 +14,7 @@ than any layer alone shows).
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -130,7 +131,9 @@ def _float_source(tensor: gs.Tensor) -> FloatSource | None:
     if isinstance(dq.inputs[0], gs.Constant):
         return _dequantize_constant(dq)
     q = producer(dq.inputs[0])
-    saturation = _saturation(q) if q is not None and q.op == "QuantizeLinear" else None
+    if q is None or q.op != "QuantizeLinear":
+        return None
+    saturation = _saturation(q)
     return (q.inputs[0], saturation) if saturation else None
 
 
@@ -284,7 +287,7 @@ class Autotune(Pass):
         self._status(ctx, f"loading {len(timed)} of {len(candidates)} configurations")
         runs = [ctx.tuner.prepare(model, c.settings) for c in timed]
         self._status(ctx, f"timing {len(timed)} configurations ({seconds:.0f} s)")
-        times = measure([lambda run=run: run(feeds) for run in runs], deadline - time.perf_counter())
+        times = measure([functools.partial(run, feeds) for run in runs], deadline - time.perf_counter())
         table = [{"label": c.label, "settings": c.settings, **_summary(t)} for c, t in zip(timed, times, strict=True)]
         best = choose([row["best_ms"] for row in table])
         for i, row in enumerate(table):
@@ -297,7 +300,7 @@ class Autotune(Pass):
     def _time_pair(self, ctx: PassContext, a: Model, b: Model, feeds: Feeds, seconds: float) -> tuple[float, float]:
         """Best-of-runs latencies (ms) of two models under the default settings, timed round-robin."""
         runs = [ctx.tuner.prepare(m, {}) for m in (a, b)]
-        ta, tb = measure([lambda run=run: run(feeds) for run in runs], seconds)
+        ta, tb = measure([functools.partial(run, feeds) for run in runs], seconds)
         return _ms(min(ta)), _ms(min(tb))
 
     def _select_layers(self, model: Model, ctx: PassContext, layers: list[int], feeds: Feeds,
@@ -329,7 +332,7 @@ class Autotune(Pass):
                                                       if r.get("faster") == "fp32"])
         self._status(ctx, f"full model: {', '.join(variants)}")
         runs = [ctx.tuner.prepare(m, {}) for m in variants.values()]
-        times = measure([lambda run=run: run(feeds) for run in runs], max(deadline - time.perf_counter(), 0.0))
+        times = measure([functools.partial(run, feeds) for run in runs], max(deadline - time.perf_counter(), 0.0))
         selection: dict[str, Any] = {f"{name}_ms": _ms(min(t)) for name, t in zip(variants, times, strict=True)}
         selection["chosen"] = list(variants)[choose([min(t) for t in times])]
         model.graph = variants[selection["chosen"]].graph

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -35,8 +35,9 @@ from infer_compile.passes.precision_state import PrecisionState, name_unnamed_no
 # and MeanVarianceNormalization, which onnxruntime runs as its ONNX function body, with a float32 epsilon.
 _FP16 = frozenset({"fp16"})
 KEEP_IO_TYPES = Option("keep_io_types", bool, False, "FP16: keep graph inputs and outputs float32.", precisions=_FP16)
-FP16_BLOCK = Option("fp16_block", list, [], "FP16: keep these op types or node names in fp32 (repeatable, comma "
-                    "lists).", parse=name_list, precisions=_FP16)
+FP16_BLOCK: Option[list[str]] = Option(
+    "fp16_block", list, [], "FP16: keep these op types or node names in fp32 (repeatable, comma lists).",
+    parse=name_list, precisions=_FP16)
 DEFAULT_BLOCKED_OPS = frozenset({
     "Range", "NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "CumSum", "RandomNormal",
     "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "If", "Loop", "Scan",
@@ -65,7 +66,8 @@ def to_fp16(values: np.ndarray) -> np.ndarray:
     return clamped.astype(np.float16)
 
 
-def _formal_types(schema: onnx.defs.OpSchema, params: list, index: int) -> list[str] | None:
+def _formal_types(schema: onnx.defs.OpSchema, params: Sequence[onnx.defs.OpSchema.FormalParameter], index: int
+                  ) -> list[str] | None:
     """The types the schema allows at input/output ``index`` (the last formal parameter may repeat)."""
     if not params:
         return None

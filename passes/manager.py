@@ -93,10 +93,11 @@ class PassManager:
         earlier: list[PassResult] = []
         ran: list[str] = []
         feeds, reference = self.feeds, self.reference
-        if self.verify and feeds is None:
-            feeds = random_inputs(model.inputs, seed=self.seed, dims=ctx.shape_overrides)
-        if self.verify and reference is None:
-            reference = run_onnx(model, feeds)
+        if self.verify:
+            if feeds is None:
+                feeds = random_inputs(model.inputs, seed=self.seed, dims=ctx.shape_overrides)
+            if reference is None:
+                reference = run_onnx(model, feeds)
         for index, p in enumerate(self.passes):
             if self.progress:
                 self.progress(p, index, len(self.passes))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -118,7 +119,7 @@ def bench_command(
         if len(set(labels)) < len(labels):
             labels = ["A: " + labels[0], "B: " + labels[1]]
         runners = {label: load_artifact(path) for label, path in zip(labels, paths, strict=True)}
-        batches = batch_size or [None]
+        batches: list[int] | list[None] = batch_size or [None]
         timings = []
         with progress_bar() as progress:
             task = progress.add_task("benchmarking", total=len(batches) * iterations * len(runners))
@@ -142,8 +143,10 @@ def bench_ratio(first: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 def print_bench(results: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> None:
     table = Table(show_edge=False)
-    for col, justify in (("artifact", "left"), ("batch", "right"), ("runs", "right"), ("p50 ms", "right"),
-                         ("p90 ms", "right"), ("p99 ms", "right"), ("mean ms", "right"), ("samples/s", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("artifact", "left"), ("batch", "right"), ("runs", "right"), ("p50 ms", "right"), ("p90 ms", "right"),
+        ("p99 ms", "right"), ("mean ms", "right"), ("samples/s", "right"))
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")  # fold: paths stay whole and copyable
     for r in results:
         ms = r["latency_ms"]
@@ -311,7 +314,7 @@ def build_command(
             def done(o: JobOutcome) -> None:
                 progress.advance(task)
                 if o.status != "failed":
-                    outcome.written.append(o.job.options.output)
+                    outcome.written.append(o.job.output)
 
             outcomes = run_jobs(job_list, workers, done=done)
         table = Table(show_edge=False)

@@ -61,6 +61,13 @@ class Job:
     def label(self) -> str:
         return f"{self.model}/{self.target}/{self.precision}"
 
+    @property
+    def output(self) -> Path:
+        """The artifact this job writes: a config job always names one (its output folder / model.target...)."""
+        if self.options.output is None:
+            raise AssertionError(f"{self.label}: a config job without an output path")
+        return Path(self.options.output)
+
 
 @dataclass
 class JobOutcome:
@@ -139,10 +146,10 @@ class _Parser:
         jobs: list[Job] = []
         for index, entry in enumerate(models):
             jobs += self.model_jobs(index, entry, data, output_dir)
-        outputs = [j.options.output for j in jobs]
-        duplicate = next((j for j in jobs if outputs.count(j.options.output) > 1), None)
+        outputs = [j.output for j in jobs]
+        duplicate = next((j for j in jobs if outputs.count(j.output) > 1), None)
         if duplicate:
-            raise self.fail("models", f"two jobs would write {duplicate.options.output}",
+            raise self.fail("models", f"two jobs would write {duplicate.output}",
                             hint="give the models different names (name = ...)")
         return jobs
 
@@ -324,8 +331,8 @@ def run_jobs(jobs: list[Job], workers: int, done: Callable[[JobOutcome], None] |
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM here: stop the workers too (a running job cleans up)
             _stop_workers(pool)
             # Workers commit before this process hears of it: ask the disk what was completed.
-            exc.written = [job.options.output for job in jobs  # type: ignore[attr-defined]
-                           if _written_since(job.options.output, started)]
+            exc.written = [job.output for job in jobs  # type: ignore[attr-defined]
+                           if _written_since(job.output, started)]
             raise
     return [outcomes[i] for i in range(len(jobs))]
 

@@ -101,10 +101,16 @@ def source_files(source: Path) -> list[Path]:
     return [source, *(source.parent / loc for loc in locations if (source.parent / loc).is_file())]
 
 
+def _package_folders(name: str) -> list[str]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:  # one of our own packages: always importable
+        raise ImportError(f"{name} is not an importable package")
+    return list(spec.submodule_search_locations)
+
+
 def code_files() -> list[Path]:
     """infer-compile's own source files, wherever it is imported from (checkout, editable or wheel install)."""
-    folders = {Path(folder).resolve() for name in _PACKAGES
-               for folder in importlib.util.find_spec(name).submodule_search_locations}
+    folders = {Path(folder).resolve() for name in _PACKAGES for folder in _package_folders(name)}
     return sorted({p for folder in folders for p in folder.rglob("*.py") if "__pycache__" not in p.parts})
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
@@ -38,7 +38,9 @@ from infer_compile.core.options import Option
 class CompileByDefault(TyperGroup):
     """Routes `infer-compile MODEL ...` to the `compile` command; subcommands work as usual."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    # Typer calls this with its typer.Context; the base class names click's Context (typer's own copy of click
+    # since 0.2x, the click package before): narrower than the base, true of every call.
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["compile", *args]
         return super().parse_args(ctx, args)
@@ -124,8 +126,9 @@ def print_tuning(record: dict | None) -> None:
     title = (f"autotune ({record['seconds']:.1f} s of {record['budget_s']:g} s; load average "
              f"{record.get('load_average')} on {record.get('cpus')} CPUs; chosen by best latency)")
     table = Table(title=title, title_justify="left", show_edge=False)
-    for col, justify in (("candidate", "left"), ("median latency", "right"), ("best", "right"), ("runs", "right"),
-                         ("chosen", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("candidate", "left"), ("median latency", "right"), ("best", "right"), ("runs", "right"), ("chosen", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for c in record["candidates"]:
         chosen = "[green]yes[/]" if c["chosen"] else ""
@@ -265,7 +268,7 @@ def with_declared_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _cli_type(option: Option[object]) -> object:
-    return {bool: bool | None, list: list[str] | None}.get(option.kind, option.kind | None)  # type: ignore[operator]
+    return {bool: bool | None, list: list[str] | None}.get(option.kind, option.kind | None)
 
 
 def _typer_option(option: Option[object], panel: str) -> typer.models.OptionInfo:
@@ -354,4 +357,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

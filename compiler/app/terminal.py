@@ -81,7 +81,7 @@ def build_warnings() -> Iterator[None]:
 
 
 def size_text(path: Path) -> str:
-    size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    size: float = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

@@ -16,10 +16,12 @@ from typing import Any, Generic, TypeVar
 from infer_compile.core.errors import UserInputError
 
 T = TypeVar("T")
+# Covariant: an option holding a list[str] serves where an iterable of names is read (set(ctx.option(...))).
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
-class Option(Generic[T]):
+class Option(Generic[T_co]):
     """One setting: its key (config key and API keyword), value type, default and help.
 
     ``kind`` is the type a user gives on the command line (bool, int, float, str, Path, or list for a
@@ -32,12 +34,12 @@ class Option(Generic[T]):
 
     key: str
     kind: type
-    default: T
+    default: T_co
     help: str
     flag: str = ""
     choices: tuple[str, ...] = ()
     minimum: float | None = None
-    parse: Callable[[Any], T] | None = None
+    parse: Callable[[Any], T_co] | None = None
     precisions: frozenset[str] = frozenset()
     needs: str = ""
     path: bool = False  # a file or folder: a config file's relative value is relative to that file
@@ -47,9 +49,9 @@ class Option(Generic[T]):
     def cli_flag(self) -> str:
         return self.flag or "--" + self.key.replace("_", "-")
 
-    def value(self, raw: Any, given_as: str) -> T:
+    def value(self, raw: Any, given_as: str) -> T_co:
         """``raw`` checked and converted (``given_as`` names where it came from, for the message)."""
-        value: Any  # of type T once checked: parse returns one, or isinstance against ``kind`` vouches for it
+        value: Any  # of type T_co once checked: parse returns one, or isinstance against ``kind`` vouches for it
         if self.parse is not None:
             try:
                 value = self.parse(raw)
