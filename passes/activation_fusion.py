@@ -23,7 +23,7 @@ from infer_compile.passes.graph_utils import (
     replace_nodes,
     sole_consumer,
 )
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh")
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -41,30 +41,39 @@ def _activation_params(act: gs.Node) -> list[float] | None:
     return []
 
 
-def _conv_and_residual(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Node, gs.Tensor | None, list[gs.Node]] | None:
+def _conv_and_residual(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Node, gs.Tensor | None, list[gs.Node]] | Miss:
     """(conv, residual Z or None, matched nodes) when ``t`` is Conv(...) or Conv(...) + Z of the same shape."""
     conv = produced_by(t, "Conv")
     if conv is not None:
         return conv, None, [conv]
     add = produced_by(t, "Add")
-    for conv_out in add.inputs if add is not None else ():
+    if add is None:
+        return Miss("the input is not produced by Conv or Add")
+    for conv_out in add.inputs:
         conv, z = produced_by(conv_out, "Conv"), other_input(add, conv_out)
         shape = known_shape(conv_out)
         if conv is not None and sole_consumer(graph, conv_out) is add and shape is not None \
                 and known_shape(z) == shape and is_float32(z):
             return conv, z, [conv, add]
-    return None
+    return Miss("the Add is not Conv + an fp32 residual of the same known shape")
 
 
-def _fused_conv(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
+def _fused_conv(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> Outcome:
     params = _activation_params(act)
+    if params is None:
+        return Miss("the Clip bounds are not constants")
     t = act.inputs[0]
-    found = _conv_and_residual(graph, t) if params is not None and sole_consumer(graph, t) is act else None
-    if found is None:
-        return False
+    if sole_consumer(graph, t) is not act:
+        return consumer_miss(graph, t)
+    found = _conv_and_residual(graph, t)
+    if isinstance(found, Miss):
+        return found
     conv, z, matched = found
-    if len(conv.inputs[1].shape or ()) != 4 or not is_float32(conv.outputs[0]):
-        return False  # 2-D convolutions in fp32: what the CPU kernel implements
+    # 2-D convolutions in fp32: what the CPU kernel implements
+    if len(conv.inputs[1].shape or ()) != 4:
+        return Miss("the Conv is not 2-D")
+    if not is_float32(conv.outputs[0]):
+        return Miss("the Conv output is not float32")
     inputs = list(conv.inputs)
     if z is not None:
         if len(inputs) < 3:  # Z is the 4th input: give a bias-less Conv a zero bias
@@ -76,12 +85,18 @@ def _fused_conv(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
     return True
 
 
-def _fused_gemm(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> bool:
-    if Capability.FUSED_GEMM not in ctx.capabilities or act.op == "Clip":
-        return False
+def _fused_gemm(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> Outcome:
+    if Capability.FUSED_GEMM not in ctx.capabilities:
+        return Miss("the target has no FusedGemm")
+    if act.op == "Clip":
+        return Miss("FusedGemm takes no Clip")
     gemm = produced_by(act.inputs[0], "Gemm")
-    if gemm is None or sole_consumer(graph, act.inputs[0]) is not act or not is_float32(act.inputs[0]):
-        return False
+    if gemm is None:
+        return Miss("the input is not produced by Gemm")
+    if sole_consumer(graph, act.inputs[0]) is not act:
+        return consumer_miss(graph, act.inputs[0])
+    if not is_float32(act.inputs[0]):
+        return Miss("the Gemm output is not float32")
     params = _activation_params(act) or []
     extra = dict(zip(("activation_alpha", "activation_beta"), params, strict=False))
     attrs = {**gemm.attrs, "activation": act.op, **extra}

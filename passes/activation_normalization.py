@@ -24,36 +24,55 @@ from infer_compile.passes.graph_utils import (
     scalar_value,
     sole_consumer,
 )
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 HARDSWISH_OPSET = 14
 
 
-def _min_max_to_clip(graph: gs.Graph, outer: gs.Node, ctx: PassContext) -> bool:
+def _min_max_to_clip(graph: gs.Graph, outer: gs.Node, ctx: PassContext) -> Outcome:
     inner_op = "Max" if outer.op == "Min" else "Min"
-    for data in outer.inputs if len(outer.inputs) == 2 else ():
+    if len(outer.inputs) != 2:
+        return Miss(f"the {outer.op} does not have 2 inputs")
+    misses = []
+    for data in outer.inputs:
         inner = produced_by(data, inner_op)
-        outer_bound = scalar_value(other_input(outer, data))
-        if inner is None or len(inner.inputs) != 2 or outer_bound is None or sole_consumer(graph, data) is not outer:
+        if inner is None:
             continue
-        for x in inner.inputs:
-            inner_bound = scalar_value(other_input(inner, x))
-            dtype = numpy_dtype(x)
-            if inner_bound is None or dtype is None:
-                continue
-            lo, hi = (inner_bound, outer_bound) if inner_op == "Max" else (outer_bound, inner_bound)
-            if lo > hi:  # Clip(lo > hi) would not reproduce min/max semantics
-                return False
-            bounds = [new_constant(graph, f"{outer.name}_{key}", np.array(v, dtype))
-                      for key, v in (("min", lo), ("max", hi))]
-            replace_nodes([inner, outer], add_node(graph, "Clip", [x, *bounds], name=outer.name))
-            return True
-    return False
+        outer_bound = scalar_value(other_input(outer, data))
+        if len(inner.inputs) != 2:
+            misses.append(Miss(f"the {inner_op} does not have 2 inputs"))
+        elif outer_bound is None:
+            misses.append(Miss(f"the {outer.op}'s other input is not a scalar constant"))
+        elif sole_consumer(graph, data) is not outer:
+            misses.append(consumer_miss(graph, data))
+        else:
+            outcome = _inner_bound_clip(graph, outer, inner, outer_bound)
+            if outcome is not None:
+                return outcome
+            misses.append(Miss(f"the {inner_op} has no scalar constant bound on a tensor of known dtype"))
+    return misses[0] if misses else Miss(f"no input is produced by {inner_op}")
 
 
-def _clip_to_relu(graph: gs.Graph, clip: gs.Node, ctx: PassContext) -> bool:
+def _inner_bound_clip(graph: gs.Graph, outer: gs.Node, inner: gs.Node, outer_bound: float) -> Outcome | None:
+    """Replace outer(inner(x, inner bound), outer bound) by Clip; None when inner has no scalar constant bound."""
+    for x in inner.inputs:
+        inner_bound = scalar_value(other_input(inner, x))
+        dtype = numpy_dtype(x)
+        if inner_bound is None or dtype is None:
+            continue
+        lo, hi = (inner_bound, outer_bound) if inner.op == "Max" else (outer_bound, inner_bound)
+        if lo > hi:  # Clip(lo > hi) would not reproduce min/max semantics
+            return Miss("the lower bound is above the upper bound")
+        bounds = [new_constant(graph, f"{outer.name}_{key}", np.array(v, dtype))
+                  for key, v in (("min", lo), ("max", hi))]
+        replace_nodes([inner, outer], add_node(graph, "Clip", [x, *bounds], name=outer.name))
+        return True
+    return None
+
+
+def _clip_to_relu(graph: gs.Graph, clip: gs.Node, ctx: PassContext) -> Outcome:
     if clip_bounds(clip) != (0.0, np.inf):
-        return False
+        return Miss("the bounds are not constant (0, inf)")
     replace_nodes([clip], add_node(graph, "Relu", [clip.inputs[0]], name=clip.name))
     return True
 
@@ -98,19 +117,23 @@ def _scaled_by_sixth(node: gs.Node) -> gs.Tensor | None:
     return next((t for t in node.inputs if is_scalar(other_input(node, t), 1 / 6)), None)
 
 
-def _hardswish(graph: gs.Graph, last: gs.Node, ctx: PassContext) -> bool:
+def _hardswish(graph: gs.Graph, last: gs.Node, ctx: PassContext) -> Outcome:
     """x * HardSigmoid(x), or (x * Clip(x + 3, 0, 6)) / 6, becomes HardSwish(x)."""
-    if graph.opset < HARDSWISH_OPSET or len(last.inputs) != 2:
-        return False
+    if graph.opset < HARDSWISH_OPSET:
+        return Miss(f"the opset is below {HARDSWISH_OPSET} (no HardSwish)")
+    if len(last.inputs) != 2:
+        return Miss(f"the {last.op} does not have 2 inputs")
     found = _x_times_gate(graph, last, _hard_sigmoid) if last.op == "Mul" else None
     if found is None:
         product_out = _scaled_by_sixth(last)
         product = produced_by(product_out, "Mul") if product_out is not None else None
-        if product is None or sole_consumer(graph, product_out) is not last:
-            return False
+        if product is None:
+            return Miss("neither x * HardSigmoid(x) nor a product scaled by 1/6")
+        if sole_consumer(graph, product_out) is not last:
+            return consumer_miss(graph, product_out)
         found = _x_times_gate(graph, product, _shifted_relu6)
         if found is None:
-            return False
+            return Miss("the product scaled by 1/6 is not x * Clip(x + 3, 0, 6)")
         found = (found[0], [*found[1], product])
     x, matched = found
     replace_nodes([*matched, last], add_node(graph, "HardSwish", [x], name=last.name))

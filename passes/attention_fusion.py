@@ -31,7 +31,7 @@ from infer_compile.passes.graph_utils import (
     scalar_value,
     sole_consumer,
 )
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 LAYOUT_OPS = ("Reshape", "Transpose")
 
@@ -142,13 +142,17 @@ def _attention_bias(graph: gs.Graph, mask: gs.Tensor | None, b: int, n: int, s: 
     return expand.outputs[0]
 
 
-def _attention(graph: gs.Graph, softmax: gs.Node, ctx: PassContext) -> bool:
-    if softmax.attrs.get("axis", -1) not in (-1, 3) or known_shape(softmax.outputs[0]) is None:
-        return False
+def _attention(graph: gs.Graph, softmax: gs.Node, ctx: PassContext) -> Outcome:
+    if softmax.attrs.get("axis", -1) not in (-1, 3):
+        return Miss("the Softmax is not over the last axis")
+    if known_shape(softmax.outputs[0]) is None:
+        return Miss("the Softmax output shape is not known")
     probs, guard = _nan_guarded(graph, softmax)
     pv = sole_consumer(graph, probs, "MatMul")
-    if pv is None or pv.inputs[0] is not probs:
-        return False
+    if pv is None:
+        return consumer_miss(graph, probs, "MatMul")
+    if pv.inputs[0] is not probs:
+        return Miss("the probabilities are the second MatMul input, not the first")
     # Scores: [scale] (Q K^T) [+ mask]
     scores, mask, add_nodes = softmax.inputs[0], None, []
     add = produced_by(scores, "Add")
@@ -159,25 +163,33 @@ def _attention(graph: gs.Graph, softmax: gs.Node, ctx: PassContext) -> bool:
                 break
     qk_out, outer_scale, outer_nodes = _unscaled(graph, scores)
     qk = produced_by(qk_out, "MatMul")
-    if qk is None or sole_consumer(graph, qk_out) is None:
-        return False
+    if qk is None:
+        return Miss("the scores are not a (scaled) MatMul")
+    if sole_consumer(graph, qk_out) is None:
+        return consumer_miss(graph, qk_out)
     q_heads, q_scale, q_nodes = _unscaled(graph, qk.inputs[0])
     k_heads, k_scale, k_nodes = _unscaled(graph, qk.inputs[1])
     shape = known_shape(q_heads)
     if shape is None or len(shape) != 4:
-        return False
+        return Miss("the query heads do not have a known 4-D shape [B, N, S, H]")
     b, n, s, h = shape
     q = _heads_source(graph, q_heads, (0, 2, 1, 3), n)
     k = _heads_source(graph, k_heads, (0, 2, 3, 1), n)
     v = _heads_source(graph, pv.inputs[1], (0, 2, 1, 3), n)
     out = _merged_heads(graph, pv.outputs[0])
-    if q is None or k is None or v is None or out is None:
-        return False
+    if q is None:
+        return Miss("the query is not a [B, S, D] tensor split into heads")
+    if k is None:
+        return Miss("the key is not a [B, S, D] tensor split into heads and transposed")
+    if v is None:
+        return Miss("the value is not a [B, S, D] tensor split into heads")
+    if out is None:
+        return Miss("the attention output is not merged back to [B, S, D]")
     if any(known_shape(x[0]) != (b, s, n * h) for x in (q, k, v)):
-        return False  # self-attention shapes only: one sequence length for queries and keys
+        return Miss("query, key and value shapes differ (self-attention only)")
     bias = _attention_bias(graph, mask, b, n, s)  # last check: it may add the mask's Expand
     if bias is None:
-        return False
+        return Miss("the mask is not float32 or does not broadcast to [B, N, S, S]")
     matched = [*q[1], *k[1], *v[1], *q_nodes, *k_nodes, qk, *outer_nodes, *add_nodes, softmax, *guard, pv, *out[1]]
     inputs = [q[0], k[0], v[0], gs.Variable.empty(), gs.Variable.empty(), bias]
     attrs = {"num_heads": n, "scale": float(q_scale * k_scale * outer_scale)}

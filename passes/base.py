@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
@@ -57,6 +57,17 @@ class PassContext:
         return next((r.handoff for r in reversed(self.earlier) if isinstance(r.handoff, kind)), None)
 
 
+# How many nodes a near-miss reason names by example (--explain, the report).
+MISS_EXAMPLES = 3
+
+
+class MissSummary(TypedDict):
+    """One reason a rule did not fire: on how many anchor nodes, and the first few of them by name."""
+
+    count: int
+    examples: list[str]
+
+
 @dataclass
 class PassResult:
     """What a pass did, said explicitly (nothing travels through side channels).
@@ -65,12 +76,15 @@ class PassResult:
     the artifact's manifest and the report (a section an earlier pass started is updated key by key).
     ``target_options``: runtime settings for the target (autotune's choice; the user's own options win).
     ``handoff``: state for a later pass of the same build, taken with ``PassContext.handed``.
+    ``misses``: why rewrite rules did not fire on the other nodes they were tried at, rule -> reason ->
+    MissSummary (--explain, the report).
     """
 
     counts: dict[str, int] = field(default_factory=dict)
     manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_options: dict[str, Any] = field(default_factory=dict)
     handoff: Any = None
+    misses: dict[str, dict[str, MissSummary]] = field(default_factory=dict)
 
     @property
     def modified(self) -> bool:
@@ -78,6 +92,12 @@ class PassResult:
 
     def add(self, rule: str, n: int = 1) -> None:
         self.counts[rule] = self.counts.get(rule, 0) + n
+
+    def add_miss(self, rule: str, reason: str, node_name: str) -> None:
+        summary = self.misses.setdefault(rule, {}).setdefault(reason, {"count": 0, "examples": []})
+        summary["count"] += 1
+        if len(summary["examples"]) < MISS_EXAMPLES:
+            summary["examples"].append(node_name)
 
 
 class Pass(ABC):

@@ -8,22 +8,29 @@ import onnx_graphsurgeon as gs
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.channel_affine import PRODUCERS, fold_channel_affine, output_channels
 from infer_compile.passes.graph_utils import constant, produced_by, sole_consumer
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 
-def _fold_batchnorm(graph: gs.Graph, bn: gs.Node, ctx: PassContext) -> bool:
-    if bn.attrs.get("training_mode", 0) or any(t.outputs for t in bn.outputs[1:]):
-        return False
+def _fold_batchnorm(graph: gs.Graph, bn: gs.Node, ctx: PassContext) -> Outcome:
+    if bn.attrs.get("training_mode", 0):
+        return Miss("training_mode is set")
+    if any(t.outputs for t in bn.outputs[1:]):
+        return Miss("the running mean/var outputs are read")
     node = produced_by(bn.inputs[0], PRODUCERS)
-    if node is None or sole_consumer(graph, bn.inputs[0]) is not bn:
-        return False
-    params = [constant(t) for t in bn.inputs[1:5]]
+    if node is None:
+        return Miss("the input is not produced by " + "/".join(PRODUCERS))
+    if sole_consumer(graph, bn.inputs[0]) is not bn:
+        return consumer_miss(graph, bn.inputs[0])
     found = output_channels(node)
-    if found is None or any(p is None for p in params):
-        return False
+    if isinstance(found, Miss):
+        return found
+    params = [constant(t) for t in bn.inputs[1:5]]
+    missing = [name for name, p in zip(("scale", "B", "mean", "var"), params, strict=True) if p is None]
+    if missing:
+        return Miss(f"{missing[0]} is not a constant")
     gamma, beta, mean, var = (np.asarray(p, np.float64) for p in params)
     if not all(p.shape == (found[0],) for p in (gamma, beta, mean, var)):
-        return False
+        return Miss(f"the parameters are not vectors of the {node.op}'s {found[0]} output channels")
     scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
     return fold_channel_affine(graph, node, bn, scale, beta - mean * scale)
 

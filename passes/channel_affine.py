@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.passes.graph_utils import detach, new_constant, private_constant, rank
+from infer_compile.passes.rewrite import Miss, Outcome
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -27,17 +28,21 @@ class _Plan:
     attrs: dict
 
 
-def output_channels(node: gs.Node) -> tuple[int, int] | None:
+def output_channels(node: gs.Node) -> tuple[int, int] | Miss:
     """(channel count, output rank) of a supported producer with constant weights, channel axis 1."""
     weight = private_constant(node.inputs[1], node) if len(node.inputs) > 1 else None
-    if weight is None or weight.dtype.kind != "f":
-        return None
+    if weight is None:
+        return Miss(f"the {node.op} weight is not a constant only it reads")
+    if weight.dtype.kind != "f":
+        return Miss(f"the {node.op} weight is not floating point")
     if node.op == "Conv":
         return weight.shape[0], weight.ndim
     if node.op == "ConvTranspose":
         return weight.shape[1] * int(node.attrs.get("group", 1)), weight.ndim
-    if weight.ndim != 2 or (node.op == "MatMul" and rank(node.inputs[0]) != 2):
-        return None  # MatMul: the channel axis is 1 only for 2-D outputs (Gemm's always are)
+    if weight.ndim != 2:
+        return Miss(f"the {node.op} weight is not 2-D")
+    if node.op == "MatMul" and rank(node.inputs[0]) != 2:
+        return Miss("the MatMul input is not known to be 2-D")  # the channel axis is 1 only for 2-D outputs
     return (weight.shape[0] if node.attrs.get("transB", 0) else weight.shape[1]), 2
 
 
@@ -76,14 +81,14 @@ def _plan(node: gs.Node, scale: np.ndarray, shift: np.ndarray) -> _Plan | None:
 
 
 def fold_channel_affine(graph: gs.Graph, node: gs.Node, consumer: gs.Node, scale: np.ndarray,
-                        shift: np.ndarray) -> bool:
+                        shift: np.ndarray) -> Outcome:
     """Make ``node`` compute ``consumer``'s output ``node(x) * scale + shift`` and drop ``consumer``.
 
-    Returns False, with the graph untouched, when the weights cannot be rewritten.
+    Returns a Miss, with the graph untouched, when the weights cannot be rewritten.
     """
     plan = _plan(node, scale, shift)
     if plan is None:
-        return False
+        return Miss(f"the {node.op} bias is not a constant only it reads")
     node.op, node.attrs = plan.op, plan.attrs
     node.inputs[1] = new_constant(graph, node.inputs[1].name, plan.weight)
     bias = new_constant(graph, f"{node.name}_bias", plan.bias)

@@ -9,6 +9,7 @@ from infer_compile.core.ir import Model
 from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_graph_io, known_shape, new_constant, replace_tensor
+from infer_compile.passes.rewrite import Miss, Outcome
 
 # Folded tensors larger than this stay as computations: folding e.g. a Tile or Expand of a
 # small constant can blow a model up by gigabytes.
@@ -25,11 +26,15 @@ def static_shape(node: gs.Node) -> np.ndarray | None:
     return np.array(shape[node.attrs.get("start", 0):node.attrs.get("end", len(shape))], np.int64)
 
 
-def fold_static_shape(graph: gs.Graph, node: gs.Node) -> bool:
+def fold_static_shape(graph: gs.Graph, node: gs.Node) -> Outcome:
     """Replace what the Shape ``node`` of ``graph`` outputs by a constant when its input's shape is static."""
     values = static_shape(node)
-    if values is None or not node.outputs or is_graph_io(graph, node.outputs[0]):
-        return False
+    if values is None:
+        return Miss("the input shape is not static")
+    if not node.outputs:
+        return Miss("the Shape has no output")
+    if is_graph_io(graph, node.outputs[0]):
+        return Miss("the Shape output is a graph output")
     replace_tensor(node.outputs[0], new_constant(graph, node.outputs[0].name + "_static", values))
     return True
 
@@ -37,7 +42,7 @@ def fold_static_shape(graph: gs.Graph, node: gs.Node) -> bool:
 def fold_static_shapes(graph: gs.Graph) -> int:
     """Fold the static Shape nodes of ``graph``, not of its subgraphs: a loop body's shapes may change
     between iterations. Returns how many."""
-    return sum(fold_static_shape(graph, node) for node in list(graph.nodes) if node.op == "Shape")
+    return sum(fold_static_shape(graph, node) is True for node in list(graph.nodes) if node.op == "Shape")
 
 
 class ConstantFolding(Pass):

@@ -22,7 +22,7 @@ from infer_compile.passes.graph_utils import (
     replace_nodes,
     sole_consumer,
 )
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass
 
 ONNX_GELU_OPSET = 20
 SQRT2 = math.sqrt(2.0)
@@ -74,7 +74,7 @@ def _cubic_term(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]
     return None
 
 
-def _fused_gelu(graph: gs.Graph, ctx: PassContext, x: gs.Tensor, matched: list[gs.Node], tanh: bool) -> bool:
+def _fused_gelu(graph: gs.Graph, ctx: PassContext, x: gs.Tensor, matched: list[gs.Node], tanh: bool) -> Outcome:
     ms_op, capability = ("FastGelu", Capability.FAST_GELU) if tanh else ("Gelu", Capability.GELU)
     if capability in ctx.capabilities:
         replace_nodes(matched, add_node(graph, ms_op, [x], domain=MS_DOMAIN, name=matched[-1].name))
@@ -83,23 +83,29 @@ def _fused_gelu(graph: gs.Graph, ctx: PassContext, x: gs.Tensor, matched: list[g
         attrs = {"approximate": "tanh"} if tanh else {}
         replace_nodes(matched, add_node(graph, "Gelu", [x], attrs, name=matched[-1].name))
         return True
-    return False
+    return Miss(f"the target has no {ms_op} and the opset is below {ONNX_GELU_OPSET} (no ONNX Gelu)")
 
 
-def _erf_gelu(graph: gs.Graph, erf: gs.Node, ctx: PassContext) -> bool:
+def _erf_gelu(graph: gs.Graph, erf: gs.Node, ctx: PassContext) -> Outcome:
     scaled = _scaled_input(graph, erf.inputs[0], 1.0 / SQRT2)
-    tail = _half_x_times(graph, erf, scaled[0]) if scaled is not None else None
+    if scaled is None:
+        return Miss("the Erf input is not x / sqrt(2) read by the Erf alone")
+    tail = _half_x_times(graph, erf, scaled[0])
     if tail is None:
-        return False
+        return Miss("the Erf is not followed by 0.5 * x * (1 + erf)")
     return _fused_gelu(graph, ctx, scaled[0], [scaled[1], erf, *tail], tanh=False)
 
 
-def _tanh_gelu(graph: gs.Graph, tanh: gs.Node, ctx: PassContext) -> bool:
+def _tanh_gelu(graph: gs.Graph, tanh: gs.Node, ctx: PassContext) -> Outcome:
     scaled = _scaled_input(graph, tanh.inputs[0], SQRT_2_OVER_PI)
-    cubic = _cubic_term(graph, scaled[0]) if scaled is not None else None
-    tail = _half_x_times(graph, tanh, cubic[0]) if cubic is not None else None
+    if scaled is None:
+        return Miss("the Tanh input is not sqrt(2/pi) * y read by the Tanh alone")
+    cubic = _cubic_term(graph, scaled[0])
+    if cubic is None:
+        return Miss("y is not x + 0.044715 * x^3")
+    tail = _half_x_times(graph, tanh, cubic[0])
     if tail is None:
-        return False
+        return Miss("the Tanh is not followed by 0.5 * x * (1 + tanh)")
     return _fused_gelu(graph, ctx, cubic[0], [*cubic[1], scaled[1], tanh, *tail], tanh=True)
 
 

@@ -21,7 +21,7 @@ from infer_compile.passes.graph_utils import (
     scalar_value,
     sole_consumer,
 )
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 LAYERNORM_OPSET = 17
 
@@ -58,21 +58,27 @@ def _affine(graph: gs.Graph, node: gs.Node, op: str, width: int, r: int) -> tupl
     return nxt, np.broadcast_to(values.reshape(-1), (width,))
 
 
-def _layernorm(graph: gs.Graph, mean: gs.Node, ctx: PassContext) -> bool:
+def _layernorm(graph: gs.Graph, mean: gs.Node, ctx: PassContext) -> Outcome:
     x = mean.inputs[0]
     shape, r = known_shape(x), rank(x)
-    if graph.opset < LAYERNORM_OPSET or r is None or shape is None or not _reduces_last_axis(mean, r):
-        return False
+    if graph.opset < LAYERNORM_OPSET:
+        return Miss(f"the opset is below {LAYERNORM_OPSET} (no LayerNormalization)")
+    if r is None or shape is None:
+        return Miss("the input shape is not known")
+    if not _reduces_last_axis(mean, r):
+        return Miss("the ReduceMean is not over the last axis alone with keepdims")
     sub = sole_consumer(graph, mean.outputs[0], "Sub")
-    if sub is None or sub.inputs[0] is not x:
-        return False
+    if sub is None:
+        return consumer_miss(graph, mean.outputs[0], "Sub")
+    if sub.inputs[0] is not x:
+        return Miss("the Sub is not x - mean(x)")
     found = _variance_of(graph, sub.outputs[0], r)
     if found is None:
-        return False
+        return Miss("x - mean is not divided by sqrt(mean((x - mean)^2) + eps) alone")
     middle, last, eps = found
     dtype, width = numpy_dtype(x), shape[-1]
     if dtype is None or dtype.kind != "f":  # unknown, or a type numpy lacks (bfloat16): gamma/beta need one
-        return False
+        return Miss("the input is not float16/32/64")
     matched = [mean, sub, *middle, last]
     gamma, beta = np.ones(width, dtype), np.zeros(width, dtype)
     scaled = _affine(graph, last, "Mul", width, r)

@@ -19,7 +19,7 @@ from infer_compile.core.numerics import (
     run_onnx,
     summarize,
 )
-from infer_compile.passes.base import Pass, PassContext, PassResult
+from infer_compile.passes.base import MissSummary, Pass, PassContext, PassResult
 
 
 @dataclass
@@ -34,6 +34,7 @@ class PassRecord:
     nodes_after: int = 0
     reason: str = ""  # why it was skipped
     verification: dict | None = None  # worst-case figures vs the graph before this pass
+    misses: dict[str, dict[str, MissSummary]] = field(default_factory=dict)  # rule -> why it did not fire -> nodes
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
@@ -118,7 +119,7 @@ class PassManager:
             except Exception as exc:
                 raise PassError(p.name, ran, exc) from exc
             record = PassRecord(p.name, "applied" if result.modified else "unchanged", dict(result.counts),
-                                time.perf_counter() - start, before, model.node_count)
+                                time.perf_counter() - start, before, model.node_count, misses=result.misses)
             ran.append(p.name)
             earlier.append(result)
             outcome.add(result)

@@ -13,7 +13,7 @@ from infer_compile.passes.graph_utils import (
     replace_nodes,
     sole_consumer,
 )
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 
 def _unidirectional(bias: tuple[int, ...], out: tuple[int, int]) -> bool:
@@ -22,19 +22,33 @@ def _unidirectional(bias: tuple[int, ...], out: tuple[int, int]) -> bool:
     return len(bias) <= 2 and all(b in (1, o) for b, o in zip(padded, out, strict=True))
 
 
-def _matmul_add(graph: gs.Graph, add: gs.Node, ctx: PassContext) -> bool:
+def _matmul_add(graph: gs.Graph, add: gs.Node, ctx: PassContext) -> Outcome:
+    misses = []
     for matmul_out in add.inputs:
         matmul = produced_by(matmul_out, "MatMul")
-        if matmul is None or sole_consumer(graph, matmul_out) is not add:
+        if matmul is None:
             continue
-        bias = other_input(add, matmul_out)
-        a, b = (known_shape(t) for t in matmul.inputs)
-        c = known_shape(bias) if bias is not None else None
-        if a is None or b is None or c is None or len(a) != 2 or len(b) != 2 or not _unidirectional(c, (a[0], b[1])):
-            continue
-        replace_nodes([matmul, add], add_node(graph, "Gemm", [*matmul.inputs, bias], name=matmul.name))
-        return True
-    return False
+        outcome = _to_gemm(graph, add, matmul, matmul_out)
+        if outcome is True:
+            return outcome
+        misses.append(outcome)
+    return misses[0] if misses else Miss("no input is produced by MatMul")
+
+
+def _to_gemm(graph: gs.Graph, add: gs.Node, matmul: gs.Node, matmul_out: gs.Tensor) -> Outcome:
+    if sole_consumer(graph, matmul_out) is not add:
+        return consumer_miss(graph, matmul_out)
+    bias = other_input(add, matmul_out)
+    a, b = (known_shape(t) for t in matmul.inputs)
+    c = known_shape(bias) if bias is not None else None
+    if a is None or b is None or c is None:
+        return Miss("a MatMul operand or the bias has no known shape")
+    if len(a) != 2 or len(b) != 2:
+        return Miss("the MatMul operands are not 2-D")
+    if not _unidirectional(c, (a[0], b[1])):
+        return Miss("the bias does not broadcast to the MatMul output")
+    replace_nodes([matmul, add], add_node(graph, "Gemm", [*matmul.inputs, bias], name=matmul.name))
+    return True
 
 
 class MatMulAddToGemm(RewritePass):

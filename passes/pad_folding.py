@@ -6,14 +6,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.passes.base import PassContext
-from infer_compile.passes.graph_utils import bypass_node, constant, produced_by, rank, sole_consumer
-from infer_compile.passes.rewrite import RewritePass
+from infer_compile.passes.graph_utils import constant, produced_by, rank, sole_consumer
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, bypass, consumer_miss
 
 
-def _zero_pads(pad: gs.Node) -> np.ndarray | None:
+def _zero_pads(pad: gs.Node) -> np.ndarray | Miss:
     """Pad amounts [begin..., end...] when the Pad is constant-mode, pads zeros, and all is constant."""
-    if pad.attrs.get("mode", "constant") != "constant":
-        return None
+    mode = pad.attrs.get("mode", "constant")
+    if mode != "constant":
+        return Miss(f"the Pad mode is {mode}")
     if "pads" in pad.attrs:  # opset < 11
         pads, value = np.array(pad.attrs["pads"]), float(pad.attrs.get("value", 0.0))
     else:
@@ -23,31 +24,45 @@ def _zero_pads(pad: gs.Node) -> np.ndarray | None:
             fill = constant(pad.inputs[2])
             value = None if fill is None or fill.size != 1 else float(fill.reshape(-1)[0])
         if len(pad.inputs) > 3 and pad.inputs[3].name:  # explicit axes (opset 18): not handled
-            return None
-    if pads is None or value != 0.0 or np.any(pads < 0):
-        return None
+            return Miss("the Pad has explicit axes")
+    if pads is None:
+        return Miss("the pads are not a constant")
+    if value is None:
+        return Miss("the pad value is not a scalar constant")
+    if value != 0.0:
+        return Miss("the pad value is not 0")
+    if np.any(pads < 0):
+        return Miss("the Pad crops (negative pads)")
     return pads.astype(np.int64)
 
 
-def _fold_pad(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> bool:
+def _fold_pad(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> Outcome:
     pad = produced_by(node.inputs[0], "Pad")
-    if pad is None or sole_consumer(graph, node.inputs[0]) is not node:
-        return False
+    if pad is None:
+        return Miss("the input is not produced by a Pad")
+    if sole_consumer(graph, node.inputs[0]) is not node:
+        return consumer_miss(graph, node.inputs[0])
     if node.attrs.get("auto_pad", "NOTSET") != "NOTSET":
-        return False
+        return Miss(f"the {node.op} uses auto_pad")
     # Averaging must count the padded zeros, as the explicit Pad made it do.
     if node.op == "AveragePool" and not node.attrs.get("count_include_pad", 0):
-        return False
+        return Miss("the AveragePool does not count padded zeros (count_include_pad=0)")
     pads, r = _zero_pads(pad), rank(pad.inputs[0])
-    if pads is None or r is None or len(pads) != 2 * r or pads[[0, 1, r, r + 1]].any():
-        return False
+    if isinstance(pads, Miss):
+        return pads
+    if r is None:
+        return Miss("the Pad input rank is not known")
+    if len(pads) != 2 * r:
+        return Miss("the pads do not cover every axis")
+    if pads[[0, 1, r, r + 1]].any():
+        return Miss("the Pad pads the batch or channel axis")
     spatial = r - 2
     own = np.array(node.attrs.get("pads", [0] * 2 * spatial), np.int64)
     merged = own + np.concatenate([pads[2:r], pads[r + 2:]])
-    if not bypass_node(graph, pad):
-        return False
-    node.attrs["pads"] = [int(p) for p in merged]
-    return True
+    bypassed = bypass(graph, pad)
+    if bypassed is True:
+        node.attrs["pads"] = [int(p) for p in merged]
+    return bypassed
 
 
 class PadFolding(RewritePass):
