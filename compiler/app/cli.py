@@ -163,6 +163,9 @@ def compile_command(
         "--shape-range", help="A dynamic dim's MIN:OPT:MAX, e.g. batch=1:8:32 (repeatable).")] = None,
     verify_passes: Annotated[bool, typer.Option(
         "--verify-passes", help="Check numerics after every pass; stop at the first that breaks them.")] = False,
+    explain: Annotated[list[str] | None, typer.Option(
+        "--explain", metavar="PASS", help="After the build, list what pass PASS matched and why its rules did not fire elsewhere "
+                          "(repeatable; 'all' for every pass).")] = None,
     no_final_check: Annotated[bool, typer.Option(
         "--no-final-check", help="Skip the final check (the written artifact run in its runtime against the source "
                                  "model before it is committed).")] = False,
@@ -194,12 +197,14 @@ def compile_command(
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         from infer_compile.app.build import BuildOptions, compile_model
+        from infer_compile.app.explain import explained_passes, print_explanations
         from infer_compile.app.settings import sort_options
         from infer_compile.calibration.options import calibration_settings
         from infer_compile.frontends.specs import model_source, parse_shape_ranges, source_options
 
         if fp16 and int8:
             raise UserInputError("--fp16 and --int8 exclude each other", hint="choose one precision")
+        explained = explained_passes(explain or [])
         given = sort_options(declared, spelling=lambda option: option.cli_flag)
         source = source_options(given.source)
         options = BuildOptions(
@@ -239,6 +244,7 @@ def compile_command(
                                        status=on_status)
         outcome.written.append(result.artifact)
         print_build(result)
+        print_explanations(result.records, explained, console)
         print_tuning(result.manifest.autotune)
         print_deferred(result)
         if report:
