@@ -164,7 +164,7 @@ def _attention(graph: gs.Graph, softmax: gs.Node, ctx: PassContext) -> Outcome:
     qk_out, outer_scale, outer_nodes = _unscaled(graph, scores)
     qk = produced_by(qk_out, "MatMul")
     if qk is None:
-        return Miss("the scores are not a (scaled) MatMul")
+        return Miss("the scores are not Q K^T [* scalar] [+ mask]")
     if sole_consumer(graph, qk_out) is None:
         return consumer_miss(graph, qk_out)
     q_heads, q_scale, q_nodes = _unscaled(graph, qk.inputs[0])

@@ -22,7 +22,7 @@ from infer_compile.passes.graph_utils import (
     replace_nodes,
     sole_consumer,
 )
-from infer_compile.passes.rewrite import Miss, Outcome, RewritePass
+from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 ONNX_GELU_OPSET = 20
 SQRT2 = math.sqrt(2.0)
@@ -40,10 +40,18 @@ def _scaled_input(graph: gs.Graph, t: gs.Tensor, factor: float) -> tuple[gs.Tens
     return None if x is None else (x, node)
 
 
-def _half_x_times(graph: gs.Graph, gate: gs.Node, x: gs.Tensor) -> list[gs.Node] | None:
+def _half_x_times(graph: gs.Graph, gate: gs.Node, x: gs.Tensor) -> list[gs.Node] | Miss:
     """The nodes computing 0.5 * x * (1 + gate(...)) after ``gate``, in any association, last one last."""
     add = sole_consumer(graph, gate.outputs[0], "Add")
-    if add is None or not is_scalar(other_input(add, gate.outputs[0]), 1.0):
+    if add is None:
+        return consumer_miss(graph, gate.outputs[0], "Add")
+    found = _half_x_times_sum(graph, add, gate, x)
+    return Miss(f"the {gate.op} is not followed by 0.5 * x * (1 + {gate.op.lower()})") if found is None else found
+
+
+def _half_x_times_sum(graph: gs.Graph, add: gs.Node, gate: gs.Node, x: gs.Tensor) -> list[gs.Node] | None:
+    """The nodes computing 0.5 * x * ``add`` when ``add`` is 1 + gate(...)."""
+    if not is_scalar(other_input(add, gate.outputs[0]), 1.0):
         return None
     first = sole_consumer(graph, add.outputs[0], "Mul")
     operand = other_input(first, add.outputs[0]) if first is not None else None
@@ -91,8 +99,8 @@ def _erf_gelu(graph: gs.Graph, erf: gs.Node, ctx: PassContext) -> Outcome:
     if scaled is None:
         return Miss("the Erf input is not x / sqrt(2) read by the Erf alone")
     tail = _half_x_times(graph, erf, scaled[0])
-    if tail is None:
-        return Miss("the Erf is not followed by 0.5 * x * (1 + erf)")
+    if isinstance(tail, Miss):
+        return tail
     return _fused_gelu(graph, ctx, scaled[0], [scaled[1], erf, *tail], tanh=False)
 
 
@@ -104,8 +112,8 @@ def _tanh_gelu(graph: gs.Graph, tanh: gs.Node, ctx: PassContext) -> Outcome:
     if cubic is None:
         return Miss("y is not x + 0.044715 * x^3")
     tail = _half_x_times(graph, tanh, cubic[0])
-    if tail is None:
-        return Miss("the Tanh is not followed by 0.5 * x * (1 + tanh)")
+    if isinstance(tail, Miss):
+        return tail
     return _fused_gelu(graph, ctx, cubic[0], [*cubic[1], scaled[1], tanh, *tail], tanh=True)
 
 

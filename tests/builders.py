@@ -77,6 +77,26 @@ def tiny_cnn(seed: int = 0, batch: int | str = "batch", size: int = 32, classes:
                       init, name="tiny_cnn")
 
 
+def residual_batchnorms(seed: int = 0) -> onnx.ModelProto:
+    """Conv-BN-Relu, then Conv-BN whose Conv output the residual Add reads too: bn1 folds into conv1, bn2
+    cannot fold into conv2 (the Conv output has 2 consumers)."""
+    rng = np.random.default_rng(seed)
+    init = {"w1": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32),
+            "w2": rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32),
+            **_bn_params(rng, "bn1", 4), **_bn_params(rng, "bn2", 4)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn1_scale", "bn1_bias", "bn1_mean", "bn1_var"], ["n1"],
+                         name="bn1"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", "bn2_scale", "bn2_bias", "bn2_mean", "bn2_var"], ["n2"],
+                         name="bn2"),
+        helper.make_node("Add", ["n2", "c2"], ["y"], name="residual"),
+    ]
+    return make_model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 4, 8, 8])], init, name="residual_bn")
+
+
 CHAIN_WIDTH = 8192  # one 8192x8192 fp32 weight is 256 MiB
 
 

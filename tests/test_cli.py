@@ -146,6 +146,26 @@ def test_unknown_skip_pass(tiny_cnn_onnx: Path) -> None:
     assert_user_error(invoke(tiny_cnn_onnx, "--skip-pass", "warp-drive"), ExitCode.USER_ERROR, "warp-drive")
 
 
+def test_explain_lists_matches_and_near_misses(tmp_path: Path) -> None:
+    import onnx
+
+    from tests.builders import residual_batchnorms
+
+    onnx.save(residual_batchnorms(), tmp_path / "bn.onnx")
+    result = invoke(tmp_path / "bn.onnx", "-o", tmp_path / "m.onnx", "--explain", "batchnorm-folding", "--no-tune")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index("explain batchnorm-folding: matched batchnorm=1")
+    assert lines[start + 1] == "  batchnorm missed 1: the Conv output has 2 consumers (e.g. bn2)"
+
+
+def test_unknown_explain_pass_names_the_closest(tiny_cnn_onnx: Path) -> None:
+    result = invoke(tiny_cnn_onnx, "--explain", "batchnorm-foldng")
+    assert_user_error(result, ExitCode.USER_ERROR, "unknown pass 'batchnorm-foldng' for --explain; "
+                      "did you mean 'batchnorm-folding'?")
+    assert len(result.stderr.splitlines()) == 2  # the error line and its hint
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = invoke(tmp_path / "nope.onnx", "--debug")
     assert result.exit_code == ExitCode.USER_ERROR

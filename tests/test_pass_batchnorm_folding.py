@@ -11,9 +11,9 @@ from infer_compile.passes.batchnorm_folding import BatchNormFolding
 from tests.builders import make_model, nested_if, tensor
 from tests.passes_helpers import (
     apply_pass,
+    assert_missed,
     assert_nested_if_preserved,
     assert_same_outputs,
-    assert_unchanged,
     op_counts,
     rand,
 )
@@ -70,7 +70,7 @@ def test_shared_weight_is_left_alone() -> None:
              helper.make_node("Conv", ["x", "w"], ["z"])]
     proto = make_model(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 3, 4, 4]), tensor("z", [1, 3, 4, 4])],
                        {"w": rand(rng, 3, 2, 1, 1), **_bn_inits(rng, 3)})
-    assert_unchanged(BatchNormFolding(), proto)
+    assert_missed(BatchNormFolding(), proto, "batchnorm", "the Conv weight is not a constant only it reads")
 
 
 def test_conv_output_read_elsewhere_is_left_alone() -> None:
@@ -80,19 +80,31 @@ def test_conv_output_read_elsewhere_is_left_alone() -> None:
              helper.make_node("Relu", ["h"], ["z"])]
     proto = make_model(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 3, 4, 4]), tensor("z", [1, 3, 4, 4])],
                        {"w": rand(rng, 3, 2, 1, 1), **_bn_inits(rng, 3)})
-    assert_unchanged(BatchNormFolding(), proto)
+    assert_missed(BatchNormFolding(), proto, "batchnorm", "the Conv output has 2 consumers")
+
+
+def test_near_misses_are_counted_with_a_few_examples() -> None:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("BatchNormalization", [f"h{i}", "g", "b", "m", "v"], [f"y{i}"], name=f"bn{i}")
+             for i in range(5)]
+    proto = make_model(nodes, [tensor(f"h{i}", [1, 3, 4, 4]) for i in range(5)],
+                       [tensor(f"y{i}", [1, 3, 4, 4]) for i in range(5)], _bn_inits(rng, 3))
+    result = apply_pass(BatchNormFolding(), proto)[1]
+    reason = "the input is not produced by Conv/ConvTranspose/Gemm/MatMul"
+    assert result.misses == {"batchnorm": {reason: {"count": 5, "examples": ["bn0", "bn1", "bn2"]}}}
+    assert_missed(BatchNormFolding(), proto, "batchnorm", reason)
 
 
 def test_non_constant_bn_parameter_is_left_alone() -> None:
     op, x_shape, y_shape, weight, attrs = CASES["conv"]
     proto = _with_bn(op, x_shape, y_shape, weight, attrs, bn_inputs=("g", "b", "m", "var_in"))
-    assert_unchanged(BatchNormFolding(), proto)
+    assert_missed(BatchNormFolding(), proto, "batchnorm", "var is not a constant")
 
 
 def test_matmul_on_3d_input_is_left_alone() -> None:
     # BN's channel axis (1) is the sequence axis here, not the MatMul's output features.
     proto = _with_bn("MatMul", [2, 7, 5], [2, 7, 7], rand(np.random.default_rng(2), 5, 7), {}, bias=False)
-    assert_unchanged(BatchNormFolding(), proto)
+    assert_missed(BatchNormFolding(), proto, "batchnorm", "the MatMul input is not known to be 2-D")
 
 
 def test_nested_if_model_is_preserved() -> None:

@@ -11,9 +11,9 @@ from infer_compile.passes.noop_elimination import NoopElimination
 from tests.builders import make_model, nested_if, tensor
 from tests.passes_helpers import (
     apply_pass,
+    assert_missed,
     assert_nested_if_preserved,
     assert_same_outputs,
-    assert_unchanged,
     op_counts,
 )
 
@@ -58,24 +58,28 @@ def test_noop_feeding_a_graph_output_keeps_the_output_name() -> None:
 
 NEGATIVE = {
     "cast_to_other_type": ([helper.make_node("Cast", ["x"], ["c"], to=TensorProto.DOUBLE),
-                            helper.make_node("Cast", ["c"], ["a"], to=TensorProto.FLOAT)], (2, 3, 4)),
-    "reshape_changes_shape": ([helper.make_node("Reshape", ["x", "flat"], ["a"])], (6, 4)),
+                            helper.make_node("Cast", ["c"], ["a"], to=TensorProto.FLOAT)], (2, 3, 4),
+                           "cast", "the Cast changes the type"),
+    "reshape_changes_shape": ([helper.make_node("Reshape", ["x", "flat"], ["a"])], (6, 4),
+                              "reshape", "the Reshape changes the rank"),
     "transposes_not_cancelling": ([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 2, 0]),
-                                   helper.make_node("Transpose", ["t"], ["a"], perm=[1, 2, 0])], (4, 2, 3)),
+                                   helper.make_node("Transpose", ["t"], ["a"], perm=[1, 2, 0])], (4, 2, 3),
+                                  "transpose_pair", "the perms do not cancel"),
     "squeeze_other_axis": ([helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),
-                            helper.make_node("Squeeze", ["u", "ax0"], ["a"])], (2, 3, 4)),
+                            helper.make_node("Squeeze", ["u", "ax0"], ["a"])], (2, 3, 4),
+                           "squeeze_pair", "the Unsqueeze axes differ or are not known"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(NEGATIVE))
 def test_non_noops_are_left_alone(case: str) -> None:
-    nodes, out_shape = NEGATIVE[case]
+    nodes, out_shape, rule, reason = NEGATIVE[case]
     inits = {"flat": np.array([6, 4], np.int64), "ax": np.array([0], np.int64), "ax0": np.array([1], np.int64)}
     if case == "squeeze_other_axis":  # squeezing axis 1 of [1, 2, 3, 4] is invalid: use a size-1 dim there
         nodes = [helper.make_node("Unsqueeze", ["x", "ax"], ["u"]), helper.make_node("Unsqueeze", ["u", "ax"], ["v"]),
                  helper.make_node("Squeeze", ["v", "ax0"], ["a"])]
         out_shape = (1, 2, 3, 4)
-    assert_unchanged(NoopElimination(), _chain(nodes, inits, out_shape))
+    assert_missed(NoopElimination(), _chain(nodes, inits, out_shape), rule, reason)
 
 
 def test_cast_of_unknown_type_is_left_alone() -> None:

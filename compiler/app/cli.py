@@ -164,8 +164,8 @@ def compile_command(
     verify_passes: Annotated[bool, typer.Option(
         "--verify-passes", help="Check numerics after every pass; stop at the first that breaks them.")] = False,
     explain: Annotated[list[str] | None, typer.Option(
-        "--explain", metavar="PASS", help="After the build, list what pass PASS matched and why its rules did not fire elsewhere "
-                          "(repeatable; 'all' for every pass).")] = None,
+        "--explain", metavar="PASS", help="After the build, list what pass PASS matched and why its rules did not "
+                                          "fire elsewhere (repeatable; 'all' for every pass).")] = None,
     no_final_check: Annotated[bool, typer.Option(
         "--no-final-check", help="Skip the final check (the written artifact run in its runtime against the source "
                                  "model before it is committed).")] = False,

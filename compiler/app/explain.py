@@ -16,7 +16,7 @@ EVERY_PASS = "all"
 
 
 def explained_passes(names: Sequence[str]) -> list[str]:
-    """The pass names --explain asked for, in pipeline order (``all``: every pass); a misspelt name is refused."""
+    """The pass names --explain asked for (or ``all``), once each; a misspelt name is refused."""
     known = list(all_passes())
     for name in names:
         if name != EVERY_PASS and name not in known:
@@ -24,13 +24,14 @@ def explained_passes(names: Sequence[str]) -> list[str]:
             guess = f"; did you mean '{close[0]}'?" if close else ""
             raise UserInputError(f"unknown pass '{name}' for --explain{guess}",
                                  hint="'infer-compile passes' lists the pass names; 'all' explains every pass")
-    return known if EVERY_PASS in names else [name for name in known if name in names]
+    return list(dict.fromkeys(names))
 
 
 def print_explanations(records: Sequence[PassRecord], names: Sequence[str], console: Console) -> None:
-    """Per pass named: its rule counts, then each near-miss reason with how many nodes and a few of them."""
+    """Per pass named (``all``: every pass the build ran or skipped): its rule counts, then each near-miss
+    reason with how many nodes and a few of them."""
     by_name = {r.name: r for r in records}
-    for name in names:
+    for name in by_name if EVERY_PASS in names else names:
         record = by_name.get(name)
         if record is None:
             console.print(f"[bold]explain {name}[/]: not in this build's pipeline", highlight=False)
@@ -41,9 +42,10 @@ def print_explanations(records: Sequence[PassRecord], names: Sequence[str], cons
         matched = ", ".join(f"{rule}={n}" for rule, n in record.counts.items() if n) or "nothing"
         console.print(f"[bold]explain {name}[/]: matched {escape(matched)}", highlight=False)
         if not issubclass(all_passes()[name], RewritePass):
-            console.print("  (this pass has no rewrite rules: it reports counts only)", highlight=False)
+            console.print("  (no rewrite rules: counts only)", highlight=False)
         for rule, reasons in record.misses.items():
             for reason, summary in sorted(reasons.items(), key=lambda item: -item[1]["count"]):
-                examples = ", ".join(summary["examples"]) + (", ..." if summary["count"] > len(summary["examples"]) else "")
+                more = ", ..." if summary["count"] > len(summary["examples"]) else ""
+                examples = ", ".join(summary["examples"]) + more
                 console.print(f"  {rule} missed {summary['count']}: {escape(reason)} (e.g. {escape(examples)})",
                               soft_wrap=True, highlight=False)
