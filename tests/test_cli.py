@@ -152,11 +152,15 @@ def test_explain_lists_matches_and_near_misses(tmp_path: Path) -> None:
     from tests.builders import residual_batchnorms
 
     onnx.save(residual_batchnorms(), tmp_path / "bn.onnx")
-    result = invoke(tmp_path / "bn.onnx", "-o", tmp_path / "m.onnx", "--explain", "batchnorm-folding", "--no-tune")
+    result = invoke(tmp_path / "bn.onnx", "-o", tmp_path / "m.onnx", "--explain", "batchnorm-folding", "--no-tune",
+                    "--report", tmp_path / "build.json")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     start = lines.index("explain batchnorm-folding: matched batchnorm=1")
     assert lines[start + 1] == "  batchnorm missed 1: the Conv output has 2 consumers (e.g. bn2)"
+    passes = {p["name"]: p for p in json.loads((tmp_path / "build.json").read_text())["passes"]}
+    assert passes["batchnorm-folding"]["misses"] == {
+        "batchnorm": {"the Conv output has 2 consumers": {"count": 1, "examples": ["bn2"]}}}
 
 
 def test_unknown_explain_pass_names_the_closest(tiny_cnn_onnx: Path) -> None:
