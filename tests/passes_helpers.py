@@ -54,20 +54,19 @@ def op_counts(model: Model | onnx.ModelProto) -> collections.Counter[str]:
     return collections.Counter(node.op_type for node in model.graph.node)
 
 
-def assert_unchanged(pass_obj: Pass, proto: onnx.ModelProto, ctx: PassContext | None = None) -> PassResult:
+def assert_unchanged(pass_obj: Pass, proto: onnx.ModelProto,
+                     ctx: PassContext | None = None) -> tuple[Model, PassResult]:
     """A negative case: the pass reports nothing and the graph keeps every node."""
     model, result = apply_pass(pass_obj, proto, ctx)
     assert not result.modified, result.counts
     assert op_counts(model) == op_counts(proto)
-    return result
+    return model, result
 
 
 def assert_missed(pass_obj: Pass, proto: onnx.ModelProto, rule: str, reason: str,
                   ctx: PassContext | None = None) -> None:
     """A near-miss: the graph and its outputs stay as they were, and ``rule`` says exactly ``reason`` why."""
-    model, result = apply_pass(pass_obj, proto, ctx)
-    assert not result.modified, result.counts
-    assert op_counts(model) == op_counts(proto)
+    model, result = assert_unchanged(pass_obj, proto, ctx)
     assert_same_outputs(proto, model)
     assert reason in result.misses.get(rule, {}), result.misses
 
