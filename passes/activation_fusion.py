@@ -20,8 +20,8 @@ from infer_compile.passes.graph_utils import (
     new_constant,
     other_input,
     produced_by,
+    read_only_by,
     replace_nodes,
-    sole_consumer,
 )
 from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
@@ -52,7 +52,7 @@ def _conv_and_residual(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Node, gs.Tenso
     for conv_out in add.inputs:
         conv, z = produced_by(conv_out, "Conv"), other_input(add, conv_out)
         shape = known_shape(conv_out)
-        if conv is not None and sole_consumer(graph, conv_out) is add and shape is not None \
+        if conv is not None and read_only_by(graph, conv_out, add) and shape is not None \
                 and known_shape(z) == shape and is_float32(z):
             return conv, z, [conv, add]
     return Miss("the Add is not Conv + an fp32 residual of the same known shape")
@@ -63,7 +63,7 @@ def _fused_conv(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> Outcome:
     if params is None:
         return Miss("the Clip bounds are not constants")
     t = act.inputs[0]
-    if sole_consumer(graph, t) is not act:
+    if not read_only_by(graph, t, act):
         return consumer_miss(graph, t)
     found = _conv_and_residual(graph, t)
     if isinstance(found, Miss):
@@ -93,7 +93,7 @@ def _fused_gemm(graph: gs.Graph, act: gs.Node, ctx: PassContext) -> Outcome:
     gemm = produced_by(act.inputs[0], "Gemm")
     if gemm is None:
         return Miss("the input is not produced by Gemm")
-    if sole_consumer(graph, act.inputs[0]) is not act:
+    if not read_only_by(graph, act.inputs[0], act):
         return consumer_miss(graph, act.inputs[0])
     if not is_float32(act.inputs[0]):
         return Miss("the Gemm output is not float32")

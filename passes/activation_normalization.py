@@ -20,6 +20,7 @@ from infer_compile.passes.graph_utils import (
     numpy_dtype,
     other_input,
     produced_by,
+    read_only_by,
     replace_nodes,
     scalar_value,
     sole_consumer,
@@ -43,7 +44,7 @@ def _min_max_to_clip(graph: gs.Graph, outer: gs.Node, ctx: PassContext) -> Outco
             misses.append(Miss(f"the {inner_op} does not have 2 inputs"))
         elif outer_bound is None:
             misses.append(Miss(f"the {outer.op}'s other input is not a scalar constant"))
-        elif sole_consumer(graph, data) is not outer:
+        elif not read_only_by(graph, data, outer):
             misses.append(consumer_miss(graph, data))
         else:
             outcome = _inner_bound_clip(graph, outer, inner, outer_bound)
@@ -92,7 +93,7 @@ def _shifted_relu6(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Tensor, list[gs.No
     if clip is None or sole_consumer(graph, t) is None or clip_bounds(clip) != (0.0, 6.0):
         return None
     add = produced_by(clip.inputs[0], "Add")
-    if add is None or sole_consumer(graph, clip.inputs[0]) is not clip:
+    if add is None or not read_only_by(graph, clip.inputs[0], clip):
         return None
     x = next((x for x in add.inputs if is_scalar(other_input(add, x), 3.0)), None)
     return None if x is None else (x, [add, clip])
@@ -129,7 +130,7 @@ def _hardswish(graph: gs.Graph, last: gs.Node, ctx: PassContext) -> Outcome:
         product = produced_by(product_out, "Mul") if product_out is not None else None
         if product is None:
             return Miss("neither x * HardSigmoid(x) nor a product scaled by 1/6")
-        if sole_consumer(graph, product_out) is not last:
+        if not read_only_by(graph, product_out, last):
             return consumer_miss(graph, product_out)
         found = _x_times_gate(graph, product, _shifted_relu6)
         if found is None:

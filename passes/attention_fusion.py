@@ -27,6 +27,7 @@ from infer_compile.passes.graph_utils import (
     new_constant,
     other_input,
     produced_by,
+    read_only_by,
     replace_nodes,
     scalar_value,
     sole_consumer,
@@ -97,14 +98,16 @@ def _merged_heads(graph: gs.Graph, context: gs.Tensor) -> tuple[gs.Tensor, list[
         return None
     b, n, s, h = shape
     index = np.arange(b * s * n * h).reshape(b, s, n, h)
-    moved, nodes, t = index.transpose(0, 2, 1, 3), [], context
+    moved: np.ndarray = index.transpose(0, 2, 1, 3)
+    nodes, t = [], context
     expected = index.reshape(b, s, n * h)
     while (node := sole_consumer(graph, t, LAYOUT_OPS)) is not None:
         nodes.append(node)
         t = node.outputs[0]
-        moved = _apply_layout(moved, [node])
-        if moved is None:
+        applied = _apply_layout(moved, [node])
+        if applied is None:
             return None
+        moved = applied
         if moved.shape == expected.shape and np.array_equal(moved, expected):
             return t, nodes
     return None
@@ -135,7 +138,8 @@ def _attention_bias(graph: gs.Graph, mask: gs.Tensor | None, b: int, n: int, s: 
         return mask
     full = np.array([m[0], m[1], s, s], np.int64)
     for reader in mask.outputs:  # the mask is shared by every layer: expand it once
-        if reader.op == "Expand" and np.array_equal(constant(reader.inputs[1]), full):
+        if reader.op == "Expand" and (shape_to := constant(reader.inputs[1])) is not None \
+                and np.array_equal(shape_to, full):
             return reader.outputs[0]
     expand = add_node(graph, "Expand", [mask, new_constant(graph, f"{mask.name}_shape", full)])
     expand.outputs.append(gs.Variable(f"{mask.name}_expanded", np.float32, [int(d) for d in full]))
@@ -156,7 +160,7 @@ def _attention(graph: gs.Graph, softmax: gs.Node, ctx: PassContext) -> Outcome:
     # Scores: [scale] (Q K^T) [+ mask]
     scores, mask, add_nodes = softmax.inputs[0], None, []
     add = produced_by(scores, "Add")
-    if add is not None and sole_consumer(graph, scores) is softmax:
+    if add is not None and read_only_by(graph, scores, softmax):
         for t in add.inputs:
             if produced_by(_unscaled(graph, t)[0], "MatMul") is not None:
                 scores, mask, add_nodes = t, other_input(add, t), [add]

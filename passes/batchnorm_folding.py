@@ -7,7 +7,7 @@ import onnx_graphsurgeon as gs
 
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.channel_affine import PRODUCERS, fold_channel_affine, output_channels
-from infer_compile.passes.graph_utils import constant, produced_by, sole_consumer
+from infer_compile.passes.graph_utils import constant, produced_by, read_only_by
 from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 
@@ -19,7 +19,7 @@ def _fold_batchnorm(graph: gs.Graph, bn: gs.Node, ctx: PassContext) -> Outcome:
     node = produced_by(bn.inputs[0], PRODUCERS)
     if node is None:
         return Miss("the input is not produced by " + "/".join(PRODUCERS))
-    if sole_consumer(graph, bn.inputs[0]) is not bn:
+    if not read_only_by(graph, bn.inputs[0], bn):
         return consumer_miss(graph, bn.inputs[0])
     found = output_channels(node)
     if isinstance(found, Miss):

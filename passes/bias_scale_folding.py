@@ -7,7 +7,7 @@ import onnx_graphsurgeon as gs
 
 from infer_compile.passes.base import PassContext
 from infer_compile.passes.channel_affine import PRODUCERS, fold_channel_affine, output_channels, per_channel
-from infer_compile.passes.graph_utils import constant, produced_by, sole_consumer
+from infer_compile.passes.graph_utils import constant, produced_by, read_only_by
 from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
 
@@ -29,7 +29,7 @@ def _fold_side(graph: gs.Graph, node: gs.Node, producer: gs.Node, data: gs.Tenso
     values = constant(other)
     if values is None:
         return Miss("the other input is not a constant")
-    if sole_consumer(graph, data) is not node:
+    if not read_only_by(graph, data, node):
         return consumer_miss(graph, data)
     found = output_channels(producer)
     if isinstance(found, Miss):

@@ -19,6 +19,7 @@ from infer_compile.passes.graph_utils import (
     is_scalar,
     other_input,
     produced_by,
+    read_only_by,
     replace_nodes,
     sole_consumer,
 )
@@ -54,11 +55,13 @@ def _half_x_times_sum(graph: gs.Graph, add: gs.Node, gate: gs.Node, x: gs.Tensor
     if not is_scalar(other_input(add, gate.outputs[0]), 1.0):
         return None
     first = sole_consumer(graph, add.outputs[0], "Mul")
-    operand = other_input(first, add.outputs[0]) if first is not None else None
+    if first is None:
+        return None
+    operand = other_input(first, add.outputs[0])
     if operand is None:
         return None
     half_x = produced_by(operand, "Mul")
-    if half_x is not None and sole_consumer(graph, operand) is first and \
+    if half_x is not None and read_only_by(graph, operand, first) and \
             any(t is x and is_scalar(other_input(half_x, t), 0.5) for t in half_x.inputs):
         return [add, half_x, first]  # (0.5 * x) * (1 + gate)
     if operand is not x and not is_scalar(operand, 0.5):
@@ -75,9 +78,11 @@ def _cubic_term(graph: gs.Graph, t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]
     for cube_scaled in add.inputs if add is not None and sole_consumer(graph, t) else ():
         x = other_input(add, cube_scaled)
         scaled = _scaled_input(graph, cube_scaled, 0.044715)
-        pow_node = produced_by(scaled[0], "Pow") if scaled is not None else None
+        if scaled is None:
+            continue
+        pow_node = produced_by(scaled[0], "Pow")
         if pow_node is not None and pow_node.inputs[0] is x and is_scalar(pow_node.inputs[1], 3.0) \
-                and sole_consumer(graph, scaled[0]) is scaled[1]:
+                and read_only_by(graph, scaled[0], scaled[1]):
             return x, [pow_node, scaled[1], add]
     return None
 

@@ -99,6 +99,14 @@ def sole_consumer(graph: gs.Graph, tensor: gs.Tensor, op: str | tuple[str, ...] 
     return node if ops is None or node.op in ops else None
 
 
+def read_only_by(graph: gs.Graph, tensor: gs.Tensor, node: gs.Node) -> bool:
+    """Whether ``node`` is ``tensor``'s sole consumer (see sole_consumer).
+
+    A function rather than ``sole_consumer(...) is node``: mypy would narrow ``node`` to Node | None after it.
+    """
+    return sole_consumer(graph, tensor) is node
+
+
 def produced_by(tensor: gs.Tensor, op: str | tuple[str, ...]) -> gs.Node | None:
     """The node writing ``tensor`` when it is of type ``op`` (plain ONNX domain)."""
     node = producer(tensor)

@@ -17,6 +17,7 @@ from infer_compile.passes.graph_utils import (
     numpy_dtype,
     other_input,
     rank,
+    read_only_by,
     replace_nodes,
     scalar_value,
     sole_consumer,
@@ -40,10 +41,14 @@ def _variance_of(graph: gs.Graph, d: gs.Tensor, r: int) -> tuple[list[gs.Node], 
     if square is None or div is None or len(readers) != 2:
         return None
     var = sole_consumer(graph, square.outputs[0], "ReduceMean")
-    add = sole_consumer(graph, var.outputs[0], "Add") if var is not None and _reduces_last_axis(var, r) else None
+    if var is None or not _reduces_last_axis(var, r):
+        return None
+    add = sole_consumer(graph, var.outputs[0], "Add")
     eps = scalar_value(other_input(add, var.outputs[0])) if add is not None else None
-    sqrt = sole_consumer(graph, add.outputs[0], "Sqrt") if eps is not None else None
-    if sqrt is None or div.inputs[1] is not sqrt.outputs[0] or sole_consumer(graph, sqrt.outputs[0]) is not div:
+    if add is None or eps is None:
+        return None
+    sqrt = sole_consumer(graph, add.outputs[0], "Sqrt")
+    if sqrt is None or div.inputs[1] is not sqrt.outputs[0] or not read_only_by(graph, sqrt.outputs[0], div):
         return None
     return [square, var, add, sqrt], div, eps
 

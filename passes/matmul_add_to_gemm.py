@@ -10,8 +10,8 @@ from infer_compile.passes.graph_utils import (
     known_shape,
     other_input,
     produced_by,
+    read_only_by,
     replace_nodes,
-    sole_consumer,
 )
 from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
@@ -36,7 +36,7 @@ def _matmul_add(graph: gs.Graph, add: gs.Node, ctx: PassContext) -> Outcome:
 
 
 def _to_gemm(graph: gs.Graph, add: gs.Node, matmul: gs.Node, matmul_out: gs.Tensor) -> Outcome:
-    if sole_consumer(graph, matmul_out) is not add:
+    if not read_only_by(graph, matmul_out, add):
         return consumer_miss(graph, matmul_out)
     bias = other_input(add, matmul_out)
     a, b = (known_shape(t) for t in matmul.inputs)

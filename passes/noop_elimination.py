@@ -62,8 +62,10 @@ def _cancelling_transposes(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> 
 
 def _normalized_axes(node: gs.Node, out_rank: int | None) -> list[int] | None:
     axes = axes_of(node)
-    if axes is None or (any(a < 0 for a in axes) and out_rank is None):
+    if axes is None:
         return None
+    if out_rank is None:  # negative axes count from a rank not known here
+        return None if any(a < 0 for a in axes) else sorted(axes)
     return sorted(a % out_rank if a < 0 else a for a in axes)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.passes.base import PassContext
-from infer_compile.passes.graph_utils import constant, produced_by, rank, sole_consumer
+from infer_compile.passes.graph_utils import constant, produced_by, rank, read_only_by
 from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, bypass, consumer_miss
 
 
@@ -15,11 +15,12 @@ def _zero_pads(pad: gs.Node) -> np.ndarray | Miss:
     mode = pad.attrs.get("mode", "constant")
     if mode != "constant":
         return Miss(f"the Pad mode is {mode}")
+    pads: np.ndarray | None
+    value: float | None
     if "pads" in pad.attrs:  # opset < 11
         pads, value = np.array(pad.attrs["pads"]), float(pad.attrs.get("value", 0.0))
     else:
-        pads = constant(pad.inputs[1])
-        value: float | None = 0.0
+        pads, value = constant(pad.inputs[1]), 0.0
         if len(pad.inputs) > 2 and pad.inputs[2].name:
             fill = constant(pad.inputs[2])
             value = None if fill is None or fill.size != 1 else float(fill.reshape(-1)[0])
@@ -40,7 +41,7 @@ def _fold_pad(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> Outcome:
     pad = produced_by(node.inputs[0], "Pad")
     if pad is None:
         return Miss("the input is not produced by a Pad")
-    if sole_consumer(graph, node.inputs[0]) is not node:
+    if not read_only_by(graph, node.inputs[0], node):
         return consumer_miss(graph, node.inputs[0])
     if node.attrs.get("auto_pad", "NOTSET") != "NOTSET":
         return Miss(f"the {node.op} uses auto_pad")

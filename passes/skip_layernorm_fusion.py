@@ -12,8 +12,8 @@ from infer_compile.passes.graph_utils import (
     constant,
     known_shape,
     produced_by,
+    read_only_by,
     replace_nodes,
-    sole_consumer,
 )
 from infer_compile.passes.rewrite import Miss, Outcome, RewritePass, consumer_miss
 
@@ -26,7 +26,7 @@ def _skip_layernorm(graph: gs.Graph, ln: gs.Node, ctx: PassContext) -> Outcome:
     add = produced_by(ln.inputs[0], "Add")
     if add is None:
         return Miss("the input is not produced by an Add")
-    if sole_consumer(graph, ln.inputs[0]) is not ln:
+    if not read_only_by(graph, ln.inputs[0], ln):
         return consumer_miss(graph, ln.inputs[0])
     a, b = add.inputs
     shape = known_shape(a)
