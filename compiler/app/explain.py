@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
 from infer_compile.core.errors import UserInputError
+from infer_compile.core.options import closest
 from infer_compile.passes import PassRecord, all_passes
 from infer_compile.passes.rewrite import RewritePass
 
@@ -20,9 +20,7 @@ def explained_passes(names: Sequence[str]) -> list[str]:
     known = list(all_passes())
     for name in names:
         if name != EVERY_PASS and name not in known:
-            close = difflib.get_close_matches(name, [*known, EVERY_PASS], n=1)
-            guess = f"; did you mean '{close[0]}'?" if close else ""
-            raise UserInputError(f"unknown pass '{name}' for --explain{guess}",
+            raise UserInputError(f"unknown pass '{name}' for --explain{closest(name, [*known, EVERY_PASS])}",
                                  hint="'infer-compile passes' lists the pass names; 'all' explains every pass")
     return list(dict.fromkeys(names))
 
