@@ -8,6 +8,7 @@ and the CLI.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,18 +26,20 @@ class Group:
     """Options of one owner kind, shown as one panel of `--help` (Polygraphy-style argument groups)."""
 
     title: str
-    owner: str  # "source", "calibration", "pass" or "target"
+    owner: str  # the ComponentOptions field its values go to: "source", "calibration", "passes" or "target"
     options: tuple[Option[Any], ...]
 
 
-def groups() -> list[Group]:
+@functools.cache
+def groups() -> tuple[Group, ...]:
     passes = tuple(option for cls in all_passes().values() for option in cls.options)
-    return [Group("Source model", "source", SOURCE_OPTIONS), Group("Calibration (--int8)", "calibration",
-                                                                    CALIBRATION_OPTIONS),
-            Group("Passes", "pass", passes),
-            *(Group(f"Target {target.name}", "target", target.options) for target in TARGETS if target.options)]
+    return (Group("Source model", "source", SOURCE_OPTIONS),
+            Group("Calibration (--int8)", "calibration", CALIBRATION_OPTIONS),
+            Group("Passes", "passes", passes),
+            *(Group(f"Target {target.name}", "target", target.options) for target in TARGETS if target.options))
 
 
+@functools.cache
 def declared() -> dict[str, tuple[Option[Any], Group]]:
     """Every declared option by key, with its group."""
     return {option.key: (option, group) for group in groups() for option in group.options}
@@ -65,7 +68,7 @@ def sort_options(values: Mapping[str, Any], spelling: Callable[[Option[Any]], st
         if option.needs and option.needs not in given:
             raise UserInputError(f"{spelling(option)} needs {spelling(options[option.needs][0])}",
                                  hint=f"give {spelling(options[option.needs][0])} too, or drop {spelling(option)}")
-        getattr(sorted_, {"pass": "passes"}.get(group.owner, group.owner))[key] = option.value(raw, spelling(option))
+        getattr(sorted_, group.owner)[key] = option.value(raw, spelling(option))
     return sorted_
 
 
