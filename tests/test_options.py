@@ -43,6 +43,7 @@ def test_every_declared_command_line_option_is_a_compile_flag() -> None:
     ({"fold_size_limit": -1}, "fold_size_limit: -1 is below the minimum 0"),
     ({"calib_method": "entropy"}, "calib_method needs calib"),
     ({"keep_io_types": True}, "--keep-io-types only applies to --fp16 builds"),
+    ({"pass_options": {"accuracy_budget": "cosine>=0.99"}}, "--accuracy-budget needs --calib"),
 ])
 def test_api_refuses_a_misspelt_or_misplaced_option(tiny_cnn_onnx: Path, tmp_path: Path, call: dict,
                                                    message: str) -> None:

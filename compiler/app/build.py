@@ -116,7 +116,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
                              "(representative inputs); --calib synthetic only for smoke tests")
     pipeline = build_pipeline(options.precision, options.skip_passes, target.passes(options.precision))
-    check_pass_options(pass_values, pipeline, options.precision, target)
+    check_pass_options(pass_values, pipeline, options.precision, target, options.calibration is not None)
     suffixes = tuple(dict.fromkeys((*base.output_suffixes, target.suffix)))  # --defer: the bundle's too
     output = resolve_output(options.output, source, base, suffixes)
     if options.defer:  # -o names the final artifact; the bundle is written beside it under the bundle's suffix

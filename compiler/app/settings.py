@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infer_compile.calibration.options import CALIBRATION_OPTIONS
+from infer_compile.calibration.options import CALIB, CALIBRATION_OPTIONS
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.options import Option, refuse_unknown
 from infer_compile.frontends.specs import SOURCE_OPTIONS
@@ -73,11 +73,17 @@ def sort_options(values: Mapping[str, Any], spelling: Callable[[Option[Any]], st
 
 
 def check_pass_options(options: Mapping[str, Any], pipeline: list[Pass], precision: str, target: Target,
-                       spelling: Callable[[Option[Any]], str] = lambda o: o.cli_flag) -> None:
+                       calibrated: bool, spelling: Callable[[Option[Any]], str] = lambda o: o.cli_flag) -> None:
     """Refuse pass options no pass of this build reads: an option for another precision, for a pass the
-    user skipped, or for passes the target replaces with its own converter."""
+    user skipped, or for passes the target replaces with its own converter; and one given without the option
+    it needs (``calibrated``: the build has calibration data)."""
     running = {option.key for p in pipeline for option in p.options}
+    given = {*options, *([CALIB.key] if calibrated else [])}
     for key in options:
+        option = declared()[key][0]
+        if option.needs and option.needs not in given:
+            needed = spelling(declared()[option.needs][0])
+            raise UserInputError(f"{spelling(option)} needs {needed}", hint=f"give {needed} too, or drop it")
         if key in running:
             continue
         option = declared()[key][0]
