@@ -34,7 +34,8 @@ def invoke(*args: object):
 def assert_user_error(result, *fragments: str, code: ExitCode = ExitCode.USER_ERROR) -> None:
     """One clear error line (with a hint), the documented exit code, no traceback."""
     assert result.exit_code == code, result.output
-    assert "error:" in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
+    assert lines and lines[0].startswith("error:"), result.stderr  # the error first, after any warnings
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr

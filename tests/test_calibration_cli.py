@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from infer_compile.app.cli import app
 from infer_compile.core.errors import ExitCode
+from tests.artifact_helpers import assert_user_error
 
 runner = CliRunner()
 
@@ -28,13 +29,6 @@ def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def compile_(model: Path, out: Path, *args: str):
     return runner.invoke(app, [str(model), "--target", "onnxruntime", "-o", str(out), "--no-cache", "--no-tune",
                                *map(str, args)])
-
-
-def assert_user_error(result, code: ExitCode, *fragments: str) -> None:
-    assert result.exit_code == code, result.output
-    assert "error:" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 def test_int8_build_reports_precision_calibration_and_accuracy(tiny_cnn_onnx: Path, calib_dir: Path,
@@ -54,7 +48,7 @@ def test_int8_build_reports_precision_calibration_and_accuracy(tiny_cnn_onnx: Pa
 def test_unreachable_budget_exits_3_with_the_best_figure(tiny_cnn_onnx: Path, calib_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", calib_dir, "--accuracy-budget", "max-abs<=0")
-    assert_user_error(result, ExitCode.ACCURACY, "accuracy budget max-abs<=0 not met: best cosine")
+    assert_user_error(result, "accuracy budget max-abs<=0 not met: best cosine", code=ExitCode.ACCURACY)
     assert not out.exists()
 
 
@@ -89,7 +83,7 @@ def test_bad_calibration_input(tiny_cnn_onnx: Path, wrong_shape_dir: Path, tmp_p
                                fragments: list[str]) -> None:
     args = [str(wrong_shape_dir) if a == "WRONG" else a for a in args]
     out = tmp_path / "m.onnx"
-    assert_user_error(compile_(tiny_cnn_onnx, out, *args), ExitCode.USER_ERROR, *fragments)
+    assert_user_error(compile_(tiny_cnn_onnx, out, *args), *fragments)
     assert not out.exists()
 
 
@@ -104,5 +98,5 @@ def test_nan_calibration_sample_is_refused_before_building(tiny_cnn_onnx: Path, 
     np.save(folder / "007.npy", poisoned)
     out = tmp_path / "m.onnx"
     result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", folder)
-    assert_user_error(result, ExitCode.USER_ERROR, "007.npy (sample 7): input 'image' has 1 NaN/Inf value(s)")
+    assert_user_error(result, "007.npy (sample 7): input 'image' has 1 NaN/Inf value(s)")
     assert not out.exists()
