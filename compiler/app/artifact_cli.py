@@ -23,6 +23,7 @@ from infer_compile.core.errors import AccuracyError, UserInputError
 from infer_compile.frontends.specs import parse_input_shapes
 
 if TYPE_CHECKING:
+    from infer_compile.app.build_config import JobOutcome
     from infer_compile.app.verification import Verification
     from infer_compile.core.numerics import Feeds
     from infer_compile.targets import Runner
@@ -283,6 +284,29 @@ def print_inspection(info: dict[str, Any]) -> None:
             console.print(f"[bold]{key:<9}[/] {escape(str(value))}", highlight=False, soft_wrap=True)
 
 
+def triton_command(
+    artifact: ArtifactArgument,
+    repo: Annotated[Path, typer.Option("--repo", help="The Triton model repository (created if missing).",
+                                       show_default=False)],
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Model name in the repository \\[default: the artifact's file name].", show_default=False)]
+    = None,
+    version: Annotated[int | None, typer.Option(
+        "--version", help="Version number \\[default: the highest there + 1].", show_default=False)] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Put ARTIFACT into a Triton model repository: REPO/NAME/VERSION/model.* and REPO/NAME/config.pbtxt."""
+    from infer_compile.app.triton import write_model
+
+    with user_errors(debug):
+        print_triton(write_model(artifact, repo, name, version))
+
+
+def print_triton(version_dir: Path) -> None:
+    console.print(f"[bold]{'triton':<11}[/] {escape(str(version_dir))} (config: "
+                  f"{escape(str(version_dir.parent / 'config.pbtxt'))})", soft_wrap=True, highlight=False)
+
+
 def build_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="The build config (TOML).")] = Path("infer.toml"),
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, show_default=False,
@@ -298,7 +322,7 @@ def build_command(
 ) -> None:
     """Build every model x target x precision in a config file, in parallel; one summary table."""
     with user_errors(debug) as outcome:  # imports included: a signal during them is handled too
-        from infer_compile.app.build_config import MATRIX_SCHEMA, JobOutcome, exit_code, load_config, run_jobs
+        from infer_compile.app.build_config import MATRIX_SCHEMA, exit_code, load_config, run_jobs
         from infer_compile.app.outputs import check_report_path
         from infer_compile.core.artifacts import atomic_write_text
 
@@ -335,6 +359,17 @@ def build_command(
                               soft_wrap=True)
             if o.hint:
                 err_console.print(f"  hint: {escape(o.hint)}", highlight=False, soft_wrap=True)
+        serve_built(outcomes)
         if failed:
             err_console.print(f"{len(failed)} of {len(outcomes)} job(s) failed", highlight=False)
             raise typer.Exit(exit_code(outcomes))
+
+
+def serve_built(outcomes: list[JobOutcome]) -> None:
+    """Put every built artifact of a config with ``triton_repo`` into that repository, one after another
+    (each takes the next version of its model)."""
+    from infer_compile.app.triton import write_model
+
+    for o in outcomes:
+        if o.status != "failed" and o.job.triton_repo is not None:
+            print_triton(write_model(o.job.output, o.job.triton_repo, o.job.triton_name))

@@ -3,6 +3,8 @@
     output_dir = "build"                     # relative to the config file (default "build")
     targets = ["onnxruntime", "openvino"]    # defaults for every model
     precisions = ["fp32"]
+    triton_repo = "serve"                    # optional: every artifact also goes into this Triton repository,
+                                             # as model <name>_<target>_<precision> (the next version)
 
     [[models]]
     path = "tiny_cnn.onnx"                   # relative to the config file
@@ -31,6 +33,7 @@ from typing import Any
 
 from infer_compile.app.build import BuildOptions, compile_model, resolve_target
 from infer_compile.app.settings import ComponentOptions, declared, sort_options
+from infer_compile.app.triton import serving_for
 from infer_compile.calibration.options import calibration_settings
 from infer_compile.core.errors import ExitCode, InferCompileError, Terminated, UserInputError
 from infer_compile.core.manifest import manifest_path
@@ -43,7 +46,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 MATRIX_SCHEMA = "infer-compile.build-matrix/1"
 # Beside these, any option a component declares (settings.declared(): calib, fold_size_limit, opt_level, ...) is a
 # key, at the top (a default for every model) or per model.
-_TOP_KEYS = {"output_dir", "targets", "precisions", "skip_passes", "verify_passes", "final_check", "models"}
+_TOP_KEYS = {"output_dir", "targets", "precisions", "skip_passes", "verify_passes", "final_check", "models",
+             "triton_repo"}
 _MODEL_KEYS = {"path", "name", "targets", "precisions", "shape_ranges", "skip_passes", "verify_passes",
                "final_check", "inputs", "pass_options", "target_options"}
 _HINT = "see 'Building from a config file' in the README for the keys"
@@ -56,10 +60,15 @@ class Job:
     precision: str
     source: Path
     options: BuildOptions = field(compare=False)
+    triton_repo: Path | None = field(default=None, compare=False)  # also serve the artifact from this repository
 
     @property
     def label(self) -> str:
         return f"{self.model}/{self.target}/{self.precision}"
+
+    @property
+    def triton_name(self) -> str:
+        return f"{self.model}_{self.target}_{self.precision}"
 
     @property
     def output(self) -> Path:
@@ -143,9 +152,10 @@ class _Parser:
             raise self.fail("models", "missing or not a list of tables",
                             hint='add at least one [[models]] table with path = "model.onnx"')
         output_dir = self.base / self.typed(data, "output_dir", str, "build")
+        triton_repo = self.base / repo if (repo := self.typed(data, "triton_repo", str, "")) else None
         jobs: list[Job] = []
         for index, entry in enumerate(models):
-            jobs += self.model_jobs(index, entry, data, output_dir)
+            jobs += self.model_jobs(index, entry, data, output_dir, triton_repo)
         outputs = [j.output for j in jobs]
         duplicate = next((j for j in jobs if outputs.count(j.output) > 1), None)
         if duplicate:
@@ -197,7 +207,8 @@ class _Parser:
             raise self.fail(prefix + key, "expected a non-empty list of strings", model=model)
         return value
 
-    def model_jobs(self, index: int, entry: dict[str, Any], defaults: dict[str, Any], output_dir: Path) -> list[Job]:
+    def model_jobs(self, index: int, entry: dict[str, Any], defaults: dict[str, Any], output_dir: Path,
+                   triton_repo: Path | None) -> list[Job]:
         prefix = f"models[{index}]."
         self.check_keys(entry, _MODEL_KEYS | set(declared()), prefix, index)
         if "path" not in entry:
@@ -229,13 +240,15 @@ class _Parser:
         for target_name in targets:
             try:
                 target, _ = resolve_target(target_name)
+                if triton_repo is not None:
+                    serving_for(target.name)
             except InferCompileError as exc:
                 raise self.fail(prefix + "targets", exc.message, exc.hint, model=index) from None
             for precision in precisions:
                 output = output_dir / f"{name}.{target.name}.{precision}{target.suffix}"
                 options = BuildOptions(target=target.name, precision=precision, output=output,
                                        **common, **self.job_options(given, target, precision))
-                jobs.append(Job(name, target.name, precision, source, options))
+                jobs.append(Job(name, target.name, precision, source, options, triton_repo))
         return jobs
 
     @staticmethod

@@ -176,6 +176,15 @@ def compile_command(
     skip_pass: Annotated[list[str] | None, typer.Option(
         "--skip-pass", help="Leave a pass out of the pipeline (repeatable; see `infer-compile passes`).")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the build report JSON here.")] = None,
+    triton_repo: Annotated[Path | None, typer.Option(
+        "--triton-repo", help="Also put the artifact into this Triton model repository (see `infer-compile triton`).",
+        show_default=False)] = None,
+    triton_name: Annotated[str | None, typer.Option(
+        "--triton-name", help="Its model name there \\[default: the artifact's file name].", show_default=False)]
+    = None,
+    triton_version: Annotated[int | None, typer.Option(
+        "--triton-version", help="Its version there \\[default: the highest there + 1].", show_default=False)]
+    = None,
     cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", help="Build cache folder \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
         show_default=False)] = None,
@@ -224,6 +233,14 @@ def compile_command(
             tune_time=0.0 if no_tune else parse_duration(tune_time, "--tune-time"),
             defer=defer,
         )
+        if triton_repo is None and (triton_name or triton_version is not None):
+            raise UserInputError("--triton-name and --triton-version need --triton-repo",
+                                 hint="add --triton-repo REPO, the Triton model repository to write into")
+        if triton_repo is not None:  # refuse what Triton cannot serve before building it
+            from infer_compile.app.build import resolve_target
+            from infer_compile.app.triton import serving_for
+
+            serving_for(resolve_target(target)[0].name, "trtbundle" if defer else None)
         if report:
             from infer_compile.app.outputs import check_report_path
             from infer_compile.app.report import REPORT_SCHEMA
@@ -251,6 +268,10 @@ def compile_command(
             from infer_compile.app.report import write_report
 
             write_report(result, report)
+        if triton_repo is not None:
+            from infer_compile.app.triton import write_model
+
+            artifact_cli.print_triton(write_model(result.artifact, triton_repo, triton_name, triton_version))
 
 
 def with_declared_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -355,6 +376,7 @@ app.command("bench")(artifact_cli.bench_command)
 app.command("verify")(artifact_cli.verify_command)
 app.command("inspect")(artifact_cli.inspect_command)
 app.command("build")(artifact_cli.build_command)
+app.command("triton")(artifact_cli.triton_command)
 
 
 def main() -> None:
