@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infer_compile.app.triton import MARKER, config_text
+from infer_compile.app.triton import MARKER, config_text, existing_versions
 from infer_compile.core.ir import load_onnx
 from infer_compile.core.manifest import Manifest, manifest_path
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
@@ -235,3 +235,15 @@ def test_tensorrt_config_text_from_a_manifest() -> None:
     config = read_pbtxt(config_text(Manifest.from_json(body), "bert"))
     assert config["max_batch_size"] == [0] and "dynamic_batching" not in config
     assert config["input"][0]["dims"] == [-1, 128] and config["output"][0]["dims"] == [1, 2]
+
+
+def test_our_config_of_another_interface_is_not_replaced(ort_artifact, tmp_path: Path) -> None:
+    _, artifact = ort_artifact
+    repo = tmp_path / "repo"
+    assert invoke("triton", artifact, "--repo", repo).exit_code == 0
+    config = (repo / "tiny_cnn" / "config.pbtxt").read_text()
+    other = copy_with_manifest(artifact, tmp_path / "other",
+                               outputs=[{"name": "logits", "shape": ["batch", 5], "dtype": "float32"}])
+    assert_user_error(invoke("triton", other, "--repo", repo), "other inputs, outputs or backend")
+    assert (repo / "tiny_cnn" / "config.pbtxt").read_text() == config
+    assert existing_versions(repo / "tiny_cnn") == [1]

@@ -12,6 +12,7 @@ in the repository is touched.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -105,7 +106,7 @@ def _tensor_block(kind: str, tensors: list[dict[str, Any]], batched: bool) -> li
         if data_type is None:
             raise UserInputError(f"tensor '{t['name']}' is {t['dtype']}, a type Triton's config cannot name",
                                  hint="build a model whose inputs and outputs are numeric, bool or string")
-        entries.append(f'  {{\n    name: "{t["name"]}"\n    data_type: {data_type}\n'
+        entries.append(f"  {{\n    name: {_quoted(t['name'])}\n    data_type: {data_type}\n"
                        f"    dims: {_dims(t, batched)}\n  }}")
     return [f"{kind} [", ",\n".join(entries), "]"]
 
@@ -120,8 +121,14 @@ def interface_text(manifest: Manifest, serving: Serving) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _quoted(text: str) -> str:
+    """A protobuf-text string literal (JSON's escapes \\" \\\\ \\n are protobuf's too)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _parameters(settings: dict[str, str]) -> list[str]:
-    return [f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}' for key, value in settings.items()]
+    return [f"parameters {{ key: {_quoted(key)} value: {{ string_value: {_quoted(value)} }} }}"
+            for key, value in settings.items()]
 
 
 def runtime_text(manifest: Manifest) -> str:
@@ -154,7 +161,7 @@ def config_text(manifest: Manifest, name: str) -> str:
         shape_range = manifest.build.shape_ranges[dim]
         preferred = sorted({shape_range.opt, shape_range.max})
         batching = f"dynamic_batching {{\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n}}\n"
-    return (f'{MARKER}\nname: "{name}"\n{interface_text(manifest, serving)}'
+    return (f"{MARKER}\nname: {_quoted(name)}\n{interface_text(manifest, serving)}"
             f"instance_group [ {{ kind: {serving.kind} }} ]\n{batching}{runtime_text(manifest)}")
 
 
