@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Everything the test suite exercises; `make demo` needs only the core.
 TEST_EXTRAS ?= torch,openvino,tf,tflite,images,dev,bench
-# onnx2tf pins old numpy/onnx/protobuf and a second tensorflow: installed without its dependencies.
-NO_DEPS := onnx2tf==1.29.24 tf-keras==2.21.0
+# onnx2tf pins old numpy/onnx/protobuf and a second tensorflow, and tritonclient (only its model-config schema
+# is used, by tests/test_triton.py) pins ml-dtypes and protobuf below ours: both installed without dependencies.
+NO_DEPS := onnx2tf==1.29.24 tf-keras==2.21.0 tritonclient==2.73.0
 # TensorRT's and cuda-python's APIs as mypy sees them (tests/stubs/make_stubs.py); not on the import path.
 STUBS := $(VENV)/typestubs
 # infer_compile as static tools see it: symlinks into compiler/, passes/, ... (tests/stubs/typeview.py).

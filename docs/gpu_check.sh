@@ -82,6 +82,31 @@ step trtexec run_trtexec
 step pytest-gpu bash -c 'python -m pytest -m gpu tests/test_target_tensorrt.py -q -rs -p no:randomly | tee "$0/pytest.log" \
     && ! grep -q "SKIPPED" "$0/pytest.log"' "$OUT"
 
+# 9. The fp16 engine as a Triton model: the repository loads unchanged and answers like the source. Needs the
+#    in-process tritonserver package, which ships in NVIDIA's Triton containers (nvcr.io/nvidia/tritonserver).
+serve_triton() {
+    python -c "import tritonserver" 2>/dev/null || { echo "no tritonserver package: run inside a Triton container"; return 1; }
+    rm -rf "$OUT/triton" && infer-compile triton "$OUT/fp16.engine" --repo "$OUT/triton" --name cnn || return 1
+    python - "$OUT/triton" "$MODEL" <<'PY'
+import sys
+import numpy as np
+import tritonserver
+from infer_compile.core.ir import load_onnx
+from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
+repo, model = sys.argv[1], load_onnx(sys.argv[2])
+feeds = random_inputs(model.inputs, seed=0, dims={"batch": 2})
+server = tritonserver.Server(model_repository=repo).start(wait_until_ready=True)
+try:
+    [response] = list(server.model("cnn").infer(inputs=feeds))
+    served = {name: np.from_dlpack(tensor).astype(np.float32) for name, tensor in response.outputs.items()}
+finally:
+    server.stop()
+sys.exit(0 if within(compare_outputs(run_onnx(model, feeds), served), TOLERANCES["fp16"]) else 1)
+PY
+    python -m pytest tests/test_triton.py -q -rs -p no:randomly
+}
+step triton serve_triton
+
 echo
 if [ ${#failures[@]} -eq 0 ]; then echo "gpu check: every step passed"; exit 0; fi
 echo "gpu check: FAILED ${failures[*]}"

@@ -1,12 +1,14 @@
 """`infer-compile triton` and `--triton-repo`: a Triton model repository from real artifacts.
 
-The config.pbtxt is read back with a small protobuf-text reader (Triton's model_config proto is not a
-dependency) and checked field by field against the artifact; the repository's model file is run in its
-real runtime and compared with the source.
+Every config.pbtxt written here is parsed with Triton's own model-config schema (``model_config_pb2`` from the
+tritonclient wheel, installed by `make install`; strict: an unknown field, a wrong type or enum value fails) and
+read back field by field against the artifact; the repository's model file is run in its real runtime and
+compared with the source. A Triton server loads the repository where one is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -26,8 +28,30 @@ from tests.artifact_helpers import assert_user_error, build_artifact, invoke, wr
 _TOKEN = re.compile(r'\s*(?:#[^\n]*\n\s*)*("(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"#]+)')
 
 
+def triton_model_config() -> Any:
+    """Triton's ModelConfig message class, from tritonclient's generated module (read from its file: the
+    ``tritonclient.grpc`` package itself insists on the grpc extra's pins, which the schema does not need)."""
+    found = importlib.util.find_spec("tritonclient")
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ModelConfig
+
+
+MODEL_CONFIG = triton_model_config()
+
+
 def read_pbtxt(text: str) -> dict[str, Any]:
-    """Protobuf text format as nested dicts; every field's values in a list (repeated or not)."""
+    """Protobuf text format as nested dicts, every field's values in a list (repeated or not); first parsed
+    with Triton's schema, when tritonclient is installed (`make install` installs it)."""
+    if MODEL_CONFIG is not None:
+        from google.protobuf import text_format
+
+        text_format.Parse(text, MODEL_CONFIG())  # raises on anything Triton's schema does not have
     tokens = [m.group(1) for m in _TOKEN.finditer(text)]
     position = 0
 
@@ -247,3 +271,40 @@ def test_our_config_of_another_interface_is_not_replaced(ort_artifact, tmp_path:
     assert_user_error(invoke("triton", other, "--repo", repo), "other inputs, outputs or backend")
     assert (repo / "tiny_cnn" / "config.pbtxt").read_text() == config
     assert existing_versions(repo / "tiny_cnn") == [1]
+
+
+def test_configs_parse_with_tritons_own_schema(ort_artifact, tmp_path: Path) -> None:
+    if MODEL_CONFIG is None:
+        pytest.skip("tritonclient is not installed (make install puts it in the venv, --no-deps)")
+    from google.protobuf import json_format, text_format
+
+    _, artifact = ort_artifact
+    assert invoke("triton", artifact, "--repo", tmp_path, "--name", "cnn").exit_code == 0
+    parsed = text_format.Parse((tmp_path / "cnn" / "config.pbtxt").read_text(), MODEL_CONFIG())
+    config = json_format.MessageToDict(parsed, preserving_proto_field_name=True)  # enums by name
+    assert config == {"name": "cnn", "platform": "onnxruntime_onnx", "max_batch_size": 8,
+                      "input": [{"name": "image", "data_type": "TYPE_FP32", "dims": ["3", "32", "32"]}],
+                      "output": [{"name": "logits", "data_type": "TYPE_FP32", "dims": ["10"]}],
+                      "instance_group": [{"kind": "KIND_CPU"}],
+                      "dynamic_batching": {"preferred_batch_size": [4, 8]}}
+    with pytest.raises(text_format.ParseError):  # the schema is strict: a misspelt field fails
+        text_format.Parse('name: "x"\nmax_batch_sise: 8\n', MODEL_CONFIG())
+
+
+def test_a_triton_server_serves_the_repository(ort_artifact, tmp_path: Path) -> None:
+    """Triton's in-process server (the ``tritonserver`` Python package ships in NVIDIA's Triton containers,
+    not on PyPI) loads the repository and answers as our runner does. docs/gpu-check.md step 9 runs it."""
+    tritonserver = pytest.importorskip(
+        "tritonserver", reason="no Triton server here: the tritonserver package ships in NVIDIA's Triton "
+                               "containers (nvcr.io/nvidia/tritonserver), not on PyPI; docs/gpu-check.md step 9")
+    source, artifact = ort_artifact
+    assert invoke("triton", artifact, "--repo", tmp_path, "--name", "cnn").exit_code == 0
+    server = tritonserver.Server(model_repository=str(tmp_path)).start(wait_until_ready=True)
+    try:
+        feeds = random_inputs(load_onnx(source).inputs, seed=3, dims={"batch": 2})
+        [response] = list(server.model("cnn").infer(inputs=feeds))
+        served = {"logits": np.from_dlpack(response.outputs["logits"])}
+        assert within(compare_outputs(run_onnx(load_onnx(source), feeds), served), TOLERANCES["fp32"])
+    finally:
+        server.stop()
+
