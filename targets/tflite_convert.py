@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from infer_compile.core.errors import UnsupportedError
+from infer_compile.core.errors import UnsupportedError, one_line
 from infer_compile.core.ir import Model, save_onnx
 from infer_compile.core.numerics import Feeds
+from infer_compile.passes.precision_state import name_unnamed_nodes
 
 # onnx2tf looks for this file in the working directory before downloading it.
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -71,10 +72,19 @@ def _onnx2tf_process_state(workdir: Path) -> Iterator[io.StringIO]:
         os.environ["PATH"] = path
 
 
+# A run of numbers in brackets: TensorFlow errors print whole tensors ("Tensor [1. 1. 1. ...").
+_ARRAY = re.compile(r"\[[\d\s.,eE+-]{24,}\]?")  # shapes such as [1, 3, 224, 224] stay
+
+
+def _readable(message: str) -> str:
+    """An onnx2tf/TensorFlow message as one line, printed tensors cut to [...]."""
+    return one_line(ValueError(_ARRAY.sub("[...]", message)), limit=240)
+
+
 def _last_error(log: str) -> str:
     lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
     errors = [line for line in lines if "ERROR" in line or "Error" in line]
-    return (errors or [line for line in lines if line] or ["no message"])[-1][:300]
+    return _readable((errors or [line for line in lines if line] or ["no message"])[-1])
 
 
 def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[int, ...] | None],
@@ -89,6 +99,7 @@ def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[i
     import onnx2tf
 
     onnx_path = workdir / "model.onnx"
+    name_unnamed_nodes(model.graph)  # onnx2tf's own naming step is off (below): it names layers after nodes
     save_onnx(model, onnx_path)
     tf_probe = {name: array.transpose(perms[name]) if perms[name] else array for name, array in probe.items()}
     custom_data = []
@@ -105,13 +116,17 @@ def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[i
                 input_onnx_file_path=str(onnx_path), disable_model_save=True, non_verbose=True,
                 custom_input_op_name_np_data_path=custom_data or None, overwrite_input_shape=overwrite or None,
                 keep_ncw_or_nchw_or_ncdhw_input_names=list(probe) if keep_nchw else None,
-                replace_to_pseudo_operators=PSEUDO_OPS)
+                replace_to_pseudo_operators=PSEUDO_OPS,
+                # Its op-name step (sng4onnx 2.0.1) rewrites every node and drops node domains: our
+                # com.microsoft::Gelu became an ONNX Gelu opset 18 lacks, shape inference lost every shape after
+                # it, and LayerNormalization then failed on a transposed axis (ViT, MiniLM, ConvNeXt; issue 17).
+                not_use_opname_auto_generate=True)
         except SystemExit:
             raise UnsupportedError(f"onnx2tf could not convert the model: {_last_error(log.getvalue())}",
                                    hint="rerun with --debug; --keep-nchw or pinning shapes with --input-shape "
                                         "sometimes helps") from None
         except Exception as exc:
-            raise UnsupportedError(f"onnx2tf could not convert the model: {type(exc).__name__}: {exc}",
+            raise UnsupportedError(f"onnx2tf could not convert the model: {type(exc).__name__}: {_readable(str(exc))}",
                                    hint="rerun with --debug for the traceback") from exc
     if keras_model is None:
         raise UnsupportedError(f"onnx2tf returned no model: {_last_error(log.getvalue())}",

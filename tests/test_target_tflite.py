@@ -32,6 +32,7 @@ from infer_compile.core.numerics import (
 from infer_compile.core.shapes import ShapeRange
 from infer_compile.targets import load_artifact
 from infer_compile.targets.tflite import TfliteRunner, split_batches, static_shapes
+from infer_compile.targets.tflite_convert import _readable
 from tests.builders import make_model, tensor
 from tests.hidden_imports import run_cli_without
 
@@ -45,9 +46,10 @@ TOLERANCE: dict[str, Tolerance] = {"fp32": TOLERANCES["fp32"], "fp16": TOLERANCE
 SEQ, HIDDEN = 8, 32
 
 
-def tiny_encoder(seed: int = 0, heads: int = 2, ffn: int = 128) -> onnx.ModelProto:
+def tiny_encoder(seed: int = 0, heads: int = 2, ffn: int = 128, final_layernorm: bool = False) -> onnx.ModelProto:
     """One pre-LN transformer encoder block: 2-head attention, erf GELU FFN as PyTorch exports it
-    (x / sqrt2 -> Erf -> +1 -> *x -> *0.5); 4096-element FFN weights so dynamic range quantizes them."""
+    (x / sqrt2 -> Erf -> +1 -> *x -> *0.5); 4096-element FFN weights so dynamic range quantizes them.
+    ``final_layernorm``: a LayerNormalization after the FFN's residual, as BERT and ViT blocks end."""
     rng = np.random.default_rng(seed)
 
     def w(*shape: int, scale: float = 0.2) -> np.ndarray:
@@ -78,8 +80,10 @@ def tiny_encoder(seed: int = 0, heads: int = 2, ffn: int = 128) -> onnx.ModelPro
         n("Div", ["f_lin", "sqrt2"], ["g_s"]), n("Erf", ["g_s"], ["g_erf"]), n("Add", ["g_erf", "one"], ["g_1"]),
         n("Mul", ["f_lin", "g_1"], ["g_m"]), n("Mul", ["g_m", "half"], ["gelu"]),
         n("MatMul", ["gelu", "w2"], ["f2_mm"]), n("Add", ["f2_mm", "b2"], ["f2_lin"]),
-        n("Add", ["res1", "f2_lin"], ["y"]),
+        n("Add", ["res1", "f2_lin"], ["res2" if final_layernorm else "y"]),
     ]
+    if final_layernorm:
+        nodes.append(n("LayerNormalization", ["res2", "ln1_g", "ln1_b"], ["y"], axis=-1))
     return make_model(nodes, [tensor("x", [1, SEQ, HIDDEN])], [tensor("y", [1, SEQ, HIDDEN])], init,
                       name="tiny_encoder")
 
@@ -269,3 +273,26 @@ def test_unavailable_without_tensorflow(tiny_cnn_onnx: Path, tmp_path: Path) -> 
     assert "pip install --no-deps onnx2tf==1.29.24" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_layernorm_after_the_fused_gelu_converts(network_attempts: list[str], tmp_path: Path) -> None:
+    """Issue 17: onnx2tf's op renaming dropped the fused com.microsoft::Gelu's domain, shape inference lost every
+    shape after it, and the LayerNormalization that ends a BERT/ViT block failed on a transposed axis."""
+    path = tmp_path / "post_ln.onnx"
+    onnx.save_model(tiny_encoder(final_layernorm=True), str(path))
+    result = compile_model(path, BuildOptions(target="tflite", output=tmp_path / "m.tflite"))
+    assert "gelu-fusion" in _manifest(result.artifact)["passes"]
+    source = Model.from_proto(onnx.load_model(str(path)))
+    feeds = random_inputs(source.inputs, seed=4)
+    assert within(compare_outputs(run_onnx(source, feeds), load_artifact(result.artifact).run(feeds)),
+                  TOLERANCES["fp32"])
+
+
+
+def test_onnx2tf_errors_are_one_line_without_printed_tensors() -> None:
+    message = ("Eager execution of tf.constant with unsupported shape. Tensor [1.012573   0.9867895  1.0640422  "
+               "1.0104901\n 0.94643307 1.0 1.0 1.0 1.0] (converted from [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]) "
+               "has shape (32,)")
+    assert _readable(message) == ("Eager execution of tf.constant with unsupported shape. Tensor [...] "
+                                  "(converted from [...]) has shape (32,)")
