@@ -9,7 +9,7 @@ and the CLI.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +65,17 @@ def sort_options(values: Mapping[str, Any], spelling: Callable[[Option[Any]], st
     sorted_ = ComponentOptions()
     for key, raw in given.items():
         option, group = options[key]
-        if option.needs and option.needs not in given:
-            raise UserInputError(f"{spelling(option)} needs {spelling(options[option.needs][0])}",
-                                 hint=f"give {spelling(options[option.needs][0])} too, or drop {spelling(option)}")
+        refuse_missing_need(option, given, spelling)
         getattr(sorted_, group.owner)[key] = option.value(raw, spelling(option))
     return sorted_
+
+
+def refuse_missing_need(option: Option[Any], given: Iterable[str], spelling: Callable[[Option[Any]], str]) -> None:
+    """Refuse ``option`` when the option it needs (``Option.needs``) is not among the ``given`` keys."""
+    if option.needs and option.needs not in given:
+        needed = spelling(declared()[option.needs][0])
+        raise UserInputError(f"{spelling(option)} needs {needed}",
+                             hint=f"give {needed} too, or drop {spelling(option)}")
 
 
 def check_pass_options(options: Mapping[str, Any], pipeline: list[Pass], precision: str, target: Target,
@@ -81,12 +87,9 @@ def check_pass_options(options: Mapping[str, Any], pipeline: list[Pass], precisi
     given = {*options, *([CALIB.key] if calibrated else [])}
     for key in options:
         option = declared()[key][0]
-        if option.needs and option.needs not in given:
-            needed = spelling(declared()[option.needs][0])
-            raise UserInputError(f"{spelling(option)} needs {needed}", hint=f"give {needed} too, or drop it")
+        refuse_missing_need(option, given, spelling)
         if key in running:
             continue
-        option = declared()[key][0]
         if option.precisions and precision not in option.precisions:
             builds = " or ".join(f"--{p}" for p in sorted(option.precisions, reverse=True))
             raise UserInputError(f"{spelling(option)} only applies to {builds} builds",
@@ -100,8 +103,9 @@ def check_pass_options(options: Mapping[str, Any], pipeline: list[Pass], precisi
 def check_target_options(options: Mapping[str, Any], target: Target,
                          spelling: Callable[[Option[Any]], str] = lambda o: o.cli_flag) -> dict[str, Any]:
     """The target options checked by ``target``; one meant for another target is named as such."""
+    own = {option.key for option in target.options}
     for key in options:
-        if key not in {option.key for option in target.options} and key in declared():
+        if key not in own and key in declared():
             owner = next(t.name for t in TARGETS if key in {option.key for option in t.options})
             raise UserInputError(f"{spelling(declared()[key][0])} is a setting of target '{owner}', not of "
                                  f"'{target.name}'", hint=f"drop it, or build for --target {owner}")
