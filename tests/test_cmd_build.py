@@ -89,9 +89,9 @@ def test_all_jobs_succeeding_exits_zero(project: Path) -> None:
      "infer.toml:3: models[0].input_shapes: --input-shape 'image:1x-3' is not NAME:DIMS"),
     ("[[models]]\npath = 'm.onnx'\n[[models]]\npath = 'other/m.onnx'\n", "two jobs would write"),
     ("[[models]]\npath = 'm.onnx'\nshape_ranges = { batch = [8, 4, 1] }\n",
-     "infer.toml:3: models[0].shape_ranges.batch: [min, opt, max] needs 1 <= MIN <= OPT <= MAX, got 8:4:1"),
+     "infer.toml:3: models[0].shape_ranges: shape range for 'batch' needs 1 <= MIN <= OPT <= MAX, got 8:4:1"),
     ("[[models]]\npath = 'm.onnx'\nshape_ranges = { batch = [0, 1, 4] }\n",
-     "infer.toml:3: models[0].shape_ranges.batch: expected [min, opt, max] with 1 <= min <= opt <= max"),
+     "infer.toml:3: models[0].shape_ranges: shape range for 'batch' needs 1 <= MIN <= OPT <= MAX, got 0:1:4"),
 ])
 def test_bad_config_names_file_line_and_key(tmp_path: Path, text: str, fragment: str) -> None:
     config = tmp_path / "infer.toml"
@@ -106,7 +106,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_example_config_builds_tiny_cnn_for_two_targets() -> None:
-    jobs = load_config(EXAMPLES / "infer.toml", cache_dir=None)
+    jobs = load_config(EXAMPLES / "infer.toml", {"cache": False})
     assert {j.target for j in jobs} == {"onnxruntime", "openvino"}
     assert all(j.source == EXAMPLES / "tiny_cnn.onnx" and j.source.is_file() for j in jobs)
 
@@ -114,4 +114,4 @@ def test_example_config_builds_tiny_cnn_for_two_targets() -> None:
 def test_config_error_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "infer.toml").write_text("[[models]]\npath = 3\n")
     with pytest.raises(UserInputError, match=r"infer.toml:2: models\[0\].path: expected str, got int"):
-        load_config(tmp_path / "infer.toml", cache_dir=None)
+        load_config(tmp_path / "infer.toml", {"cache": False})

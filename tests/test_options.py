@@ -11,7 +11,7 @@ import pytest
 from onnx import helper
 
 import infer_compile
-from infer_compile.app.build import BuildOptions, compile_model
+from infer_compile.app.build import BuildOptions, compile_model, options_from
 from infer_compile.app.settings import declared, groups
 from infer_compile.core.errors import ExitCode, UserInputError
 from infer_compile.core.manifest import read_manifest
@@ -110,3 +110,80 @@ def test_values_are_checked_by_kind_choice_and_minimum() -> None:
     with pytest.raises(UserInputError, match="expected bool, got int 1"):
         Option("flag", bool, False, "a flag").value(1, "flag")
     assert Option("ratio", float, 0.5, "a ratio").value(1, "ratio") == 1.0
+
+
+def test_every_option_has_one_name_and_default_on_every_surface() -> None:
+    """CLI flag, config key and API keyword come from each declaration: same key, same default."""
+    import inspect
+
+    import typer
+
+    from infer_compile.app.build_config import config_keys
+    from infer_compile.app.cli import app
+
+    compile_command = typer.main.get_command(app).commands["compile"]  # type: ignore[attr-defined]
+    cli_params = {param.name: param for param in compile_command.params}
+    api = inspect.signature(infer_compile.compile).parameters
+    for key, (option, _) in declared().items():
+        if option.cli:
+            assert option.cli_flag in cli_params[key].opts, key
+            assert cli_params[key].default is None, key  # not given: the declaration's default (options_from)
+        else:
+            assert key not in cli_params, key
+        assert (key in config_keys()) == option.config, key
+        if key in api:  # target, precision, output: positional in the API, default from the declaration
+            assert api[key].default == option.default, key
+    # Not given anywhere, every surface builds what BuildOptions' own defaults say (the declarations').
+    assert options_from({})[0] == BuildOptions(cache_dir=options_from({})[0].cache_dir)
+
+
+def _npy_folder(folder: Path, shape: tuple[int, ...], count: int = 10) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        np.save(folder / f"{i}.npy", rng.normal(size=shape).astype(np.float32))
+    return folder
+
+
+def test_cli_config_and_api_build_the_same_artifact_with_their_defaults(
+        tiny_cnn_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No options given: all three autotune (the declared default, here shortened by $INFER_COMPILE_TUNE_TIME),
+    run the final check and the same passes."""
+    monkeypatch.setenv("INFER_COMPILE_TUNE_TIME", "0.3s")
+    api = infer_compile.compile(tiny_cnn_onnx, "onnxruntime", output=tmp_path / "api.onnx", cache=False)
+    cli = invoke(tiny_cnn_onnx, "-t", "onnxruntime", "-o", tmp_path / "cli.onnx", "--no-cache")
+    assert cli.exit_code == 0, cli.stderr
+    (tmp_path / "infer.toml").write_text(f'targets = ["onnxruntime"]\n[[models]]\npath = "{tiny_cnn_onnx}"\n'
+                                         'name = "cfg"\n')
+    built = invoke("build", "-c", tmp_path / "infer.toml", "--no-cache", "-j", "1")
+    assert built.exit_code == 0, built.stderr
+    manifests = [read_manifest(path) for path in (api.path, tmp_path / "cli.onnx",
+                                                  tmp_path / "build" / "cfg.onnxruntime.fp32.onnx")]
+    for manifest in manifests:
+        assert manifest is not None and manifest.autotune is not None and manifest.final_check is not None
+        assert manifest.autotune["budget_s"] == 0.3
+    assert len({tuple(m.build.passes) for m in manifests if m is not None}) == 1
+
+
+def test_config_builds_int8_with_a_calib_key_and_tune_time(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    _npy_folder(tmp_path / "calib", (1, 3, 32, 32), count=16)
+    (tmp_path / "infer.toml").write_text(
+        f'targets = ["onnxruntime"]\nprecisions = ["int8"]\ncalib = "calib"\ntune_time = "0"\n'
+        f'[[models]]\npath = "{tiny_cnn_onnx}"\nname = "q"\ninput_shapes = {{ image = [1, 3, 32, 32] }}\n')
+    built = invoke("build", "-c", tmp_path / "infer.toml", "--no-cache", "-j", "1")
+    assert built.exit_code == 0, built.stderr
+    manifest = read_manifest(tmp_path / "build" / "q.onnxruntime.int8.onnx")
+    assert manifest is not None and manifest.autotune is None
+    assert manifest.quantization is not None and manifest.quantization["samples"] == 16
+
+
+def test_config_builds_from_python(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "net.py").write_text(
+        "import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval(), (torch.randn(2, 4),)\n")
+    (tmp_path / "infer.toml").write_text('targets = ["onnxruntime"]\ntune_time = 0\n[[models]]\n'
+                                         'python_entry = "net.py:build"\n')
+    built = invoke("build", "-c", tmp_path / "infer.toml", "--no-cache", "-j", "1")
+    assert built.exit_code == 0, built.stderr
+    assert read_manifest(tmp_path / "build" / "net.onnxruntime.fp32.onnx") is not None

@@ -201,7 +201,7 @@ def test_an_interrupted_config_build_leaves_no_pool_thread_for_the_exit_hook(tmp
         write_tiny_cnn(tmp_path / f"m{i}.onnx", seed=i)
     models = "".join(f'[[models]]\npath = "m{i}.onnx"\n' for i in range(3))
     (tmp_path / "infer.toml").write_text(f'targets = ["onnxruntime"]\n{models}')
-    jobs = load_config(tmp_path / "infer.toml", tmp_path / "cache")
+    jobs = load_config(tmp_path / "infer.toml", {"cache_dir": tmp_path / "cache"})
 
     def interrupt(outcome: JobOutcome) -> None:
         raise KeyboardInterrupt

@@ -206,7 +206,7 @@ def test_compile_refuses_a_target_triton_cannot_serve_before_building(tmp_path: 
     result = invoke(source, "-t", "tflite", "-o", tmp_path / "m.tflite", "--triton-repo", tmp_path / "repo")
     assert_user_error(result, "no standard backend for tflite")
     assert not (tmp_path / "m.tflite").exists() and not (tmp_path / "repo").exists()
-    assert_user_error(invoke(source, "--triton-name", "x"), "need --triton-repo")
+    assert_user_error(invoke(source, "--triton-name", "x"), "--triton-name needs --triton-repo")
 
 
 def test_a_build_config_with_triton_repo_serves_every_job(tmp_path: Path) -> None:

@@ -8,19 +8,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infer_compile.app.build import BuildOptions, BuildResult, compile_model
-from infer_compile.app.cache import default_cache_dir
-from infer_compile.app.outputs import check_report_path
-from infer_compile.app.settings import declared, sort_options
-from infer_compile.calibration.options import calibration_settings
-from infer_compile.core.options import refuse_unknown
-from infer_compile.frontends.specs import source_options
+from infer_compile.app.build import BuildResult, check_deliveries, compile_model, deliver, options_from
+from infer_compile.app.build_options import PRECISION, TARGET
+from infer_compile.frontends.specs import model_source
 from infer_compile.targets import Runner, load_artifact
 
 PathLike = str | os.PathLike[str]
@@ -50,35 +45,31 @@ class Artifact:
         return build_report(self.result)
 
 
-def compile(model: PathLike, target: str = "auto", precision: str = "fp32", output: PathLike | None = None,
-            *, cache: bool = True, cache_dir: PathLike | None = None, report: PathLike | None = None,
-            **options: Any) -> Artifact:
+
+
+
+def compile(model: PathLike | None, target: str = TARGET.default, precision: str = PRECISION.default,
+            output: PathLike | None = None, **options: Any) -> Artifact:
     """Compile ``model`` like `infer-compile MODEL --target ... -o ...`.
 
-    ``options`` are any option a component declares, by its key (``input_shapes={"image": [1, 3, 224, 224]}``,
-    ``calib="data/"``, ``fold_size_limit=32``, ``opt_level=5``: `infer-compile compile --help` lists them with
-    dashes), or another ``BuildOptions`` field (verify_passes, skip_passes, shape_ranges, tune_time, ...).
-    A misspelt keyword is refused naming the closest one. The build cache is on by default, as on the
-    command line.
+    ``options`` are any declared option by its key, the same names and defaults as the command line's flags and
+    the config file's keys (`infer-compile compile --help` lists them with dashes): the build's own
+    (``tune_time="60s"``, ``final_check=False``, ``cache=False``, ``cache_dir=...``, ``report="build.json"``,
+    ``triton_repo=...``, ``shape_ranges={"batch": [1, 8, 32]}``, ``skip_passes=[...]``) and the components'
+    (``input_shapes={"image": [1, 3, 224, 224]}``, ``calib="data/"``, ``fold_size_limit=32``). ``model`` is None
+    with ``python_entry="pkg.mod:build"`` (`--from-python`). A misspelt keyword is refused naming the closest
+    one. ``pass_options``/``target_options`` tables (by option key) are also taken.
     """
-    fields = {f.name for f in dataclasses.fields(BuildOptions)} - {
-        "target", "precision", "output", "source", "cache_dir", "calibration"}
-    build_fields = {key: value for key, value in options.items() if key in fields}
-    refuse_unknown(options, fields | set(declared()), "option")
-    given = sort_options({key: value for key, value in options.items() if key not in fields})
-    build_options = BuildOptions(
-        target=target, precision=precision, output=os.fspath(output) if output else None,  # keeps "dir/"
-        source=source_options(given.source), calibration=calibration_settings(given.calibration),
-        cache_dir=(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None,
-        **{**build_fields, "pass_options": {**given.passes, **build_fields.get("pass_options", {})},
-           "target_options": {**given.target, **build_fields.get("target_options", {})}})
-    if report:
-        from infer_compile.app.report import REPORT_SCHEMA, write_report
-
-        check_report_path(Path(report), REPORT_SCHEMA)
-    result = compile_model(Path(model), build_options)
-    if report:
-        write_report(result, Path(report))
+    tables = {table: options.pop(table, None) or {} for table in ("pass_options", "target_options")}
+    build_options, build = options_from({**options, "target": target, "precision": precision,
+                                         "output": os.fspath(output) if output is not None else None})  # "dir/"
+    # The tables go to the build as given: compile_model checks them against the pass and target declarations.
+    build_options.pass_options.update(tables["pass_options"])
+    build_options.target_options.update(tables["target_options"])
+    check_deliveries(build_options, build)
+    result = compile_model(model_source(Path(model) if model is not None else None,
+                                        build_options.source.python_entry), build_options)
+    deliver(result, build)
     return Artifact(result.artifact, result.files, result.target, result.manifest.to_json(), result)
 
 

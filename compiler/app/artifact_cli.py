@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from infer_compile.app.terminal import cache_option, console, err_console, user_errors
+from infer_compile.app.terminal import console, err_console, user_errors
 from infer_compile.core.errors import AccuracyError, UserInputError
 from infer_compile.frontends.specs import parse_input_shapes
 
@@ -326,7 +326,8 @@ def build_command(
         from infer_compile.app.outputs import check_report_path
         from infer_compile.core.artifacts import atomic_write_text
 
-        job_list = load_config(config, cache_option(cache_dir, no_cache))
+        overrides = {"cache": False} if no_cache else {"cache_dir": cache_dir} if cache_dir else {}
+        job_list = load_config(config, overrides)
         if report:
             check_report_path(report, MATRIX_SCHEMA)
         workers = jobs or os.cpu_count() or 1

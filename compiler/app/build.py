@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,21 +14,23 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from infer_compile import __version__
-from infer_compile.app.cache import BuildCache, CacheHit, source_files
+from infer_compile.app import build_options as declared_build
+from infer_compile.app.cache import BuildCache, CacheHit, default_cache_dir, source_files
 from infer_compile.app.examples import example_inputs, reference_outputs
 from infer_compile.app.outputs import check_output, resolve_output
-from infer_compile.app.settings import check_pass_options, check_target_options
+from infer_compile.app.settings import check_pass_options, check_target_options, sort_options
 from infer_compile.app.verification import FinalCheck, FinalCheckFailed
 from infer_compile.calibration import CalibrationSettings, load_calibration
 from infer_compile.calibration.cache import read_cache_file
+from infer_compile.calibration.options import calibration_settings
 from infer_compile.core.errors import AccuracyError, InferCompileError, UserInputError
 from infer_compile.core.ir import file_digest
 from infer_compile.core.manifest import BuildFacts, Manifest, written_manifest
 from infer_compile.core.numerics import Feeds
-from infer_compile.core.options import checked
+from infer_compile.core.options import Option, checked, read
 from infer_compile.core.shapes import ShapeRange, opt_sizes
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
-from infer_compile.frontends.specs import check_shape_ranges
+from infer_compile.frontends.specs import check_shape_ranges, source_options
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline, pass_options
 from infer_compile.passes.manager import PassBrokeOutputs, ProgressHook
 from infer_compile.targets import Target, TargetRequest, auto_target, get_target
@@ -36,14 +38,15 @@ from infer_compile.targets import Target, TargetRequest, auto_target, get_target
 
 @dataclass
 class BuildOptions:
-    """Everything a build depends on; the CLI, the config file and the Python API fill this."""
+    """Everything a build depends on; the CLI, the config file and the Python API fill this from the declared
+    options (``options_from``). Defaults are the declarations' (``infer_compile.app.build_options``)."""
 
-    target: str = "auto"
-    precision: str = "fp32"
+    target: str = declared_build.TARGET.default
+    precision: str = declared_build.PRECISION.default
     # Artifact path, or a folder to write into (a str ending in '/' keeps the slash a Path would drop).
     output: Path | str | None = None
     source: SourceOptions = field(default_factory=SourceOptions)
-    verify_passes: bool = False
+    verify_passes: bool = declared_build.VERIFY_PASSES.default
     skip_passes: list[str] = field(default_factory=list)
     pass_options: dict[str, Any] = field(default_factory=dict)
     target_options: dict[str, Any] = field(default_factory=dict)
@@ -52,17 +55,71 @@ class BuildOptions:
     shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)
     # Build cache folder (see infer_compile.app.cache); None builds without the cache.
     cache_dir: Path | None = None
-    # Seconds the autotune pass may spend timing runtime settings on this machine; 0 = no tuning.
-    tune_time: float = 0.0
+    # Seconds the autotune pass may spend timing runtime settings on this machine; 0 = no tuning. The default is
+    # the declared one ($INFER_COMPILE_TUNE_TIME, else 5 s), as on every surface.
+    tune_time: float = field(default_factory=declared_build.TUNE_TIME.fallback)
     # Write a bundle that builds the artifact on another machine (TensorRT without a GPU here).
-    defer: bool = False
+    defer: bool = declared_build.DEFER.default
     # Calibration data and calibrator settings (--calib ...); required for int8.
     calibration: CalibrationSettings | None = None
     # Load the written artifact with its target's runtime and compare it with the source before committing it.
-    final_check: bool = True
+    final_check: bool = declared_build.FINAL_CHECK.default
     # The example inputs that checks and autotuning run on: --inputs FILE.npz (arrays keyed by input name), or in
     # process the values themselves (sequence inputs as lists of arrays, which no .npz holds).
     inputs: Path | Feeds | None = None
+
+
+def options_from(values: Mapping[str, Any], spelling: Callable[[Option[Any]], str] = lambda option: option.key,
+                 ) -> tuple[BuildOptions, dict[str, Any]]:
+    """The build options of ``values`` (any declared option by key; None or absent = its default), checked, and
+    the checked build-level values (``report``, ``triton_*``: what happens after the build). The one way the
+    CLI, config files and the API turn options into a build."""
+    given = sort_options(values, spelling)
+    build = given.build
+
+    def value(option: Option[Any]) -> Any:
+        return read(build, option)
+
+    cache_dir = (value(declared_build.CACHE_DIR) or default_cache_dir()) if value(declared_build.CACHE) else None
+    options = BuildOptions(
+        target=value(declared_build.TARGET), precision=value(declared_build.PRECISION),
+        output=value(declared_build.OUTPUT), source=source_options(given.source),
+        verify_passes=value(declared_build.VERIFY_PASSES), skip_passes=list(value(declared_build.SKIP_PASSES)),
+        pass_options=given.passes, target_options=given.target,
+        shape_ranges=dict(value(declared_build.SHAPE_RANGES)), cache_dir=cache_dir,
+        tune_time=value(declared_build.TUNE_TIME), defer=value(declared_build.DEFER),
+        calibration=calibration_settings(given.calibration), final_check=value(declared_build.FINAL_CHECK),
+        inputs=value(declared_build.INPUTS))
+    return options, build
+
+
+def check_deliveries(options: BuildOptions, build: Mapping[str, Any]) -> None:
+    """Refuse, before building, a report path that cannot be written or a Triton repository that cannot serve
+    the target (``build``: the checked build-level values of ``options_from``)."""
+    if read(build, declared_build.TRITON_REPO) is not None:
+        from infer_compile.app.triton import serving_for
+
+        serving_for(resolve_target(options.target)[0].name, "trtbundle" if options.defer else None)
+    if (report := read(build, declared_build.REPORT)) is not None:
+        from infer_compile.app.outputs import check_report_path
+        from infer_compile.app.report import REPORT_SCHEMA
+
+        check_report_path(report, REPORT_SCHEMA)
+
+
+def deliver(result: BuildResult, build: Mapping[str, Any]) -> Path | None:
+    """After the build: the report written, the artifact put into the Triton repository (its version folder
+    returned) when asked."""
+    if (report := read(build, declared_build.REPORT)) is not None:
+        from infer_compile.app.report import write_report
+
+        write_report(result, report)
+    if (repo := read(build, declared_build.TRITON_REPO)) is None:
+        return None
+    from infer_compile.app.triton import write_model
+
+    return write_model(result.artifact, repo, read(build, declared_build.TRITON_NAME),
+                       read(build, declared_build.TRITON_VERSION))
 
 
 @dataclass

@@ -7,11 +7,11 @@
                                              # as model <name>_<target>_<precision> (the next version)
 
     [[models]]
-    path = "tiny_cnn.onnx"                   # relative to the config file
+    path = "tiny_cnn.onnx"                   # relative to the config file (or python_entry = "pkg.mod:build")
     name = "tiny_cnn"                        # default: the file's stem
-    # optional, per model: targets, precisions, input_shapes = { image = [1, 3, 32, 32] },
-    # shape_ranges = { batch = [1, 8, 32] }, skip_passes, verify_passes, final_check, inputs = "x.npz",
-    # pass_options, target_options
+    # optional, per model (or at the top, for every model): targets, precisions, and every declared option by
+    # its key (the compile flags' names): input_shapes = { image = [1, 3, 32, 32] }, calib = "data/",
+    # shape_ranges = { batch = [1, 8, 32] }, tune_time = "10s", skip_passes, final_check, inputs = "x.npz", ...
 
 Every model x target x precision is one job, built in its own process (up to ``-j N`` at a time)
 to ``<output_dir>/<name>.<target>.<precision><suffix>``. A job that fails does not stop the others.
@@ -25,31 +25,32 @@ import re
 import signal
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infer_compile.app.build import BuildOptions, compile_model, resolve_target
-from infer_compile.app.settings import ComponentOptions, declared, sort_options
+from infer_compile.app.build import BuildOptions, compile_model, options_from, resolve_target
+from infer_compile.app.build_options import PRECISIONS, TRITON_REPO
+from infer_compile.app.settings import declared
 from infer_compile.app.triton import serving_for
-from infer_compile.calibration.options import calibration_settings
 from infer_compile.core.errors import ExitCode, InferCompileError, Terminated, UserInputError
 from infer_compile.core.manifest import manifest_path
-from infer_compile.core.options import closest
-from infer_compile.core.shapes import ShapeRange
-from infer_compile.frontends.specs import source_options
-from infer_compile.targets import Target
+from infer_compile.core.options import closest, read
+from infer_compile.frontends.specs import entry_point_file
+from infer_compile.targets import TARGETS, Target
 
-PRECISIONS = ("fp32", "fp16", "int8")
 MATRIX_SCHEMA = "infer-compile.build-matrix/1"
-# Beside these, any option a component declares (settings.declared(): calib, fold_size_limit, opt_level, ...) is a
-# key, at the top (a default for every model) or per model.
-_TOP_KEYS = {"output_dir", "targets", "precisions", "skip_passes", "verify_passes", "final_check", "models",
-             "triton_repo"}
-_MODEL_KEYS = {"path", "name", "targets", "precisions", "shape_ranges", "skip_passes", "verify_passes",
-               "final_check", "inputs", "pass_options", "target_options"}
+# Beside these, every declared option a config can set (settings.declared(), Option.config: calib, tune_time,
+# fold_size_limit, opt_level, ...) is a key, at the top (a default for every model) or per model.
+_TOP_KEYS = {"output_dir", "targets", "precisions", "models"}
+_MODEL_KEYS = {"path", "name", "targets", "precisions", "pass_options", "target_options"}
+
+
+def config_keys() -> set[str]:
+    """The declared options a config file takes, by key."""
+    return {key for key, (option, _) in declared().items() if option.config}
 _HINT = "see 'Building from a config file' in the README for the keys"
 
 
@@ -125,8 +126,9 @@ def _line_of(text: str, key: str, model: int | None) -> int | None:
     return start + 1 if model is not None else None
 
 
-def load_config(config: Path, cache_dir: Path | None) -> list[Job]:
-    """The jobs ``config`` describes; ConfigError names the file, line and key of any problem."""
+def load_config(config: Path, overrides: Mapping[str, Any] | None = None) -> list[Job]:
+    """The jobs ``config`` describes; ConfigError names the file, line and key of any problem. ``overrides``
+    (declared options by key, e.g. the build command's ``cache_dir``) win over the file's values."""
     if not config.is_file():
         raise UserInputError(f"{config}: no such config file", hint="give one with -c infer.toml")
     text = config.read_text()
@@ -134,28 +136,27 @@ def load_config(config: Path, cache_dir: Path | None) -> list[Job]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"{config}: not valid TOML: {exc}", hint="fix the syntax at that line") from exc
-    return _Parser(config, text, cache_dir).jobs(data)
+    return _Parser(config, text, dict(overrides or {})).jobs(data)
 
 
 class _Parser:
-    def __init__(self, config: Path, text: str, cache_dir: Path | None) -> None:
-        self.config, self.text, self.cache_dir = config, text, cache_dir
+    def __init__(self, config: Path, text: str, overrides: dict[str, Any]) -> None:
+        self.config, self.text, self.overrides = config, text, overrides
         self.base = config.resolve().parent
 
     def fail(self, key: str, problem: str, hint: str | None = None, model: int | None = None) -> ConfigError:
         return ConfigError(self.config, self.text, key, problem, hint, model)
 
     def jobs(self, data: dict[str, Any]) -> list[Job]:
-        self.check_keys(data, _TOP_KEYS | set(declared()), "")
+        self.check_keys(data, _TOP_KEYS | config_keys(), "")
         models = data.get("models")
         if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
             raise self.fail("models", "missing or not a list of tables",
                             hint='add at least one [[models]] table with path = "model.onnx"')
         output_dir = self.base / self.typed(data, "output_dir", str, "build")
-        triton_repo = self.base / repo if (repo := self.typed(data, "triton_repo", str, "")) else None
         jobs: list[Job] = []
         for index, entry in enumerate(models):
-            jobs += self.model_jobs(index, entry, data, output_dir, triton_repo)
+            jobs += self.model_jobs(index, entry, data, output_dir)
         outputs = [j.output for j in jobs]
         duplicate = next((j for j in jobs if outputs.count(j.output) > 1), None)
         if duplicate:
@@ -169,10 +170,11 @@ class _Parser:
                 raise self.fail(prefix + key, f"unknown key{closest(key, allowed)}",
                                 hint=f"known keys: {', '.join(sorted(allowed))}", model=model)
 
-    def component_options(self, entry: dict[str, Any], defaults: dict[str, Any], prefix: str,
-                          model: int) -> ComponentOptions:
-        """The declared options of a model table (over the top-level defaults), the legacy ``pass_options`` and
-        ``target_options`` tables merged in; paths relative to the config file."""
+    def option_values(self, entry: dict[str, Any], defaults: dict[str, Any], prefix: str,
+                      model: int) -> dict[str, Any]:
+        """The declared options of a model table over the top-level defaults (the legacy ``pass_options`` and
+        ``target_options`` tables merged in), paths relative to the config file, each value checked alone so
+        that an error names its line."""
         values = {key: value for key, value in defaults.items() if key in declared()}
         for table in ("pass_options", "target_options"):
             values.update(self.typed(entry, table, dict, {}, prefix, model))
@@ -181,16 +183,13 @@ class _Parser:
             # Paths only: "synthetic" and pkg.mod:fn are not relative to anything.
             if declared()[key][0].path and isinstance(value, str) and ":" not in value and value != "synthetic":
                 values[key] = str(self.base / value)
-        for key, value in values.items():  # each value alone first: the error names its line
+        for key, value in values.items():
             try:
                 declared()[key][0].value(value, prefix + key)
             except UserInputError as exc:
                 raise self.fail(prefix + key, exc.message.removeprefix(prefix + key + ": "), exc.hint,
                                 model=model) from None
-        try:
-            return sort_options(values, spelling=lambda option: prefix + option.key)
-        except UserInputError as exc:
-            raise self.fail(prefix.rstrip("."), exc.message, exc.hint, model=model) from None
+        return {**values, **self.overrides}
 
     def typed(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any,
               prefix: str = "", model: int | None = None) -> Any:
@@ -201,78 +200,74 @@ class _Parser:
         return value
 
     def names(self, table: dict[str, Any], key: str, default: list[str], prefix: str = "", model: int | None = None,
-              *, allow_empty: bool = False) -> list[str]:
+              ) -> list[str]:
         value = self.typed(table, key, list, default, prefix, model)
-        if not (value or allow_empty) or not all(isinstance(v, str) for v in value):
+        if not value or not all(isinstance(v, str) for v in value):
             raise self.fail(prefix + key, "expected a non-empty list of strings", model=model)
         return value
 
-    def model_jobs(self, index: int, entry: dict[str, Any], defaults: dict[str, Any], output_dir: Path,
-                   triton_repo: Path | None) -> list[Job]:
+    def source(self, entry: dict[str, Any], prefix: str, index: int) -> Path:
+        """The model's file: ``path``, or the file defining its ``python_entry`` (relative to the config file)."""
+        entry_point = entry.get("python_entry")
+        if ("path" in entry) == isinstance(entry_point, str):
+            raise self.fail(prefix + "path", "missing" if entry_point is None else "path and python_entry exclude "
+                            "each other", hint='every [[models]] needs path = "model.onnx" or python_entry = '
+                            '"pkg.mod:build"', model=index)
+        if not isinstance(entry_point, str):
+            return self.base / self.typed(entry, "path", str, "", prefix, index)
+        module, _, function = entry_point.partition(":")
+        if module.endswith(".py"):  # a file beside the config, like every other path in it
+            entry["python_entry"] = entry_point = f"{self.base / module}:{function}"
+        try:
+            return entry_point_file(entry_point, prefix + "python_entry")
+        except UserInputError as exc:
+            raise self.fail(prefix + "python_entry", exc.message, exc.hint, model=index) from None
+
+    def model_jobs(self, index: int, entry: dict[str, Any], defaults: dict[str, Any], output_dir: Path) -> list[Job]:
         prefix = f"models[{index}]."
-        self.check_keys(entry, _MODEL_KEYS | set(declared()), prefix, index)
-        if "path" not in entry:
-            raise self.fail(prefix + "path", "missing", hint='every [[models]] needs path = "model.onnx"', model=index)
-        source = self.base / self.typed(entry, "path", str, "", prefix, index)
+        self.check_keys(entry, _MODEL_KEYS | config_keys(), prefix, index)
+        source = self.source(entry, prefix, index)
         name = self.typed(entry, "name", str, source.stem, prefix, index)
         targets = self.names(entry, "targets", self.names(defaults, "targets", ["auto"]), prefix, index)
         precisions = self.names(entry, "precisions", self.names(defaults, "precisions", ["fp32"]), prefix, index)
-        skip_passes = self.names(entry, "skip_passes", self.names(defaults, "skip_passes", [], allow_empty=True),
-                                 prefix, index, allow_empty=True)
         for precision in precisions:
             if precision not in PRECISIONS:
                 raise self.fail(prefix + "precisions", f"unknown precision '{precision}'",
                                 hint=f"use {', '.join(PRECISIONS)}", model=index)
-        given = self.component_options(entry, defaults, prefix, index)
-        common = {
-            "source": source_options(given.source),
-            "calibration": calibration_settings(given.calibration),
-            "shape_ranges": self.shape_ranges(entry, prefix, index),
-            "skip_passes": skip_passes,
-            "verify_passes": self.typed(entry, "verify_passes", bool,
-                                        self.typed(defaults, "verify_passes", bool, False), prefix, index),
-            "final_check": self.typed(entry, "final_check", bool,
-                                      self.typed(defaults, "final_check", bool, True), prefix, index),
-            "inputs": self.base / inputs if (inputs := self.typed(entry, "inputs", str, "", prefix, index)) else None,
-            "cache_dir": self.cache_dir,
-        }
+        values = self.option_values(entry, defaults, prefix, index)
         jobs = []
         for target_name in targets:
             try:
                 target, _ = resolve_target(target_name)
-                if triton_repo is not None:
+                if values.get(TRITON_REPO.key) is not None:
                     serving_for(target.name)
             except InferCompileError as exc:
                 raise self.fail(prefix + "targets", exc.message, exc.hint, model=index) from None
             for precision in precisions:
                 output = output_dir / f"{name}.{target.name}.{precision}{target.suffix}"
-                options = BuildOptions(target=target.name, precision=precision, output=output,
-                                       **common, **self.job_options(given, target, precision))
-                jobs.append(Job(name, target.name, precision, source, options, triton_repo))
+                try:
+                    options, build = options_from({**self.job_values(values, target, precision),
+                                                   "target": target.name, "precision": precision,
+                                                   "output": output}, spelling=lambda option: prefix + option.key)
+                except UserInputError as exc:
+                    raise self.fail(prefix.rstrip("."), exc.message, exc.hint, model=index) from None
+                jobs.append(Job(name, target.name, precision, source, options, read(build, TRITON_REPO)))
         return jobs
 
     @staticmethod
-    def job_options(given: ComponentOptions, target: Target, precision: str) -> dict[str, Any]:
-        """A model's pass and target options as one job takes them: a target's own settings go to its jobs,
-        options for some precisions to those jobs only."""
+    def job_values(values: dict[str, Any], target: Target, precision: str) -> dict[str, Any]:
+        """A model's options as one job takes them: a target's own settings go to its jobs, options for some
+        precisions to those jobs only."""
+        target_keys = {option.key for t in TARGETS for option in t.options}
         own = {option.key for option in target.options}
-        applies = {key for key in given.passes if not declared()[key][0].precisions
-                   or precision in declared()[key][0].precisions}
-        return {"pass_options": {k: v for k, v in given.passes.items() if k in applies},
-                "target_options": {k: v for k, v in given.target.items() if k in own}}
 
-    def shape_ranges(self, entry: dict[str, Any], prefix: str, model: int) -> dict[str, ShapeRange]:
-        ranges = {}
-        for dim, value in self.typed(entry, "shape_ranges", dict, {}, prefix, model).items():
-            key = f"{prefix}shape_ranges.{dim}"
-            if not (isinstance(value, list) and len(value) == 3 and all(isinstance(d, int) and d > 0 for d in value)):
-                raise self.fail(key, f"expected [min, opt, max] with 1 <= min <= opt <= max, got {value!r}",
-                                model=model)
-            try:
-                ranges[dim] = ShapeRange.from_json(value)
-            except ValueError as exc:
-                raise self.fail(key, f"[min, opt, max] {exc}", model=model) from None
-        return ranges
+        def applies(key: str) -> bool:
+            option = declared()[key][0]
+            if key in target_keys:
+                return key in own
+            return not option.precisions or precision in option.precisions
+
+        return {key: value for key, value in values.items() if applies(key)}
 
 
 def run_job(job: Job) -> JobOutcome:

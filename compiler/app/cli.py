@@ -6,9 +6,10 @@ one line on stderr with a hint and a documented exit code; tracebacks only with 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -21,10 +22,8 @@ from typer.core import TyperGroup
 from infer_compile.app import artifact_cli
 from infer_compile.app.terminal import (
     build_warnings,
-    cache_option,
     console,
     err_console,
-    parse_duration,
     size_text,
     user_errors,
 )
@@ -152,126 +151,61 @@ def print_tuning(record: dict | None) -> None:
 def compile_command(
     model: Annotated[Path | None, typer.Argument(
         help="Model file or folder (ONNX, PyTorch, TensorFlow); omit with --from-python.", show_default=False)] = None,
-    target: Annotated[str, typer.Option("--target", "-t", help="auto, onnxruntime, openvino, trt or tflite.")]
-    = "auto",
-    fp16: Annotated[bool, typer.Option("--fp16", help="Build in half precision.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Build INT8 (needs calibration data).")] = False,
-    # A str: "build/" (into that folder) must keep its slash, which a Path drops.
-    output: Annotated[str | None, typer.Option(
-        "--output", "-o", help="Artifact path, or a folder to write into (an existing one, or DIR/).")] = None,
-    shape_range: Annotated[list[str] | None, typer.Option(
-        "--shape-range", help="A dynamic dim's MIN:OPT:MAX, e.g. batch=1:8:32 (repeatable).")] = None,
-    verify_passes: Annotated[bool, typer.Option(
-        "--verify-passes", help="Check numerics after every pass; stop at the first that breaks them.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Build in half precision (--precision fp16).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Build INT8 (--precision int8; needs calibration data).")]
+    = False,
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip autotuning (--tune-time 0).")] = False,
     explain: Annotated[list[str] | None, typer.Option(
         "--explain", metavar="PASS", help="After the build, list what pass PASS matched and why its rules did not "
                                           "fire elsewhere (repeatable; 'all' for every pass).")] = None,
-    no_final_check: Annotated[bool, typer.Option(
-        "--no-final-check", help="Skip the final check (the written artifact run in its runtime against the source "
-                                 "model before it is committed).")] = False,
-    inputs: Annotated[Path | None, typer.Option(
-        "--inputs", help="Example inputs (.npz keyed by input name) for the final check, --verify-passes and "
-                         "autotuning \\[default: held-out --calib samples, else random data fit to the graph].",
-        show_default=False)] = None,
-    skip_pass: Annotated[list[str] | None, typer.Option(
-        "--skip-pass", help="Leave a pass out of the pipeline (repeatable; see `infer-compile passes`).")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="Write the build report JSON here.")] = None,
-    triton_repo: Annotated[Path | None, typer.Option(
-        "--triton-repo", help="Also put the artifact into this Triton model repository (see `infer-compile triton`).",
-        show_default=False)] = None,
-    triton_name: Annotated[str | None, typer.Option(
-        "--triton-name", help="Its model name there \\[default: the artifact's file name].", show_default=False)]
-    = None,
-    triton_version: Annotated[int | None, typer.Option(
-        "--triton-version", help="Its version there \\[default: the highest there + 1].", show_default=False)]
-    = None,
-    cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Build cache folder \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
-        show_default=False)] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without reading or writing the cache.")]
-    = False,
-    tune_time: Annotated[str, typer.Option(
-        "--tune-time", envvar="INFER_COMPILE_TUNE_TIME",
-        help="Time budget for autotuning runtime settings on this machine (e.g. 5s, 60s, 2m; 0 = off).")]
-    = "5s",
-    no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip autotuning; use the runtime's defaults.")] = False,
-    defer: Annotated[bool, typer.Option(
-        "--defer", help="TensorRT without a GPU here: write a .trtbundle that `infer-compile finalize` builds on "
-                        "a GPU machine.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    **declared: object,  # the components' own options, one flag each (settings.groups(); see with_declared_options)
+    **declared: object,  # every declared option, one flag each (settings.groups(); see with_declared_options)
 ) -> None:
     """Compile MODEL into an artifact for a target."""
     with user_errors(debug) as outcome:  # imports take seconds: a signal during them is handled too
-        from rich.progress import Progress, SpinnerColumn, TextColumn
-
-        from infer_compile.app.build import BuildOptions, compile_model
+        from infer_compile.app.build import check_deliveries, compile_model, deliver, options_from
         from infer_compile.app.explain import explained_passes, print_explanations
-        from infer_compile.app.settings import sort_options
-        from infer_compile.calibration.options import calibration_settings
-        from infer_compile.frontends.specs import model_source, parse_shape_ranges, source_options
+        from infer_compile.frontends.specs import model_source
 
         if fp16 and int8:
             raise UserInputError("--fp16 and --int8 exclude each other", hint="choose one precision")
+        if (fp16 or int8) and declared.get("precision"):
+            raise UserInputError("--precision and --fp16/--int8 exclude each other", hint="choose one precision")
+        shortcuts = {"precision": "int8" if int8 else "fp16" if fp16 else None, "tune_time": "0" if no_tune else None}
         explained = explained_passes(explain or [])
-        given = sort_options(declared, spelling=lambda option: option.cli_flag)
-        source = source_options(given.source)
-        options = BuildOptions(
-            target=target,
-            precision="int8" if int8 else "fp16" if fp16 else "fp32",
-            calibration=calibration_settings(given.calibration),
-            pass_options=given.passes,
-            target_options=given.target,
-            output=output,
-            source=source,
-            shape_ranges=parse_shape_ranges(shape_range or []),
-            verify_passes=verify_passes,
-            final_check=not no_final_check,
-            inputs=inputs,
-            skip_passes=list(skip_pass or []),
-            cache_dir=cache_option(cache_dir, no_cache),
-            tune_time=0.0 if no_tune else parse_duration(tune_time, "--tune-time"),
-            defer=defer,
-        )
-        if triton_repo is None and (triton_name or triton_version is not None):
-            raise UserInputError("--triton-name and --triton-version need --triton-repo",
-                                 hint="add --triton-repo REPO, the Triton model repository to write into")
-        if triton_repo is not None:  # refuse what Triton cannot serve before building it
-            from infer_compile.app.build import resolve_target
-            from infer_compile.app.triton import serving_for
-
-            serving_for(resolve_target(target)[0].name, "trtbundle" if defer else None)
-        if report:
-            from infer_compile.app.outputs import check_report_path
-            from infer_compile.app.report import REPORT_SCHEMA
-
-            check_report_path(report, REPORT_SCHEMA)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
-                      transient=True, disable=not err_console.is_terminal) as progress:
-            task = progress.add_task("loading model", total=None)
-
-            def on_pass(p, index: int, total: int) -> None:
-                progress.update(task, description=f"pass {index + 1}/{total}: {p.name}")
-
-            def on_status(text: str) -> None:
-                progress.update(task, description=text)
-
-            with build_warnings():
-                result = compile_model(model_source(model, source.python_entry), options, progress=on_pass,
-                                       status=on_status)
+        options, build = options_from({**declared, **{k: v for k, v in shortcuts.items() if v is not None}},
+                                      spelling=lambda option: option.cli_flag)
+        check_deliveries(options, build)
+        with build_progress() as (on_pass, on_status), build_warnings():
+            result = compile_model(model_source(model, options.source.python_entry), options, progress=on_pass,
+                                   status=on_status)
         outcome.written.append(result.artifact)
         print_build(result)
         print_explanations(result.records, explained, console)
         print_tuning(result.manifest.autotune)
         print_deferred(result)
-        if report:
-            from infer_compile.app.report import write_report
+        served = deliver(result, build)
+        if served is not None:
+            artifact_cli.print_triton(served)
 
-            write_report(result, report)
-        if triton_repo is not None:
-            from infer_compile.app.triton import write_model
 
-            artifact_cli.print_triton(write_model(result.artifact, triton_repo, triton_name, triton_version))
+@contextlib.contextmanager
+def build_progress() -> Iterator[tuple[Callable[..., None], Callable[[str], None]]]:
+    """A spinner on stderr naming the build's current step (nothing when stderr is not a terminal): the pass
+    hook and the status hook of ``compile_model``."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
+                  transient=True, disable=not err_console.is_terminal) as progress:
+        task = progress.add_task("loading model", total=None)
+
+        def on_pass(p, index: int, total: int) -> None:
+            progress.update(task, description=f"pass {index + 1}/{total}: {p.name}")
+
+        def on_status(text: str) -> None:
+            progress.update(task, description=text)
+
+        yield on_pass, on_status
 
 
 def with_declared_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -299,9 +233,12 @@ def _cli_type(option: Option[object]) -> object:
 
 
 def _typer_option(option: Option[object], panel: str) -> typer.models.OptionInfo:
-    flags = [f"{option.cli_flag}/--no-{option.cli_flag[2:]}"] if option.kind is bool and option.default is None \
-        else [option.cli_flag]
-    default = "" if option.default in (None, False, [], {}) else f" \\[default: {option.default}]"
+    # A switch that is on by default (or unset: the component decides) can be turned off: --final-check/--no-...
+    negatable = option.kind is bool and option.default in (None, True)
+    flags = [f"{option.cli_flag}/--no-{option.cli_flag[2:]}" if negatable else option.cli_flag,
+             *([option.short] if option.short else [])]
+    env = f" (or ${option.env})" if option.env else ""
+    default = "" if option.default in (None, False, [], {}) else f" \\[default: {option.default}{env}]"
     choices = f" ({', '.join(option.choices)})" if option.choices else ""
     return typer.Option(*flags, help=option.help + choices + default, rich_help_panel=panel, show_default=False)
 

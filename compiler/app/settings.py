@@ -1,7 +1,8 @@
 """Every option the components declare, in one registry: the command line's flags, the config file's keys and
 the Python API's keywords all come from here, so a setting is spelt once and a misspelt one is refused.
 
-Owners: the frontends (source options), calibration, each pass, each target. Keys are unique across all of
+Owners: the build itself (target, output, checks, cache, autotuning), the frontends (source options),
+calibration, each pass, each target. Keys are unique across all of
 them (tests/test_options.py), so one flat namespace serves ``infer.toml``, ``infer_compile.compile(**options)``
 and the CLI.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from infer_compile.app.build_options import BUILD_OPTIONS
 from infer_compile.calibration.options import CALIB, CALIBRATION_OPTIONS
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.options import Option, refuse_unknown
@@ -26,14 +28,15 @@ class Group:
     """Options of one owner kind, shown as one panel of `--help` (Polygraphy-style argument groups)."""
 
     title: str
-    owner: str  # the ComponentOptions field its values go to: "source", "calibration", "passes" or "target"
+    owner: str  # the ComponentOptions field its values go to: "build", "source", "calibration", "passes" or "target"
     options: tuple[Option[Any], ...]
 
 
 @functools.cache
 def groups() -> tuple[Group, ...]:
     passes = tuple(option for cls in all_passes().values() for option in cls.options)
-    return (Group("Source model", "source", SOURCE_OPTIONS),
+    return (Group("Build", "build", BUILD_OPTIONS),
+            Group("Source model", "source", SOURCE_OPTIONS),
             Group("Calibration (--int8)", "calibration", CALIBRATION_OPTIONS),
             Group("Passes", "passes", passes),
             *(Group(f"Target {target.name}", "target", target.options) for target in TARGETS if target.options))
@@ -49,6 +52,7 @@ def declared() -> dict[str, tuple[Option[Any], Group]]:
 class ComponentOptions:
     """Option values sorted by owner, each checked and converted by its declaration."""
 
+    build: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     passes: dict[str, Any] = field(default_factory=dict)

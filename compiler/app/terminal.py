@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from infer_compile.core.errors import BuildWarning, ExitCode, InferCompileError, Terminated, UserInputError
+from infer_compile.core.errors import BuildWarning, ExitCode, InferCompileError, Terminated
 
 # Logs and pipes are not terminals: give them room instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -87,28 +87,3 @@ def size_text(path: Path) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError
-
-
-def parse_duration(value: str, option: str) -> float:
-    """`60s`, `2m`, `500ms` or plain seconds -> seconds."""
-    number = value.strip().lower()
-    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if number.endswith(unit):
-            number, factor = number[: -len(unit)], scale
-            break
-    else:
-        factor = 1.0
-    try:
-        seconds = float(number) * factor
-    except ValueError:
-        seconds = -1.0
-    if seconds < 0:
-        raise UserInputError(f"{option} '{value}' is not a duration", hint="write it like 60s, 2m or 500ms")
-    return seconds
-
-
-def cache_option(cache_dir: Path | None, no_cache: bool) -> Path | None:
-    """--cache-dir / --no-cache -> BuildOptions.cache_dir (the cache is on by default)."""
-    from infer_compile.app.cache import default_cache_dir
-
-    return None if no_cache else cache_dir or default_cache_dir()

@@ -9,6 +9,7 @@ per-backend argument groups; onnx-ir passes taking typed constructor arguments.)
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -29,7 +30,10 @@ class Option(Generic[T_co]):
     of flags, or the config file's richer form) into what the component reads, raising UserInputError when it
     cannot; without it the value must be of ``kind``. ``flag`` is the command-line spelling (default
     ``--key-with-dashes``). ``precisions`` limits the builds the option applies to ("int8", "fp16"); ``needs``
-    names an option that must be given with this one (``--percentile`` needs ``--calib``).
+    names an option that must be given with this one (``--percentile`` needs ``--calib``). ``env`` names an
+    environment variable that replaces the default on every surface (``$INFER_COMPILE_TUNE_TIME``); ``short`` is
+    a one-letter flag beside ``flag``. ``config`` False: not a key of build config files (a setting the config
+    has in another form: ``targets``/``precisions`` lists, ``output_dir``).
     """
 
     key: str
@@ -44,10 +48,19 @@ class Option(Generic[T_co]):
     needs: str = ""
     path: bool = False  # a file or folder: a config file's relative value is relative to that file
     cli: bool = True  # False: a structured setting (a table of runtime settings) for config files and the API only
+    config: bool = True
+    env: str = ""
+    short: str = ""
 
     @property
     def cli_flag(self) -> str:
         return self.flag or "--" + self.key.replace("_", "-")
+
+    def fallback(self) -> T_co:
+        """The value when none is given: ``$env`` (checked like a given value) when set, else the default."""
+        if self.env and (raw := os.environ.get(self.env)) is not None:
+            return self.value(raw, f"${self.env}")
+        return self.default
 
     def value(self, raw: Any, given_as: str) -> T_co:
         """``raw`` checked and converted (``given_as`` names where it came from, for the message)."""
@@ -102,5 +115,5 @@ def checked(options: Iterable[Option[Any]], values: Mapping[str, Any], what: str
 
 
 def read(options: Mapping[str, Any], option: Option[T]) -> T:
-    """The value of ``option`` in already checked ``options``, else its default."""
-    return options.get(option.key, option.default)  # type: ignore[no-any-return]
+    """The value of ``option`` in already checked ``options``, else its default (or its ``env`` variable's)."""
+    return options[option.key] if option.key in options else option.fallback()
