@@ -14,6 +14,7 @@ import numpy as np
 from infer_compile.calibration.calibrators import METHODS
 from infer_compile.calibration.readers import (
     CalibrationWarning,
+    ImageFolderReader,
     ImagePreprocess,
     Keep,
     Reader,
@@ -128,6 +129,8 @@ class CalibrationData:
     samples: Iterable[Feeds]
     settings: CalibrationSettings
     description: str
+    # What the reader did beyond reading (an image folder's preprocessing, defaults included): in the record.
+    details: dict[str, Any] = field(default_factory=dict)
     # Scratch space shared by the precision passes of one build (ranges, the pre-quantization model).
     state: dict[str, Any] = field(default_factory=dict)
     _summary: Summary | None = field(default=None, repr=False)
@@ -158,6 +161,7 @@ class CalibrationData:
         rule = held_out_rule(len(self.summary.rows))
         held_out = sum(rows for i, rows in enumerate(self.summary.rows) if rule(i))
         return {"method": self.settings.method, "samples": self.count, "held_out": held_out, "source": self.description,
+                **self.details,
                 **({"percentile": self.settings.percentile} if self.settings.method == "percentile" else {})}
 
 
@@ -184,4 +188,5 @@ def load_calibration(settings: CalibrationSettings, inputs: list[TensorSpec]) ->
     elif sum(summary.rows) < FEW_SAMPLES:
         warnings.warn(f"only {sum(summary.rows)} calibration samples: INT8 ranges may not cover the data "
                       f"(use {FEW_SAMPLES}+; a few hundred is typical)", CalibrationWarning, stacklevel=2)
-    return CalibrationData(samples, settings, reader.description, _summary=summary)
+    details = reader.details if isinstance(reader, ImageFolderReader) else {}
+    return CalibrationData(samples, settings, reader.description, details=details, _summary=summary)

@@ -22,9 +22,19 @@ CALIB_SAMPLES = Option("calib_samples", int, 128, "Use at most N calibration sam
 CALIB_CACHE: Option[str | None] = Option(
     "calib_cache", str, None, "JSON range cache: reused when model and data match, else written.", needs=_CALIB,
     path=True)
+def _words(value: Any) -> list[str]:
+    """KEY=VALUE words from repeated flags, one space-separated spec, or a config file's string or list."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"expected KEY=VALUE words, got {value!r}")
+    return [word for text in values for word in text.split()]
+
+
 CALIB_PREPROCESS: Option[list[str]] = Option(
-    "calib_preprocess", list, [], "Image folder preprocessing KEY=VALUE (repeatable): resize=256 crop=224 "
-    "scale=0.00392 mean=0.485/0.456/0.406 std=... channels=rgb|bgr layout=nchw|nhwc dtype=float32.", needs=_CALIB)
+    "calib_preprocess", list, [], "Image folder preprocessing KEY=VALUE words (repeatable, or one quoted spec): "
+    "resize=256 crop=224 scale=0.00392 mean=0.485,0.456,0.406 std=... channels=rgb|bgr layout=nchw|nhwc "
+    "dtype=float32 \\[default: the input's size, scale=1/255, mean=0, std=1, rgb, the input's layout and dtype].",
+    needs=_CALIB, parse=_words)
 CALIBRATION_OPTIONS = (CALIB, CALIB_METHOD, PERCENTILE, CALIB_SAMPLES, CALIB_CACHE, CALIB_PREPROCESS)
 
 

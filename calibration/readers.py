@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +53,10 @@ class ImagePreprocess:
 
     @classmethod
     def parse(cls, items: list[str]) -> ImagePreprocess:
-        """``["resize=256", "crop=224", "mean=0.485/0.456/0.406", ...]`` -> ImagePreprocess."""
+        """``["resize=256", "crop=224", "mean=0.485,0.456,0.406", ...]`` (repeated flags) or one space-separated
+        spec (``["resize=256 crop=224 ..."]``, a quoted flag or a config string) -> ImagePreprocess."""
         fields: dict[str, object] = {}
-        for item in items:
+        for item in (word for text in items for word in text.split()):  # one spec or one word each
             key, sep, value = item.partition("=")
             key = key.strip().lower()
             try:
@@ -64,8 +66,15 @@ class ImagePreprocess:
             except (KeyError, ValueError) as exc:
                 keys = ", ".join(_PARSERS)
                 raise UserInputError(f"--calib-preprocess '{item}' is not valid ({exc})",
-                                     hint=f"keys: {keys}; e.g. resize=256 crop=224 mean=0.485/0.456/0.406") from None
+                                     hint=f"keys: {keys}; e.g. resize=256 crop=224 mean=0.485,0.456,0.406") from None
         return cls(**fields)  # type: ignore[arg-type]
+
+    def resolved(self, spec: TensorSpec) -> dict[str, Any]:
+        """Every setting as applied to images for input ``spec``, defaults included (the manifest's record)."""
+        layout = self.layout or guess_layout(spec)
+        return {"resize": list(self.resize or _input_hw(spec, layout)), "crop": list(self.crop) if self.crop else None,
+                "scale": self.scale, "mean": list(self.mean), "std": list(self.std), "channels": self.channels,
+                "layout": layout, "dtype": self.dtype or np.dtype(spec.dtype).name}
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -78,7 +87,7 @@ def _size(value: str) -> tuple[int, int]:
 
 
 def _floats(value: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in value.split("/"))
+    return tuple(float(v) for v in value.replace("/", ",").split(","))
 
 
 def _choice(*allowed: str):
@@ -95,6 +104,7 @@ def _dtype(value: str) -> str:
 
 _PARSERS = {"resize": _size, "crop": _size, "scale": float, "mean": _floats, "std": _floats,
             "channels": _choice("rgb", "bgr"), "layout": _choice("nchw", "nhwc"), "dtype": _dtype}
+PREPROCESS_KEYS = tuple(_PARSERS)
 
 
 class NumpyFolderReader:
@@ -137,6 +147,7 @@ class ImageFolderReader:
         self.spec = inputs[0]
         self.preprocess = preprocess
         self.description = f"{len(self.files)} images in {folder}"
+        self.details = {"preprocess": preprocess.resolved(self.spec)}
 
     def samples(self, keep: Keep, stop: int | None = None) -> Iterator[tuple[int, Feeds]]:
         try:

@@ -100,3 +100,43 @@ def test_nan_calibration_sample_is_refused_before_building(tiny_cnn_onnx: Path, 
     result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", folder)
     assert_user_error(result, "007.npy (sample 7): input 'image' has 1 NaN/Inf value(s)")
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sixteen real decoded images (gradients with noise, 48x40 PNG) for an image-folder calibration."""
+    image = pytest.importorskip("PIL.Image")
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        pixels = np.clip(np.linspace(0, 255, 48 * 40 * 3).reshape(40, 48, 3) + rng.normal(0, 20, (40, 48, 3)), 0, 255)
+        image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+_PREPROCESS = ["resize=36", "crop=32", "mean=0.485,0.456,0.406", "std=0.229/0.224/0.225"]
+
+
+@pytest.mark.parametrize("spelling", [
+    ["--calib-preprocess", *_PREPROCESS],  # unquoted, as the README shows it
+    ["--calib-preprocess", " ".join(_PREPROCESS)],  # one quoted spec
+    [arg for item in _PREPROCESS for arg in ("--calib-preprocess", item)],  # repeated flags
+])
+def test_calib_preprocess_spellings_and_the_record_of_what_was_used(tiny_cnn_onnx: Path, image_dir: Path,
+                                                                    tmp_path: Path, spelling: list[str]) -> None:
+    out = tmp_path / "m.onnx"
+    result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", image_dir, *spelling, "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    used = {"resize": [36, 36], "crop": [32, 32], "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225], "channels": "rgb", "layout": "nchw", "dtype": "float32"}  # defaults too
+    manifest = json.loads(out.with_name("m.onnx.manifest.json").read_text())
+    assert manifest["quantization"]["preprocess"] == used
+    assert json.loads((tmp_path / "r.json").read_text())["calibration"]["preprocess"] == used
+
+
+def test_calib_preprocess_words_after_it_are_not_taken_for_other_arguments(tiny_cnn_onnx: Path, image_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = compile_(tiny_cnn_onnx, out, "--int8", "--calib", image_dir, "--calib-preprocess", "crop=32",
+                      "extra=1")
+    assert result.exit_code == ExitCode.USAGE and "extra=1" in result.output

@@ -42,7 +42,30 @@ class CompileByDefault(TyperGroup):
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["compile", *args]
+        if "--calib-preprocess" in args:
+            args = split_preprocess_words(args)
         return super().parse_args(ctx, args)
+
+
+def split_preprocess_words(args: list[str]) -> list[str]:
+    """`--calib-preprocess resize=256 crop=224 ...` (the words unquoted, as the README shows them) as one
+    --calib-preprocess per word: KEY=VALUE words of preprocessing keys right after its value are its values too,
+    not MODEL or extra arguments."""
+    from infer_compile.calibration.readers import PREPROCESS_KEYS
+
+    words: list[str] = []
+    expect_value = in_run = False
+    for word in args:
+        if expect_value:
+            words.append(word)
+            expect_value, in_run = False, True
+        elif in_run and "=" in word and word.partition("=")[0].lower() in PREPROCESS_KEYS:
+            words += ["--calib-preprocess", word]
+        else:
+            words.append(word)
+            expect_value = word == "--calib-preprocess"
+            in_run = word.startswith("--calib-preprocess=")
+    return words
 
 
 app = typer.Typer(cls=CompileByDefault, add_completion=False, no_args_is_help=True,

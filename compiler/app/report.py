@@ -12,7 +12,7 @@ from infer_compile.core.artifacts import atomic_write_text
 
 REPORT_SCHEMA = "infer-compile.build/2"
 # Keys of the manifest's "quantization" record that describe the calibration data.
-_CALIBRATION_KEYS = ("method", "samples", "source", "percentile", "ranges_from_cache")
+_CALIBRATION_KEYS = ("method", "samples", "source", "preprocess", "percentile", "ranges_from_cache")
 
 
 def build_report(result: BuildResult) -> dict[str, Any]:
