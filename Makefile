@@ -13,7 +13,7 @@ STUBS := $(VENV)/typestubs
 # pyproject's [tool.mypy] mypy_path names both folders.
 VIEW := $(VENV)/typeview
 
-.PHONY: demo test lint typecheck bench conformance install clean
+.PHONY: demo examples test lint typecheck bench conformance install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ install: $(VENV)/.full $(STUBS)/.done
 demo: $(VENV)/.core
 	$(BIN)/infer-compile examples/tiny_cnn.onnx --target auto -o out/tiny_cnn.onnx --verify-passes
 	$(BIN)/infer-compile verify examples/tiny_cnn.onnx out/tiny_cnn.onnx --samples 16
+
+# examples/ as a user runs it (it calls `infer-compile` on PATH): with this checkout's venv first on PATH.
+examples: $(VENV)/.full
+	PATH="$(abspath $(BIN)):$$PATH" $(MAKE) -C examples verify
 
 test: $(VENV)/.full typecheck
 	$(BIN)/ruff check .

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +119,21 @@ def test_config_error_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "infer.toml").write_text("[[models]]\npath = 3\n")
     with pytest.raises(UserInputError, match=r"infer.toml:2: models\[0\].path: expected str, got int"):
         load_config(tmp_path / "infer.toml", {"cache": False})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_examples_folder_works_when_copied_with_infer_compile_on_path(tmp_path: Path) -> None:
+    """examples/ copied into a project runs `infer-compile` from PATH; its build table shows paths relative to
+    the working folder; without infer-compile on PATH it says what to do."""
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES, project, ignore=shutil.ignore_patterns("build"))
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "JOBS": "1"}
+    built = subprocess.run(["make", "-C", str(project), "verify"], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert " build/tiny_cnn.onnxruntime.fp32.onnx" in built.stdout and str(project) + "/build" not in built.stdout
+    missing = subprocess.run(["make", "-C", str(project), "clean", "verify"],
+                             env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "infer-compile: not found; pip install infer-compile" in missing.stderr

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from infer_compile.app.terminal import console, err_console, user_errors
+from infer_compile.app.terminal import console, err_console, shown_path, user_errors
 from infer_compile.core.errors import AccuracyError, UserInputError
 from infer_compile.frontends.specs import parse_input_shapes
 
@@ -348,7 +348,7 @@ def build_command(
         for o in outcomes:
             status = {"failed": "[red]FAILED[/]", "cached": "[green]cached[/]"}.get(o.status, "[green]built[/]")
             table.add_row(escape(o.job.model), o.job.target, o.job.precision, status, f"{o.seconds:.2f} s",
-                          escape(str(o.job.options.output)))
+                          escape(shown_path(o.job.output)))
         console.print(table)
         if report:
             atomic_write_text(report, json.dumps({"schema": MATRIX_SCHEMA, "config": str(config),

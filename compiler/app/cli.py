@@ -24,6 +24,7 @@ from infer_compile.app.terminal import (
     build_warnings,
     console,
     err_console,
+    shown_path,
     size_text,
     user_errors,
 )
@@ -118,7 +119,7 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
         "target": f"{result.target} ({result.target_reason})",
         "precision": result.manifest.precision,
         "nodes": f"{result.nodes_before} -> {result.nodes_after}",
-        "artifact": f"{result.artifact} ({size_text(result.artifact)})",
+        "artifact": f"{shown_path(result.artifact)} ({size_text(result.artifact)})",
         "build time": f"{result.seconds:.2f} s",
         "cache": result.cache,
     }

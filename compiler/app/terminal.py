@@ -87,3 +87,11 @@ def size_text(path: Path) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError
+
+
+def shown_path(path: Path | str) -> str:
+    """``path`` relative to the working folder when it is inside it (short lines in CI logs), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
