@@ -20,6 +20,7 @@ from infer_compile.calibration.data import CalibrationData, sample_count
 from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds, ort_session
+from infer_compile.core.progress import counted
 
 MAX_BATCH = 16
 # Bytes of exposed activations per onnxruntime call: the batch shrinks for models with large
@@ -182,7 +183,8 @@ def calibrated_ranges(model: Model, names: list[str], data: CalibrationData) -> 
     ranges = load_cached_ranges(settings.cache, key, names) if settings.cache else None
     cached = ranges is not None
     if ranges is None:
-        ranges = collect_ranges(model, names, data.split()[0], settings.method, settings.percentile)
+        samples = counted(data.split()[0], f"calibration ({settings.method})", data.counts()[0], sample_count)
+        ranges = collect_ranges(model, names, samples, settings.method, settings.percentile)
         if settings.cache:
             save_ranges(settings.cache, key, ranges)
     return ranges, cached

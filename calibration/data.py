@@ -157,9 +157,14 @@ class CalibrationData:
         """sha256 over the sample bytes (names, dtypes, shapes, values): the data half of the cache key."""
         return self.summary.digest
 
-    def record(self) -> dict[str, Any]:
+    def counts(self) -> tuple[int, int]:
+        """Samples (rows) that calibrate, and those held out (with one feed, the same feed is both)."""
         rule = held_out_rule(len(self.summary.rows))
         held_out = sum(rows for i, rows in enumerate(self.summary.rows) if rule(i))
+        return (self.count if len(self.summary.rows) < 2 else self.count - held_out), held_out
+
+    def record(self) -> dict[str, Any]:
+        held_out = self.counts()[1]
         return {"method": self.settings.method, "samples": self.count, "held_out": held_out, "source": self.description,
                 **self.details,
                 **({"percentile": self.settings.percentile} if self.settings.method == "percentile" else {})}

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from infer_compile.core import progress
 from infer_compile.core.artifacts import StagedOutput, staged_output
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import TargetUnavailableError, UserInputError
@@ -171,6 +172,8 @@ class Target(ABC):
     suffix: ClassVar[str]
     # Other file name suffixes its artifacts may have (-o model.ort): the target writes that format.
     other_suffixes: ClassVar[tuple[str, ...]] = ()
+    # What emit() does, as the progress display names it ("tflite: onnx2tf conversion and TFLiteConverter").
+    conversion: ClassVar[str] = "writing the artifact"
     precisions: ClassVar[frozenset[str]]
     dynamic_shapes: ClassVar[bool]
     # The settings a user may give this target (TargetRequest.options): the CLI flags, config keys and API
@@ -261,12 +264,14 @@ class Target(ABC):
         and, given a ``check``, the staged artifact passed it (its record goes into the manifest)."""
         self.check_request(request)
         with staged_output(output) as stage:
+            progress.stage(f"{self.name}: {self.conversion}")
             own = self.emit(model, stage, request)
             files = ArtifactFiles(output.name, sorted(p.name for p in stage.dir.iterdir()),
                                   file_digest(stage.artifact))
             manifest = Manifest.assemble(build, target=self.name, precision=request.precision, artifact=files,
                                          target_tools=self.tool_versions(), target_fields=own)
             if check is not None:
+                progress.stage(f"{self.name}: final check (the artifact in its runtime vs the source)")
                 manifest = manifest.checked(check(lambda: self.check_runner(stage.artifact, manifest), self.name,
                                                   self.check_precision(manifest)))
             stage.write_manifest(manifest)

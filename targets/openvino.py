@@ -178,6 +178,7 @@ class OpenVinoTarget(Target):
     name = "openvino"
     aliases = ("ov",)
     suffix = ".xml"
+    conversion = "OpenVINO model conversion"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
     options = (EXPORT_BLOB, OV_CONFIG)

@@ -212,6 +212,7 @@ class TensorRtTarget(Target):
     name = "trt"
     aliases = ("tensorrt",)
     suffix = ".engine"
+    conversion = "TensorRT engine build"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = True
     options = OPTIONS

@@ -261,6 +261,7 @@ class TfliteTarget(Target):
     name = "tflite"
     aliases = ("litert",)
     suffix = ".tflite"
+    conversion = "onnx2tf conversion, then TFLiteConverter"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = False  # onnx2tf emits static shapes; we pin symbolic dims at build time
     options = (INT8_MODE, INT8_IO, KEEP_NCHW)

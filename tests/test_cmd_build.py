@@ -137,3 +137,68 @@ def test_examples_folder_works_when_copied_with_infer_compile_on_path(tmp_path: 
     missing = subprocess.run(["make", "-C", str(project), "clean", "verify"],
                              env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "infer-compile: not found; pip install infer-compile" in missing.stderr
+
+
+SHARDED = """\
+targets = ["onnxruntime"]
+precisions = ["fp32", "fp16"]
+
+[[models]]
+path = "tiny_cnn.onnx"
+
+[[models]]
+path = "tiny_cnn.onnx"
+name = "wide"
+input_shapes = { image = [4, 3, 32, 32] }
+"""
+
+
+def _runner_checkout(root: Path, name: str) -> Path:
+    """A CI runner's checkout of the project: its own copy of the config and model."""
+    folder = root / name
+    write_tiny_cnn(folder / "tiny_cnn.onnx")
+    (folder / "infer.toml").write_text(SHARDED)
+    return folder
+
+
+def test_list_jobs_as_a_ci_matrix_and_only(tmp_path: Path) -> None:
+    config = _runner_checkout(tmp_path, "repo") / "infer.toml"
+    listed = invoke("build", "-c", config, "--list-jobs", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == {"include": [
+        {"job": f"{model}/onnxruntime/{precision}", "model": model, "target": "onnxruntime", "precision": precision}
+        for model in ("tiny_cnn", "wide") for precision in ("fp32", "fp16")]}
+    only = invoke("build", "-c", config, "--list-jobs", "--json", "--only", "wide/*/fp16", "--only", "tiny_cnn/*")
+    assert [entry["job"] for entry in json.loads(only.stdout)["include"]] == [
+        "tiny_cnn/onnxruntime/fp32", "tiny_cnn/onnxruntime/fp16", "wide/onnxruntime/fp16"]
+    assert_user_error(invoke("build", "-c", config, "--only", "wide/onnxruntime/int8"),
+                      "--only wide/onnxruntime/int8: no job is named like that")
+    assert_user_error(invoke("build", "-c", config, "--shard", "3/2"), "--shard '3/2' is not I/N")
+
+
+def test_two_shards_on_two_runners_share_one_cache(tmp_path: Path) -> None:
+    """Two runners build a share each at the same time into one shared cache folder; a third runner then finds
+    every job in the cache."""
+    cache = tmp_path / "shared-cache"
+    command = [sys.executable, "-m", "infer_compile.app.cli", "build", "-c", "infer.toml", "-j", "1",
+               "--cache-dir", str(cache), "--report", "matrix.json"]
+    runners = [_runner_checkout(tmp_path, f"runner{i}") for i in (1, 2, 3)]
+    shards = [subprocess.Popen([*command, "--shard", f"{i}/2"], cwd=runners[i - 1], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    for shard in shards:
+        _, stderr = shard.communicate(timeout=600)
+        assert shard.returncode == 0, stderr
+    built = [[(job["model"], job["precision"]) for job in json.loads((runner / "matrix.json").read_text())["jobs"]]
+             for runner in runners[:2]]
+    assert built == [[("tiny_cnn", "fp32"), ("wide", "fp32")], [("tiny_cnn", "fp16"), ("wide", "fp16")]]
+    last = subprocess.run(command, cwd=runners[2], capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, last.stderr
+    statuses = [job["status"] for job in json.loads((runners[2] / "matrix.json").read_text())["jobs"]]
+    assert statuses == ["cached"] * 4
+    for job in ("tiny_cnn.onnxruntime.fp32.onnx", "wide.onnxruntime.fp16.onnx"):
+        assert (runners[2] / "build" / job).read_bytes() == (cache_entry_file(cache, job)).read_bytes()
+
+
+def cache_entry_file(cache: Path, name: str) -> Path:
+    (found,) = [path for path in (cache / "entries").glob(f"*/{name}")]
+    return found

@@ -23,7 +23,7 @@ from infer_compile.core.errors import AccuracyError, UserInputError
 from infer_compile.frontends.specs import parse_input_shapes
 
 if TYPE_CHECKING:
-    from infer_compile.app.build_config import JobOutcome
+    from infer_compile.app.build_config import Job, JobOutcome
     from infer_compile.app.verification import Verification
     from infer_compile.core.numerics import Feeds
     from infer_compile.targets import Runner
@@ -318,16 +318,38 @@ def build_command(
     = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write every job's build report here (JSON).")]
     = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", metavar="JOB", help="Build only this job, MODEL/TARGET/PRECISION (repeatable; * and ? match "
+                                      "like a shell: 'resnet/*/int8').")] = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", metavar="I/N", help="Build the I-th of N equal shares of the jobs (1 <= I <= N): N CI runners "
+                                       "take one share each.")] = None,
+    list_jobs: Annotated[bool, typer.Option(
+        "--list-jobs", help="List the jobs (after --only/--shard) instead of building them.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="With --list-jobs: a job matrix for CI ({\"include\": [{\"job\": ..., \"model\": ...}]}, "
+                       "GitHub Actions' strategy.matrix).")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Build every model x target x precision in a config file, in parallel; one summary table."""
     with user_errors(debug) as outcome:  # imports included: a signal during them is handled too
-        from infer_compile.app.build_config import MATRIX_SCHEMA, exit_code, load_config, run_jobs
+        from infer_compile.app.build_config import (
+            MATRIX_SCHEMA,
+            exit_code,
+            load_config,
+            run_jobs,
+            select_jobs,
+        )
         from infer_compile.app.outputs import check_report_path
         from infer_compile.core.artifacts import atomic_write_text
 
+        if as_json and not list_jobs:
+            raise UserInputError("--json lists jobs: it needs --list-jobs", hint="add --list-jobs, or drop --json")
         overrides = {"cache": False} if no_cache else {"cache_dir": cache_dir} if cache_dir else {}
-        job_list = load_config(config, overrides)
+        job_list = select_jobs(load_config(config, overrides), only or [], shard)
+        if list_jobs:
+            print_jobs(job_list, as_json)
+            return
         if report:
             check_report_path(report, MATRIX_SCHEMA)
         workers = jobs or os.cpu_count() or 1
@@ -364,6 +386,21 @@ def build_command(
         if failed:
             err_console.print(f"{len(failed)} of {len(outcomes)} job(s) failed", highlight=False)
             raise typer.Exit(exit_code(outcomes))
+
+
+def print_jobs(jobs: list[Job], as_json: bool) -> None:
+    """The selected jobs: a CI job matrix as one JSON line, or a table."""
+    from infer_compile.app.build_config import job_matrix
+
+    if as_json:
+        print(json.dumps(job_matrix(jobs)))  # one line: GitHub Actions reads it with fromJSON()
+        return
+    table = Table(show_edge=False)
+    for col in ("job", "source", "artifact"):
+        table.add_column(col, overflow="fold")
+    for job in jobs:
+        table.add_row(escape(job.label), escape(shown_path(job.source)), escape(shown_path(job.output)))
+    console.print(table)
 
 
 def serve_built(outcomes: list[JobOutcome]) -> None:

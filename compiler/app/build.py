@@ -28,6 +28,7 @@ from infer_compile.core.ir import file_digest
 from infer_compile.core.manifest import BuildFacts, Manifest, written_manifest
 from infer_compile.core.numerics import Feeds
 from infer_compile.core.options import Option, checked, read
+from infer_compile.core.progress import third_party_output
 from infer_compile.core.shapes import ShapeRange, opt_sizes
 from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges, source_options
@@ -67,6 +68,8 @@ class BuildOptions:
     # The example inputs that checks and autotuning run on: --inputs FILE.npz (arrays keyed by input name), or in
     # process the values themselves (sequence inputs as lists of arrays, which no .npz holds).
     inputs: Path | Feeds | None = None
+    # Third-party output (TensorFlow, converters) on the terminal instead of in ARTIFACT.log.
+    verbose: bool = field(default=declared_build.VERBOSE.default, metadata={"cache_key": False})
 
 
 def options_from(values: Mapping[str, Any], spelling: Callable[[Option[Any]], str] = lambda option: option.key,
@@ -89,7 +92,7 @@ def options_from(values: Mapping[str, Any], spelling: Callable[[Option[Any]], st
         shape_ranges=dict(value(declared_build.SHAPE_RANGES)), cache_dir=cache_dir,
         tune_time=value(declared_build.TUNE_TIME), defer=value(declared_build.DEFER),
         calibration=calibration_settings(given.calibration), final_check=value(declared_build.FINAL_CHECK),
-        inputs=value(declared_build.INPUTS))
+        inputs=value(declared_build.INPUTS), verbose=value(declared_build.VERBOSE))
     return options, build
 
 
@@ -187,7 +190,9 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         if hit := cache.fetch(key, output):
             return BuildResult.from_cache(hit, target.name, reason, time.perf_counter() - start)
 
-    lowered = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges)))
+    log = None if options.verbose else log_path(output)
+    with third_party_output(log):
+        lowered = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges)))
     model = lowered.model
     check_shape_ranges(options.shape_ranges, model.inputs)
     nodes_before = model.node_count
@@ -224,7 +229,8 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
         passes=[r.name for r in records if r.status == "applied"], shape_ranges=options.shape_ranges,
         tool_versions=tool_versions(), pass_sections=dict(ran.manifest), infer_compile=__version__)
     try:
-        files = target.compile(model, output, request, build, check)
+        with third_party_output(log):
+            files = target.compile(model, output, request, build, check)
     except FinalCheckFailed as failed:
         assert reference is not None
         culprit = first_breaking_pass(source, options, pipeline, context(), feeds[0], reference[0])
@@ -238,6 +244,11 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
             exc.written = [result.artifact]  # type: ignore[attr-defined]
             raise
     return result
+
+
+def log_path(output: Path) -> Path:
+    """Where a build's third-party output goes: ARTIFACT.log beside the artifact (see --verbose)."""
+    return output.with_name(output.name + ".log")
 
 
 def failed_check_error(failed: FinalCheckFailed, culprit: PassBrokeOutputs | None) -> AccuracyError:

@@ -19,6 +19,7 @@ to ``<output_dir>/<name>.<target>.<precision><suffix>``. A job that fails does n
 
 from __future__ import annotations
 
+import fnmatch
 import multiprocessing
 import os
 import re
@@ -268,6 +269,38 @@ class _Parser:
             return not option.precisions or precision in option.precisions
 
         return {key: value for key, value in values.items() if applies(key)}
+
+
+def select_jobs(jobs: list[Job], only: list[str], shard: str | None) -> list[Job]:
+    """The jobs ``--only`` patterns name (all without), then the ``--shard I/N`` share of them: every N-th job
+    from the I-th on, so each share mixes models and targets alike. A pattern that matches no job is refused."""
+    if only:
+        labels = [job.label for job in jobs]
+        for pattern in only:
+            if not fnmatch.filter(labels, pattern):
+                raise UserInputError(f"--only {pattern}: no job is named like that{closest(pattern, labels)}",
+                                     hint="jobs are MODEL/TARGET/PRECISION; list them with --list-jobs")
+        jobs = [job for job in jobs if any(fnmatch.fnmatchcase(job.label, pattern) for pattern in only)]
+    if shard is None:
+        return jobs
+    index, count = parse_shard(shard)
+    return jobs[index - 1::count]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` -> (I, N) with 1 <= I <= N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match[1]) <= int(match[2]):
+        raise UserInputError(f"--shard '{text}' is not I/N with 1 <= I <= N",
+                             hint="e.g. --shard 2/4 (the 2nd of 4 runners)")
+    return int(match[1]), int(match[2])
+
+
+def job_matrix(jobs: list[Job]) -> dict[str, Any]:
+    """The jobs as a CI job matrix: ``{"include": [{"job", "model", "target", "precision"}, ...]}`` (GitHub
+    Actions' ``strategy.matrix``; each entry's ``job`` is what ``--only`` takes)."""
+    return {"include": [{"job": job.label, "model": job.model, "target": job.target, "precision": job.precision}
+                        for job in jobs]}
 
 
 def run_job(job: Job) -> JobOutcome:

@@ -98,5 +98,8 @@ TRITON_VERSION: Option[int | None] = Option(
     "triton_version", int, None, "Its version there \\[default: the highest there + 1].", needs="triton_repo",
     minimum=1, config=False)
 
+VERBOSE = Option("verbose", bool, False, "Show what third-party libraries print (TensorFlow, converters, "
+                 "exporters) as it happens, instead of writing it to ARTIFACT.log beside the artifact.")
+
 BUILD_OPTIONS = (TARGET, PRECISION, OUTPUT, SHAPE_RANGES, VERIFY_PASSES, FINAL_CHECK, INPUTS, SKIP_PASSES, CACHE,
-                 CACHE_DIR, TUNE_TIME, DEFER, REPORT, TRITON_REPO, TRITON_NAME, TRITON_VERSION)
+                 CACHE_DIR, TUNE_TIME, DEFER, REPORT, TRITON_REPO, TRITON_NAME, TRITON_VERSION, VERBOSE)

@@ -215,21 +215,73 @@ def compile_command(
 
 @contextlib.contextmanager
 def build_progress() -> Iterator[tuple[Callable[..., None], Callable[[str], None]]]:
-    """A spinner on stderr naming the build's current step (nothing when stderr is not a terminal): the pass
-    hook and the status hook of ``compile_model``."""
+    """The build's progress on stderr: the pass hook and status hook of ``compile_model``, and the reporter of
+    counted work and named stages (infer_compile.core.progress). A terminal gets a live line: the current step,
+    and for counted work (calibration samples) a bar with the count and the time left. Anything else (CI logs)
+    gets a few plain lines: each named stage once, counted work when it starts and ends."""
+    from infer_compile.core.progress import reporting
+
+    if not err_console.is_terminal:
+        plain = PlainProgress()
+        with reporting(plain):
+            yield (lambda p, index, total: None), (lambda text: None)
+        return
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
-                  transient=True, disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("loading model", total=None)
+    from infer_compile.app.terminal import counted_columns
 
-        def on_pass(p, index: int, total: int) -> None:
-            progress.update(task, description=f"pass {index + 1}/{total}: {p.name}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), *counted_columns(), console=err_console,
+                  transient=True) as progress:
+        live = LiveProgress(progress)
+        with reporting(live):
+            yield live.on_pass, live.stage
 
-        def on_status(text: str) -> None:
-            progress.update(task, description=text)
 
-        yield on_pass, on_status
+class LiveProgress:
+    """One live line per build (the current step); counted work as a second line with a bar, count and ETA."""
+
+    def __init__(self, progress) -> None:  # rich.progress.Progress (imported lazily)
+        self.progress = progress
+        self.step = progress.add_task("loading model", total=None)
+        self.counts: dict[str, object] = {}
+
+    def on_pass(self, p, index: int, total: int) -> None:  # p: a Pass
+        self.stage(f"pass {index + 1}/{total}: {p.name}")
+
+    def stage(self, text: str) -> None:
+        self.progress.update(self.step, description=escape(text))
+
+    def advance(self, label: str, done: int, total: int | None) -> None:
+        if done == 0 or label not in self.counts:
+            if label in self.counts:
+                self.progress.remove_task(self.counts[label])
+            self.counts[label] = self.progress.add_task(escape(label), total=total)
+        self.progress.update(self.counts[label], completed=done)
+        if total is not None and done >= total:
+            self.progress.remove_task(self.counts.pop(label))
+
+
+class PlainProgress:
+    """Progress for logs: a line per named stage (once) and per counted work at its start and end."""
+
+    def __init__(self) -> None:
+        self.last_stage = ""
+        self.started: dict[str, float] = {}
+
+    def stage(self, text: str) -> None:
+        if text != self.last_stage:
+            self.last_stage = text
+            err_console.print(escape(text), highlight=False, soft_wrap=True)
+
+    def advance(self, label: str, done: int, total: int | None) -> None:
+        import time
+
+        if done == 0:
+            self.started[label] = time.perf_counter()
+            err_console.print(f"{escape(label)}: {total if total is not None else '?'} sample(s)", highlight=False)
+        elif total is not None and done >= total:
+            seconds = time.perf_counter() - self.started.pop(label, time.perf_counter())
+            err_console.print(f"{escape(label)}: {done}/{total} in {seconds:.1f} s", highlight=False)
 
 
 def with_declared_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -95,3 +96,20 @@ def shown_path(path: Path | str) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def counted_columns() -> tuple[Any, ...]:
+    """rich progress columns that show a bar, done/total and the time left for tasks with a total, nothing for
+    the others (a step named by a spinner line)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TimeRemainingColumn
+    from rich.text import Text
+
+    class WhenCounted(ProgressColumn):
+        def __init__(self, column: ProgressColumn) -> None:
+            super().__init__()
+            self.column = column
+
+        def render(self, task: Task) -> Any:
+            return self.column.render(task) if task.total is not None else Text("")
+
+    return tuple(WhenCounted(column) for column in (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()))

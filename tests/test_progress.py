@@ -1,0 +1,89 @@
+"""Progress of long steps (calibration samples, target stages) and third-party output kept out of the terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infer_compile.core.progress import LOG_HEADER, counted, reporting, stage, third_party_output
+from tests.artifact_helpers import invoke, write_tiny_cnn
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def stage(self, text: str) -> None:
+        self.events.append(("stage", text))
+
+    def advance(self, label: str, done: int, total: int | None) -> None:
+        self.events.append((label, done, total))
+
+
+def test_counted_work_reports_every_unit_and_nothing_without_a_listener() -> None:
+    batches = [[1, 2], [3], [4, 5, 6]]
+    assert list(counted(batches, "samples", 6, len)) == batches  # no reporter: the items, untouched
+    recorder = Recorder()
+    with reporting(recorder):
+        assert list(counted(batches, "samples", 6, len)) == batches
+        stage("tflite: onnx2tf conversion")
+    assert recorder.events == [("samples", 0, 6), ("samples", 2, 6), ("samples", 3, 6), ("samples", 6, 6),
+                               ("stage", "tflite: onnx2tf conversion")]
+
+
+def test_native_output_goes_to_the_log_not_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "m.onnx.log"
+    with third_party_output(log):
+        os.write(2, b"I0000 tensorflow/core: a C++ log line\n")  # as native libraries write: to the descriptor
+        os.write(1, b"onnx2tf: a converter's print\n")
+        print("our own progress", file=sys.stderr)  # Python's stderr keeps the terminal
+    out, err = capfd.readouterr()
+    assert "C++ log line" not in err and "converter's print" not in out and "our own progress" in err
+    text = log.read_text()
+    assert text.startswith(LOG_HEADER) and "a C++ log line" in text and "a converter's print" in text
+    with third_party_output(tmp_path / "quiet.log"):
+        pass
+    assert not (tmp_path / "quiet.log").exists()  # nothing printed: no log
+
+
+def test_a_log_path_holding_a_file_we_did_not_write_is_left_alone(tmp_path: Path) -> None:
+    theirs = tmp_path / "m.onnx.log"
+    theirs.write_text("the user's notes\n")
+    with third_party_output(theirs):
+        os.write(2, b"noise\n")
+    assert theirs.read_text() == "the user's notes\n"
+
+
+def test_a_build_in_a_log_names_its_stages_and_counts_calibration_samples(tmp_path: Path) -> None:
+    """Not a terminal (CI): a few plain lines, no progress bars."""
+    source = write_tiny_cnn(tmp_path / "m.onnx")
+    result = invoke(source, "-t", "onnxruntime", "-o", tmp_path / "out.onnx", "--int8", "--calib", "synthetic",
+                    "--calib-samples", "20", "--no-cache", "--no-tune")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
+    assert lines == ["calibration (minmax): 16 sample(s)", lines[1], "onnxruntime: writing the artifact",
+                     "onnxruntime: final check (the artifact in its runtime vs the source)"], result.stderr
+    assert lines[1].startswith("calibration (minmax): 16/16 in ")
+
+
+def test_verbose_shows_third_party_output_live(tmp_path: Path) -> None:
+    """A native library's output during the source's loading (here: a --from-python module writing to the
+    descriptor) lands in ARTIFACT.log, or on the terminal with --verbose."""
+    pytest.importorskip("torch")
+    (tmp_path / "net.py").write_text(
+        "import os\nimport torch\n\ndef build():\n    os.write(2, b'NATIVE-NOISE\\n')\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 3)).eval(), (torch.randn(2, 4),)\n")
+    args = ["-m", "infer_compile.app.cli", "--from-python", "net.py:build", "-t", "onnxruntime", "--no-cache",
+            "--no-tune"]
+    quiet = subprocess.run([sys.executable, *args, "-o", "quiet.onnx"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "NATIVE-NOISE" not in quiet.stderr and "NATIVE-NOISE" in (tmp_path / "quiet.onnx.log").read_text()
+    loud = subprocess.run([sys.executable, *args, "-o", "loud.onnx", "--verbose"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0, loud.stderr
+    assert "NATIVE-NOISE" in loud.stderr and not (tmp_path / "loud.onnx.log").exists()
