@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -218,13 +219,14 @@ def build_progress() -> Iterator[tuple[Callable[..., None], Callable[[str], None
     """The build's progress on stderr: the pass hook and status hook of ``compile_model``, and the reporter of
     counted work and named stages (infer_compile.core.progress). A terminal gets a live line: the current step,
     and for counted work (calibration samples) a bar with the count and the time left. Anything else (CI logs)
-    gets a few plain lines: each named stage once, counted work when it starts and ends."""
+    gets a few plain lines: the stages and counted work that took a second or more, with their times."""
     from infer_compile.core.progress import reporting
 
     if not err_console.is_terminal:
         plain = PlainProgress()
         with reporting(plain):
             yield (lambda p, index, total: None), (lambda text: None)
+        plain.finish()
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -262,26 +264,35 @@ class LiveProgress:
 
 
 class PlainProgress:
-    """Progress for logs: a line per named stage (once) and per counted work at its start and end."""
+    """Progress for logs: a line for each named stage and each counted work that took ``min_seconds`` or more,
+    when it ends (its time, and the sample count); quick steps, and a failing one, leave no line."""
+
+    min_seconds = 1.0
 
     def __init__(self) -> None:
-        self.last_stage = ""
+        self.current: tuple[str, float] | None = None
         self.started: dict[str, float] = {}
 
     def stage(self, text: str) -> None:
-        if text != self.last_stage:
-            self.last_stage = text
-            err_console.print(escape(text), highlight=False, soft_wrap=True)
+        self.finish()
+        self.current = (text, time.perf_counter())
+
+    def finish(self) -> None:
+        """The current stage is done: its line, if it took long enough."""
+        if self.current is not None:
+            text, started = self.current
+            self.current = None
+            self._line(f"{text}", time.perf_counter() - started)
 
     def advance(self, label: str, done: int, total: int | None) -> None:
-        import time
-
         if done == 0:
             self.started[label] = time.perf_counter()
-            err_console.print(f"{escape(label)}: {total if total is not None else '?'} sample(s)", highlight=False)
         elif total is not None and done >= total:
-            seconds = time.perf_counter() - self.started.pop(label, time.perf_counter())
-            err_console.print(f"{escape(label)}: {done}/{total} in {seconds:.1f} s", highlight=False)
+            self._line(f"{label}: {done} sample(s)", time.perf_counter() - self.started.pop(label, time.perf_counter()))
+
+    def _line(self, text: str, seconds: float) -> None:
+        if seconds >= self.min_seconds:
+            err_console.print(f"{escape(text)} ({seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
 def with_declared_options(command: Callable[..., None]) -> Callable[..., None]:
