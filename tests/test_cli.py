@@ -204,3 +204,28 @@ def test_help_shows_defaults_written_in_brackets() -> None:
     result = runner.invoke(app, ["compile", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "[default: minmax]" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["targets", "--help"], ["build", "--help"], ["--version"]])
+def test_help_starts_without_numerical_libraries(args: list[str]) -> None:
+    """`--help` and the other commands' help import none of the heavy libraries (numpy, onnx, graphsurgeon,
+    onnxruntime, torch, tensorflow, openvino): the compile command's flags, which need every pass and target,
+    are made only when compile runs or shows its help."""
+    import subprocess
+    import sys
+
+    heavy = ("numpy", "onnx", "onnx_graphsurgeon", "onnxruntime", "torch", "tensorflow", "openvino")
+    script = ("import sys\nfrom infer_compile.app.cli import main\nsys.argv = ['infer-compile', *sys.argv[1:]]\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              f"print('LOADED', sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert "LOADED []" in done.stderr, done.stderr
+    assert done.stdout.strip()
+
+
+def test_compile_help_lists_every_declared_flag_and_root_help_lists_compile() -> None:
+    root = invoke("--help")
+    assert root.exit_code == 0 and "compile" in root.stdout and "Compile MODEL into an artifact" in root.stdout
+    compile_help = invoke("compile", "--help")
+    assert compile_help.exit_code == 0 and "--calib-preprocess" in compile_help.stdout
+    assert "--tune-time" in compile_help.stdout

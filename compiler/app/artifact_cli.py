@@ -20,7 +20,6 @@ from rich.table import Table
 
 from infer_compile.app.terminal import console, err_console, shown_path, user_errors
 from infer_compile.core.errors import AccuracyError, UserInputError
-from infer_compile.frontends.specs import parse_input_shapes
 
 if TYPE_CHECKING:
     from infer_compile.app.build_config import Job, JobOutcome
@@ -186,6 +185,8 @@ def verify_command(
     with user_errors(debug):
         parsed = parse_budget(budget) if budget else None  # a typo fails before any work
         runner = load_artifact(artifact)
+        from infer_compile.frontends.specs import parse_input_shapes
+
         model = load_source(source, SourceOptions(input_shapes=parse_input_shapes(input_shape or []))).model
         given = [parse_inputs(input, model.inputs)] if input else None
         result = verify(model, runner, samples=samples, seed=seed, given=given)

@@ -37,7 +37,29 @@ from infer_compile.core.options import Option
 
 
 class CompileByDefault(TyperGroup):
-    """Routes `infer-compile MODEL ...` to the `compile` command; subcommands work as usual."""
+    """Routes `infer-compile MODEL ...` to the `compile` command; subcommands work as usual.
+
+    The compile command's flags come from every component's declared options, which takes importing every pass
+    and target: it is made only when compile runs or shows its help, so `infer-compile --help` and the other
+    commands start without those imports.
+    """
+
+    listing = False  # formatting the root --help: compile is listed by its help line alone
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return ["compile", *super().list_commands(ctx)]
+
+    def get_command(self, ctx: typer.Context, name: str) -> typer.core.TyperCommand | None:  # type: ignore[override]
+        if name == "compile":
+            return compile_listing() if self.listing else compile_click_command()
+        return super().get_command(ctx, name)  # type: ignore[return-value]
+
+    def format_help(self, ctx: typer.Context, formatter: object) -> None:  # type: ignore[override]
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[arg-type]
+        finally:
+            self.listing = False
 
     # Typer calls this with its typer.Context; the base class names click's Context (typer's own copy of click
     # since 0.2x, the click package before): narrower than the base, true of every call.
@@ -330,7 +352,24 @@ def _typer_option(option: Option[object], panel: str) -> typer.models.OptionInfo
     return typer.Option(*flags, help=option.help + choices + default, rich_help_panel=panel, show_default=False)
 
 
-app.command("compile")(with_declared_options(compile_command))
+def _compile_info(callback: Callable[..., None]) -> typer.models.CommandInfo:
+    return typer.models.CommandInfo(name="compile", callback=callback, help=inspect.getdoc(compile_command))
+
+
+@functools.cache
+def compile_click_command() -> typer.core.TyperCommand:
+    """The compile command with a flag per declared option (imports every pass and target)."""
+    command = typer.main.get_command_from_info(_compile_info(with_declared_options(compile_command)),
+                                               pretty_exceptions_short=False, rich_markup_mode="rich")
+    return command  # type: ignore[return-value]
+
+
+@functools.cache
+def compile_listing() -> typer.core.TyperCommand:
+    """The compile command as the root --help lists it (its help line; no declared options needed)."""
+    command = typer.main.get_command_from_info(_compile_info(lambda: None), pretty_exceptions_short=False,
+                                               rich_markup_mode="rich")
+    return command  # type: ignore[return-value]
 
 
 @app.command("targets")
