@@ -13,7 +13,7 @@ STUBS := $(VENV)/typestubs
 # pyproject's [tool.mypy] mypy_path names both folders.
 VIEW := $(VENV)/typeview
 
-.PHONY: demo examples test lint typecheck bench conformance install clean
+.PHONY: demo examples report-check test lint typecheck bench conformance install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ demo: $(VENV)/.core
 # examples/ as a user runs it (it calls `infer-compile` on PATH): with this checkout's venv first on PATH.
 examples: $(VENV)/.full
 	PATH="$(abspath $(BIN)):$$PATH" $(MAKE) -C examples verify
+
+# The HTML build report rendered in headless Chromium (skipped, saying so, where Chromium is not installed).
+report-check: $(VENV)/.full
+	$(BIN)/python tests/render_report.py out/report
 
 test: $(VENV)/.full typecheck
 	$(BIN)/ruff check .

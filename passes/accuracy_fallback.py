@@ -132,7 +132,7 @@ class AccuracyFallback(Pass):
         record["fallback"] = {"budget": str(budget), "kept_fp32": []}
         if not budget.check(figures):
             return result
-        kept, figures = self._fall_back(model, ctx, state, evaluator, budget, figures)
+        kept, figures = self._fall_back(model, ctx, state, evaluator, budget, figures, record["fallback"])
         record["accuracy"] = figures
         record["fallback"]["kept_fp32"] = kept
         record["nodes"] = node_precisions(model)
@@ -140,12 +140,14 @@ class AccuracyFallback(Pass):
         return result
 
     def _fall_back(self, model: Model, ctx: PassContext, state: PrecisionState, evaluator: HeldOutEvaluator,
-                   budget: Budget, figures: dict) -> tuple[list[str], dict]:
+                   budget: Budget, figures: dict, fallback: dict[str, Any]) -> tuple[list[str], dict]:
         def figures_without(names: list[str]) -> tuple[Model, dict]:
             candidate = state.build(state.user_excluded | frozenset(names))
             return candidate, evaluator.figures(candidate)
 
         sensitivity = {name: score(figures_without([name])[1], budget) for name in state.candidates}
+        # The budget's figure with each layer alone back in fp32 (the report shows it per layer).
+        fallback["sensitivity"] = {name: None if math.isinf(value) else value for name, value in sensitivity.items()}
         ranked = sorted(state.candidates, key=lambda name: -sensitivity[name])
         limit = max(1, math.ceil(len(ranked) * ctx.option(FALLBACK_LIMIT)))
         best = figures

@@ -303,6 +303,44 @@ def triton_command(
         print_triton(write_model(artifact, repo, name, version))
 
 
+def print_overlay(artifact: Path, overlay: Path) -> None:
+    """The command that opens the artifact in Model Explorer with the report's per-node overlay."""
+    console.print(f"[bold]{'explore':<11}[/] pip install ai-edge-model-explorer; model-explorer "
+                  f"{escape(shown_path(artifact))} --node_data_paths={escape(shown_path(overlay))}", soft_wrap=True,
+                  highlight=False)
+
+
+def report_command(
+    report: Annotated[Path, typer.Argument(help="A build report (JSON) that --report wrote.", show_default=False)],
+    html: Annotated[bool, typer.Option("--html", help="Render it as a self-contained HTML page.")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="The page \\[default: REPORT with .html].", show_default=False)] = None,
+    artifact: Annotated[Path | None, typer.Option(
+        "--artifact", help="The artifact, for the Model Explorer command \\[default: the report's].",
+        show_default=False)] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Render a build report: `infer-compile report build.json --html` writes build.html (no server needed)."""
+    with user_errors(debug) as outcome:
+        from infer_compile.app.html_report import check_html_path, write_html
+        from infer_compile.app.report import REPORT_SCHEMA
+        from infer_compile.core.artifacts import read_own_json
+
+        if not html:
+            raise UserInputError("say what to render: --html", hint=f"infer-compile report {report} --html")
+        if not report.is_file():
+            raise UserInputError(f"{report}: no such report", hint="write one with compile --report build.json")
+        document = read_own_json(report, "report", REPORT_SCHEMA)
+        page = output or report.with_suffix(".html")
+        check_html_path(page)
+        assert document is not None
+        overlay = write_html(document, page)
+        outcome.written.append(page)
+        console.print(f"[bold]{'report':<11}[/] {escape(shown_path(page))}", soft_wrap=True, highlight=False)
+        if overlay is not None:
+            print_overlay(artifact or Path(document["artifact"]["path"]), overlay)
+
+
 def print_triton(version_dir: Path) -> None:
     console.print(f"[bold]{'triton':<11}[/] {escape(str(version_dir))} (config: "
                   f"{escape(str(version_dir.parent / 'config.pbtxt'))})", soft_wrap=True, highlight=False)

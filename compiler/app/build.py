@@ -104,25 +104,33 @@ def check_deliveries(options: BuildOptions, build: Mapping[str, Any]) -> None:
 
         serving_for(resolve_target(options.target)[0].name, "trtbundle" if options.defer else None)
     if (report := read(build, declared_build.REPORT)) is not None:
-        from infer_compile.app.outputs import check_report_path
-        from infer_compile.app.report import REPORT_SCHEMA
+        from infer_compile.app.report import check_report
 
-        check_report_path(report, REPORT_SCHEMA)
+        check_report(report)
 
 
-def deliver(result: BuildResult, build: Mapping[str, Any]) -> Path | None:
-    """After the build: the report written, the artifact put into the Triton repository (its version folder
-    returned) when asked."""
+@dataclass
+class Delivered:
+    """What a build wrote after the artifact: a Model Explorer overlay beside an HTML report, a Triton version."""
+
+    overlay: Path | None = None
+    triton: Path | None = None
+
+
+def deliver(result: BuildResult, build: Mapping[str, Any]) -> Delivered:
+    """After the build: the report written (with its overlay for an HTML report), the artifact put into the
+    Triton repository when asked."""
+    delivered = Delivered()
     if (report := read(build, declared_build.REPORT)) is not None:
         from infer_compile.app.report import write_report
 
-        write_report(result, report)
-    if (repo := read(build, declared_build.TRITON_REPO)) is None:
-        return None
-    from infer_compile.app.triton import write_model
+        delivered.overlay = write_report(result, report)
+    if (repo := read(build, declared_build.TRITON_REPO)) is not None:
+        from infer_compile.app.triton import write_model
 
-    return write_model(result.artifact, repo, read(build, declared_build.TRITON_NAME),
-                       read(build, declared_build.TRITON_VERSION))
+        delivered.triton = write_model(result.artifact, repo, read(build, declared_build.TRITON_NAME),
+                                       read(build, declared_build.TRITON_VERSION))
+    return delivered
 
 
 @dataclass

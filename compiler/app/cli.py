@@ -231,9 +231,11 @@ def compile_command(
         print_explanations(result.records, explained, console)
         print_tuning(result.manifest.autotune)
         print_deferred(result)
-        served = deliver(result, build)
-        if served is not None:
-            artifact_cli.print_triton(served)
+        delivered = deliver(result, build)
+        if delivered.overlay is not None:
+            artifact_cli.print_overlay(result.artifact, delivered.overlay)
+        if delivered.triton is not None:
+            artifact_cli.print_triton(delivered.triton)
 
 
 @contextlib.contextmanager
@@ -440,6 +442,7 @@ app.command("verify")(artifact_cli.verify_command)
 app.command("inspect")(artifact_cli.inspect_command)
 app.command("build")(artifact_cli.build_command)
 app.command("triton")(artifact_cli.triton_command)
+app.command("report")(artifact_cli.report_command)
 
 
 def main() -> None:

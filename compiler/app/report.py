@@ -22,6 +22,7 @@ def build_report(result: BuildResult) -> dict[str, Any]:
     calibration = {k: quantization[k] for k in _CALIBRATION_KEYS if k in quantization}
     accuracy = {k: quantization[k] for k in ("accuracy", "fallback") if k in quantization}
     layers = layer_precisions(result)
+    details = layer_details(result)
     return {
         "schema": REPORT_SCHEMA,
         "artifact": {"path": str(result.artifact), "files": [str(f) for f in result.files],
@@ -35,7 +36,7 @@ def build_report(result: BuildResult) -> dict[str, Any]:
         "passes": [r.to_json() for r in result.records],
         "precision": {"requested": manifest.precision,
                       "nodes": quantization.get("nodes") or (dict(Counter(layers.values())) if layers else None),
-                      "layers": layers},
+                      "layers": layers, "details": details},
         "calibration": calibration or None,
         "accuracy": accuracy or None,
         "autotune": manifest.autotune,
@@ -54,5 +55,40 @@ def layer_precisions(result: BuildResult) -> dict[str, str] | None:
     return {node.name: node_precision(node) for node in result.source.model.graph.nodes}
 
 
-def write_report(result: BuildResult, path: Path) -> None:
+def layer_details(result: BuildResult) -> dict[str, dict[str, Any]] | None:
+    """Per node of the built graph: its op, output tensor names and the source module it came from (the
+    exporter's record, else the path in its name); None for cache hits."""
+    if result.source is None:
+        return None
+    from infer_compile.app.html_report import module_path
+
+    model = result.source.model
+    def recorded(node: Any) -> dict[str, str] | None:
+        keys = (node.name, *(t.name for t in node.outputs))
+        return next((model.node_metadata[key] for key in keys if key in model.node_metadata), None)
+
+    return {node.name: {"op": node.op, "outputs": [t.name for t in node.outputs],
+                        "module": module_path(node.name, recorded(node))}
+            for node in model.graph.nodes}
+
+
+def write_report(result: BuildResult, path: Path) -> Path | None:
+    """The report at ``path``: JSON, or for a .html path the page (and its Model Explorer overlay, returned)."""
+    if path.suffix.lower() in (".html", ".htm"):
+        from infer_compile.app.html_report import write_html
+
+        return write_html(build_report(result), path)
     atomic_write_text(path, json.dumps(build_report(result), indent=2, default=str) + "\n")
+    return None
+
+
+def check_report(path: Path) -> None:
+    """Before the build: ``path`` can take the report and replaces only an earlier one of ours."""
+    if path.suffix.lower() in (".html", ".htm"):
+        from infer_compile.app.html_report import check_html_path
+
+        check_html_path(path)
+        return
+    from infer_compile.app.outputs import check_report_path
+
+    check_report_path(path, REPORT_SCHEMA)

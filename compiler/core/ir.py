@@ -103,17 +103,27 @@ def _keep_element_shapes(graph: gs.Graph, proto: onnx.GraphProto) -> None:
 class Model:
     """An ONNX model held as an onnx-graphsurgeon graph."""
 
-    def __init__(self, graph: gs.Graph, *, ir_version: int, metadata: dict[str, str] | None = None) -> None:
+    def __init__(self, graph: gs.Graph, *, ir_version: int, metadata: dict[str, str] | None = None,
+                 node_metadata: dict[str, dict[str, str]] | None = None) -> None:
         self.graph = graph
         self.ir_version = ir_version
         self.metadata: dict[str, str] = dict(metadata or {})
+        # Each source node's metadata_props by node name and by output tensor name (graphsurgeon drops them): the
+        # exporter's record of the source module (pkg.torch.onnx.name_scopes), which the report names layers by.
+        self.node_metadata: dict[str, dict[str, str]] = dict(node_metadata or {})
 
     @classmethod
     def from_proto(cls, proto: onnx.ModelProto) -> Model:
         metadata = {p.key: p.value for p in proto.metadata_props}
+        node_metadata = {}
+        for node in proto.graph.node:
+            if node.metadata_props:
+                props = {p.key: p.value for p in node.metadata_props}
+                # By name, and by output tensor: a pass that fuses nodes keeps the tensor, not the node.
+                node_metadata.update({key: props for key in (node.name, *node.output) if key})
         graph = gs.import_onnx(proto)
         _keep_element_shapes(graph, proto.graph)
-        return cls(graph, ir_version=proto.ir_version, metadata=metadata)
+        return cls(graph, ir_version=proto.ir_version, metadata=metadata, node_metadata=node_metadata)
 
     def to_proto(self, weights: bool = True) -> onnx.ModelProto:
         """The model as a protobuf. ``weights=False`` exports the ``weight_constants`` as data-less
