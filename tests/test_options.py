@@ -116,13 +116,10 @@ def test_every_option_has_one_name_and_default_on_every_surface() -> None:
     """CLI flag, config key and API keyword come from each declaration: same key, same default."""
     import inspect
 
-    import typer
-
     from infer_compile.app.build_config import config_keys
-    from infer_compile.app.cli import app
+    from infer_compile.app.cli import compile_click_command
 
-    compile_command = typer.main.get_command(app).commands["compile"]  # type: ignore[attr-defined]
-    cli_params = {param.name: param for param in compile_command.params}
+    cli_params = {param.name: param for param in compile_click_command().params}
     api = inspect.signature(infer_compile.compile).parameters
     for key, (option, _) in declared().items():
         if option.cli:
