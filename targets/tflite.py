@@ -46,6 +46,7 @@ from infer_compile.targets.base import (
 from infer_compile.targets.tflite_convert import (
     channels_last,
     onnx2tf_input_perm,
+    rewrite_for_onnx2tf,
     tflite_bytes,
     to_keras,
 )
@@ -306,22 +307,24 @@ class TfliteTarget(Target):
         inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype, onnx2tf_input_perm(len(shapes[s.name]),
                                                                                            settings.keep_nchw))
                   for s in model.inputs]
-        self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)
+        rewrites = self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)
         inputs = _checked_inputs(TfliteRunner(stage.artifact).input_details, inputs)
         outputs = _bind_outputs(stage.artifact, model, inputs, keys, probe)
         return {"format": "tflite", "converter": "onnx2tf",
                 "tflite": {"int8_mode": settings.int8_mode if request.precision == "int8" else None,
                            "int8_io": settings.int8_io, "keep_nchw": settings.keep_nchw,
-                           "calibration_samples": count,
+                           "calibration_samples": count, "onnx2tf_rewrites": rewrites,
                            "tensor_types": tensor_types(stage.artifact)},
                 "io": {"inputs": [b.to_json() for b in inputs], "outputs": [b.to_json() for b in outputs]}}
 
     def _write(self, artifact: Path, model: Model, keys: dict[str, str], inputs: list[Binding], probe: Feeds,
-               samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> None:
-        """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact``."""
+               samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> dict[str, int]:
+        """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact``; returns the ops
+        rewritten for onnx2tf."""
         renamed = model.copy()
         for tensor in [*renamed.graph.inputs, *renamed.graph.outputs]:
             tensor.name = keys[tensor.name]
+        rewrites = rewrite_for_onnx2tf(renamed)
         pinned = {b.key: b.shape for b, spec in zip(inputs, model.inputs, strict=True) if not spec.is_static}
         with tempfile.TemporaryDirectory(prefix="infer-compile-tflite-") as tmp:
             keras_model = to_keras(renamed, Path(tmp), {b.key: probe[b.name] for b in inputs},
@@ -329,6 +332,7 @@ class TfliteTarget(Target):
             tf_samples = Reiterable(lambda: ({b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples))
             artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
                                               tf_samples))
+        return rewrites
 
     def load(self, artifact: Path, manifest: Manifest | None) -> Runner:
         io = target_field(manifest, "io")

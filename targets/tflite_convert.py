@@ -17,6 +17,7 @@ ops: ai-edge-litert's interpreter cannot run them).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from infer_compile.core.errors import UnsupportedError, one_line
 from infer_compile.core.ir import Model, save_onnx
@@ -87,6 +89,29 @@ def _last_error(log: str) -> str:
     return _readable((errors or [line for line in lines if line] or ["no message"])[-1])
 
 
+def rewrite_for_onnx2tf(model: Model) -> dict[str, int]:
+    """Rewrite, in place, the ops onnx2tf 1.29 mishandles into equivalent ones it converts; returns how many
+    of each op were rewritten (recorded in the manifest).
+
+    - ReduceL2 (an L2 norm: sentence encoders' normalize): onnx2tf's axis search calls tf.norm with a numpy
+      int64 axis, which tf.norm refuses; Sqrt(ReduceSumSquare) is the same norm (ReduceSumSquare takes
+      ReduceL2's inputs and attributes in every opset).
+    """
+    graph = model.graph
+    rewritten: collections.Counter[str] = collections.Counter()
+    for node in list(graph.nodes):
+        if node.op != "ReduceL2" or node.domain not in (None, "", "ai.onnx"):
+            continue
+        norm = node.outputs[0]
+        squares = gs.Variable(f"{norm.name}_sum_squares", dtype=norm.dtype, shape=norm.shape)
+        node.op, node.outputs = "ReduceSumSquare", [squares]
+        graph.nodes.append(gs.Node("Sqrt", inputs=[squares], outputs=[norm]))  # named by to_keras
+        rewritten["ReduceL2"] += 1
+    if rewritten:
+        graph.toposort()
+    return dict(rewritten)
+
+
 def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[int, ...] | None],
              pinned_shapes: dict[str, tuple[int, ...]], keep_nchw: bool) -> Any:
     """Run onnx2tf on a copy of ``model`` written into ``workdir``; returns the (tf_keras) Keras model.
@@ -134,12 +159,36 @@ def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[i
     return keras_model
 
 
+def _serving_function(tf: Any, keras_model: Any) -> tuple[Any, Any]:
+    """The Keras model as one concrete function (inputs and outputs named as in the model) and an object
+    tracking every variable it captures.
+
+    TFLiteConverter writes the ``serving_default`` signature only when it can save its input as a SavedModel,
+    and silently drops the signature when it cannot: onnx2tf creates some variables (e.g. the kernels of
+    grouped/depthwise convolutions such as ConvNeXt's) outside any layer, and saving refuses such "untracked"
+    variables. Tracking them on one holder keeps the signature for every model."""
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=name) for t, name in zip(keras_model.inputs,
+                                                                          keras_model.input_names, strict=True)]
+
+    def serve(*args: Any) -> dict[str, Any]:
+        outputs = keras_model(list(args) if len(args) > 1 else args[0], training=False)
+        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+        return dict(zip(keras_model.output_names, outputs, strict=True))
+
+    function = tf.function(serve, input_signature=specs).get_concrete_function()
+    holder = tf.Module()
+    holder.model = keras_model
+    holder.captured = list(function.graph.variables)
+    return function, holder
+
+
 def tflite_bytes(keras_model: Any, precision: str, int8_mode: str, int8_io: bool,
                  samples: Iterable[Feeds] | None) -> bytes:
     """Convert the Keras model at ``precision``; ``samples`` (full INT8) are keyed by signature input name
     and already in the TensorFlow layout."""
     tf = _tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    function, holder = _serving_function(tf, keras_model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":  # half-precision weights, dequantized to float32 at load (or run in fp16 by GPUs)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -1,0 +1,104 @@
+"""Tiny Hugging Face architectures built from transformers configs (random weights, no downloads), as
+`--from-python` entry points returning (module, example_inputs), with calibration samples from the same
+distribution as the examples (`--calib tests.hf_tiny:calib_NAME`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGE = (1, 3, 32, 32)
+SEQ, VOCAB = 16, 128
+
+
+class Outputs(nn.Module):
+    """A transformers model called with keyword arguments, returning one named output tensor."""
+
+    def __init__(self, model: nn.Module, output: str, keywords: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.output, self.keywords = model.eval(), output, keywords
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model(**dict(zip(self.keywords, args, strict=True))), self.output)
+
+
+class SentenceEmbedding(nn.Module):
+    """A MiniLM-class sentence encoder: BERT, mean pooling over the mask, L2-normalized (exports ReduceL2)."""
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert.eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, p=2, dim=1)
+
+
+def _image(seed: int) -> tuple[torch.Tensor]:
+    return (torch.randn(IMAGE, generator=torch.Generator().manual_seed(seed)),)
+
+
+def _tokens(seed: int, mask: bool = True) -> tuple[torch.Tensor, ...]:
+    ids = torch.randint(0, VOCAB, (1, SEQ), generator=torch.Generator().manual_seed(seed))
+    return (ids, torch.ones_like(ids)) if mask else (ids,)
+
+
+def vit() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8, num_labels=10)
+    return Outputs(ViTForImageClassification(config), "logits", ("pixel_values",)), _image(0)
+
+
+def convnext() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    torch.manual_seed(0)
+    config = ConvNextConfig(num_channels=3, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, image_size=32,
+                            num_labels=10)
+    return Outputs(ConvNextForImageClassification(config), "logits", ("pixel_values",)), _image(0)
+
+
+def _bert():  # -> BertModel
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    return BertModel(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64))
+
+
+def bert() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return Outputs(_bert(), "last_hidden_state", ("input_ids", "attention_mask")), _tokens(0)
+
+
+def minilm() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return SentenceEmbedding(_bert()), _tokens(0)
+
+
+def gpt2() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2, use_cache=False)
+    return Outputs(GPT2LMHeadModel(config), "logits", ("input_ids",)), _tokens(0, mask=False)
+
+
+def _samples(make, names: tuple[str, ...], count: int = 24) -> list[dict[str, np.ndarray]]:
+    return [{name: t.numpy() for name, t in zip(names, make(100 + seed), strict=True)} for seed in range(count)]
+
+
+def calib_image() -> list[dict[str, np.ndarray]]:
+    return _samples(_image, ("pixel_values",))
+
+
+def calib_tokens() -> list[dict[str, np.ndarray]]:
+    return _samples(_tokens, ("input_ids", "attention_mask"))
+
+
+def calib_ids() -> list[dict[str, np.ndarray]]:
+    return _samples(lambda seed: _tokens(seed, mask=False), ("input_ids",))
