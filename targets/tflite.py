@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from infer_compile.calibration.data import Reiterable
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
-from infer_compile.core.errors import UnsupportedError, UserInputError
+from infer_compile.core.errors import BuildWarning, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.core.numerics import Feeds, random_inputs, run_onnx
@@ -45,7 +46,7 @@ from infer_compile.targets.base import (
 )
 from infer_compile.targets.tflite_convert import (
     channels_last,
-    onnx2tf_input_perm,
+    input_perm,
     rewrite_for_onnx2tf,
     tflite_bytes,
     to_keras,
@@ -304,11 +305,13 @@ class TfliteTarget(Target):
                                  hint="give --calib PATH, or use --tflite-int8-mode dynamic (int8 weights only)")
         probe = next(iter(samples), None) or random_inputs(model.inputs, dims=_dims_by_input(model, shapes))
         keys = _signature_names(model)
-        inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype, onnx2tf_input_perm(len(shapes[s.name]),
-                                                                                           settings.keep_nchw))
+        graph_inputs = {t.name: t for t in model.graph.inputs}
+        inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype,
+                          input_perm(graph_inputs[s.name], len(shapes[s.name]), settings.keep_nchw))
                   for s in model.inputs]
         rewrites = self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)
         inputs = _checked_inputs(TfliteRunner(stage.artifact).input_details, inputs)
+        _warn_layout_changes(inputs)
         outputs = _bind_outputs(stage.artifact, model, inputs, keys, probe)
         return {"format": "tflite", "converter": "onnx2tf",
                 "tflite": {"int8_mode": settings.int8_mode if request.precision == "int8" else None,
@@ -328,7 +331,7 @@ class TfliteTarget(Target):
         pinned = {b.key: b.shape for b, spec in zip(inputs, model.inputs, strict=True) if not spec.is_static}
         with tempfile.TemporaryDirectory(prefix="infer-compile-tflite-") as tmp:
             keras_model = to_keras(renamed, Path(tmp), {b.key: probe[b.name] for b in inputs},
-                                   {b.key: b.perm for b in inputs}, pinned, settings.keep_nchw)
+                                   {b.key: b.perm for b in inputs}, pinned)
             tf_samples = Reiterable(lambda: ({b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples))
             artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
                                               tf_samples))
@@ -346,6 +349,17 @@ def _dims_by_input(model: Model, shapes: dict[str, tuple[int, ...]]) -> dict[str
     """Symbolic dim name -> the value pinned, for random_inputs."""
     return {str(d): shapes[s.name][axis] for s in model.inputs for axis, d in enumerate(s.shape or ())
             if not isinstance(d, int)}
+
+
+def _warn_layout_changes(inputs: list[Binding]) -> None:
+    """Say which inputs the .tflite takes in another layout than the source (the manifest records it too)."""
+    for b in inputs:
+        if b.perm is not None:
+            tflite_shape = "x".join(map(str, b.to_tflite(np.empty(b.shape)).shape))
+            warnings.warn(BuildWarning(
+                f"TFLite input '{b.name}' is channel-last {tflite_shape} (source {'x'.join(map(str, b.shape))}), as "
+                "TFLite users feed images; infer-compile's runner transposes for you, other runtimes feed it as "
+                "stored (--keep-nchw keeps the source layout)"), stacklevel=2)
 
 
 def _checked_inputs(details: dict[str, dict[str, Any]], inputs: list[Binding]) -> list[Binding]:

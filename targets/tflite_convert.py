@@ -48,9 +48,37 @@ def channels_last(rank: int) -> list[int]:
     return [0, *range(2, rank), 1]
 
 
-def onnx2tf_input_perm(rank: int, keep_nchw: bool) -> tuple[int, ...] | None:
-    """How onnx2tf lays out an input of this rank: channel-last for 3-5-D unless kept; None = as it is."""
-    return tuple(channels_last(rank)) if 3 <= rank <= 5 and not keep_nchw else None
+# Ops whose first input is a channel-first (NC...) feature map.
+_SPATIAL_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "MaxPool", "AveragePool",
+                          "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
+                          "InstanceNormalization", "SpaceToDepth", "DepthToSpace"})
+# Ops that keep their input's layout: preprocessing inside the graph ((x - mean) / std, a cast, a clip).
+_LAYOUT_KEEPING = frozenset({"Add", "Sub", "Mul", "Div", "Cast", "Identity", "Relu", "Clip"})
+
+
+def feeds_channel_first_op(tensor: gs.Tensor) -> bool:
+    """Whether ``tensor`` (a graph input) reaches a spatial op's data input through layout-keeping ops only:
+    an image or feature map laid out channel-first. A channel-last (Keras) image reaches its Conv through a
+    Transpose, a token or feature sequence no spatial op at all."""
+    seen: set[int] = set()
+    frontier = [tensor]
+    while frontier:
+        current = frontier.pop()
+        for node in current.outputs:
+            if node.op in _SPATIAL_OPS and node.inputs and node.inputs[0] is current:
+                return True
+            if node.op in _LAYOUT_KEEPING and id(node) not in seen:
+                seen.add(id(node))
+                frontier.extend(node.outputs)
+    return False
+
+
+def input_perm(tensor: gs.Tensor, rank: int, keep_nchw: bool) -> tuple[int, ...] | None:
+    """How the .tflite lays out a graph input: channel-last (NHWC, what TFLite users feed) for a channel-first
+    image or feature map unless ``keep_nchw``; every other input as in the source (None)."""
+    if keep_nchw or not 3 <= rank <= 5 or not feeds_channel_first_op(tensor):
+        return None
+    return tuple(channels_last(rank))
 
 
 def _tensorflow() -> Any:
@@ -113,11 +141,12 @@ def rewrite_for_onnx2tf(model: Model) -> dict[str, int]:
 
 
 def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[int, ...] | None],
-             pinned_shapes: dict[str, tuple[int, ...]], keep_nchw: bool) -> Any:
+             pinned_shapes: dict[str, tuple[int, ...]]) -> Any:
     """Run onnx2tf on a copy of ``model`` written into ``workdir``; returns the (tf_keras) Keras model.
 
     ``probe`` holds one sample per input in the source layout (onnx2tf checks its conversion with it);
-    ``perms`` says how each input is laid out on the TensorFlow side; ``pinned_shapes`` fixes the
+    ``perms`` says how each input is laid out on the TensorFlow side (None: as in the source; onnx2tf would
+    make every 3-5-D input channel-last, a Keras NHWC image [1,224,224,3] too); ``pinned_shapes`` fixes the
     inputs that have symbolic dimensions.
     """
     _tensorflow()  # before onnx2tf imports it
@@ -140,12 +169,17 @@ def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[i
             keras_model = onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path), disable_model_save=True, non_verbose=True,
                 custom_input_op_name_np_data_path=custom_data or None, overwrite_input_shape=overwrite or None,
-                keep_ncw_or_nchw_or_ncdhw_input_names=list(probe) if keep_nchw else None,
+                keep_ncw_or_nchw_or_ncdhw_input_names=[name for name, array in probe.items()
+                                                       if perms[name] is None and 3 <= array.ndim <= 5] or None,
                 replace_to_pseudo_operators=PSEUDO_OPS,
                 # Its op-name step (sng4onnx 2.0.1) rewrites every node and drops node domains: our
                 # com.microsoft::Gelu became an ONNX Gelu opset 18 lacks, shape inference lost every shape after
                 # it, and LayerNormalization then failed on a transposed axis (ViT, MiniLM, ConvNeXt; issue 17).
-                not_use_opname_auto_generate=True)
+                not_use_opname_auto_generate=True,
+                # Its onnxsim runs (3, as subprocesses) merge the q/k/v MatMuls into one MatMul + Split, whose axis
+                # onnx2tf then maps wrongly (ViT: "Dimension size must be evenly divisible by 3 but is 17"). Our
+                # passes have folded constants and shapes already.
+                not_use_onnxsim=True)
         except SystemExit:
             raise UnsupportedError(f"onnx2tf could not convert the model: {_last_error(log.getvalue())}",
                                    hint="rerun with --debug; --keep-nchw or pinning shapes with --input-shape "

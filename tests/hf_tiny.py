@@ -12,15 +12,29 @@ IMAGE = (1, 3, 32, 32)
 SEQ, VOCAB = 16, 128
 
 
-class Outputs(nn.Module):
-    """A transformers model called with keyword arguments, returning one named output tensor."""
+class Image(nn.Module):
+    """An image model called as transformers models are (keyword arguments), returning its logits."""
 
-    def __init__(self, model: nn.Module, output: str, keywords: tuple[str, ...]) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model, self.output, self.keywords = model.eval(), output, keywords
+        self.model = model.eval()
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return getattr(self.model(**dict(zip(self.keywords, args, strict=True))), self.output)
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+class Tokens(Image):
+    """An encoder over token ids and their mask, returning the token embeddings."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class Decoder(Image):
+    """A causal language model without cache, returning the next-token logits at every position."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.model(input_ids=input_ids).logits
 
 
 class SentenceEmbedding(nn.Module):
@@ -52,7 +66,7 @@ def vit() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(0)
     config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                        image_size=32, patch_size=8, num_labels=10)
-    return Outputs(ViTForImageClassification(config), "logits", ("pixel_values",)), _image(0)
+    return Image(ViTForImageClassification(config)), _image(0)
 
 
 def convnext() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -61,7 +75,7 @@ def convnext() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(0)
     config = ConvNextConfig(num_channels=3, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, image_size=32,
                             num_labels=10)
-    return Outputs(ConvNextForImageClassification(config), "logits", ("pixel_values",)), _image(0)
+    return Image(ConvNextForImageClassification(config)), _image(0)
 
 
 def _bert():  # -> BertModel
@@ -73,7 +87,7 @@ def _bert():  # -> BertModel
 
 
 def bert() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    return Outputs(_bert(), "last_hidden_state", ("input_ids", "attention_mask")), _tokens(0)
+    return Tokens(_bert()), _tokens(0)
 
 
 def minilm() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -85,7 +99,7 @@ def gpt2() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2, use_cache=False)
-    return Outputs(GPT2LMHeadModel(config), "logits", ("input_ids",)), _tokens(0, mask=False)
+    return Decoder(GPT2LMHeadModel(config)), _tokens(0, mask=False)
 
 
 def _samples(make, names: tuple[str, ...], count: int = 24) -> list[dict[str, np.ndarray]]:
