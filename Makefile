@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Everything the test suite exercises; `make demo` needs only the core.
-TEST_EXTRAS ?= torch,openvino,tf,tflite,images,dev,bench
+TEST_EXTRAS ?= torch,openvino,tf,tflite,tflite-torch,images,dev,bench
 # onnx2tf pins old numpy/onnx/protobuf and a second tensorflow, and tritonclient (only its model-config schema
 # is used, by tests/test_triton.py) pins ml-dtypes and protobuf below ours: both installed without dependencies.
 NO_DEPS := onnx2tf==1.29.24 tf-keras==2.21.0 tritonclient==2.73.0

@@ -164,6 +164,12 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown bench model '{name}'; known: {', '.join(MODEL_NAMES)}")
 
 
+def build_module(name: str) -> Any:
+    """The named model as an eval-mode torch nn.Module."""
+    _check_name(name)
+    return _BUILDERS[name]().eval()
+
+
 def export_model(name: str, out_dir: Path) -> Path:
     """``out_dir/<name>.onnx`` (weights in ``<name>.onnx.data`` beside it), exported once and reused."""
     _check_name(name)

@@ -50,6 +50,7 @@ class TargetRequest:
     shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)  # by dim name
     options: dict[str, Any] = field(default_factory=dict)  # target-specific settings (tuning, format, ...)
     calibration: Any = None  # representative samples (re-iterable feeds by input name, read anew per pass)
+    source_module: Any = None  # the source as a framework object when it is one (LoweredModel.module)
 
 
 class Runner(ABC):

@@ -1,9 +1,13 @@
 """TFLite target: a ``.tflite`` flatbuffer for the LiteRT (ai-edge-litert) interpreter.
 
-Route: our optimized ONNX -> onnx2tf -> Keras model -> TFLiteConverter (see tflite_convert).
+Two routes (``--tflite-converter``; the manifest and the build table say which ran and why):
+- onnx2tf: our optimized ONNX -> onnx2tf -> Keras model -> TFLiteConverter (see tflite_convert); every
+  source; needs TensorFlow. The build hands it the fp32 stages' graph at every precision (``TfliteTarget.passes``).
+- litert-torch: the PyTorch nn.Module itself -> litert-torch -> ai-edge-quantizer (see tflite_torch); PyTorch
+  sources other than TorchScript, no TensorFlow. ``auto`` takes it for those sources when it is installed.
 Precisions: fp32; fp16 = half-precision weights; int8 = dynamic range (int8 weights, float
 activations) or full integer (int8 weights and activations, calibrated on OUR samples; optionally
-int8 inputs/outputs). The build hands this target the fp32 stages' graph at every precision (``TfliteTarget.passes``).
+int8 inputs/outputs).
 
 TFLite is channel-last: onnx2tf lays 3-5-D inputs (and some outputs) out NWC/NHWC/NDHWC unless
 ``keep_nchw``. The manifest records, per input and output, its signature key, its shape and dtype
@@ -21,6 +25,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +34,22 @@ import numpy as np
 from infer_compile.calibration.data import Reiterable
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
-from infer_compile.core.errors import BuildWarning, UnsupportedError, UserInputError
+from infer_compile.core.errors import BuildWarning, TargetUnavailableError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.manifest import Manifest, target_field
-from infer_compile.core.numerics import Feeds, random_inputs, run_onnx
+from infer_compile.core.numerics import (
+    TOLERANCES,
+    Feeds,
+    compare_outputs,
+    out_of_tolerance,
+    random_inputs,
+    run_onnx,
+    summarize,
+)
 from infer_compile.core.options import Option, read
 from infer_compile.core.shapes import ShapeRange, opt_sizes
 from infer_compile.passes import Pass, default_passes
+from infer_compile.targets import tflite_torch
 from infer_compile.targets.base import (
     Availability,
     Runner,
@@ -65,6 +79,10 @@ INT8_MODE = Option("int8_mode", str, "full", "TFLite --int8: full (int8 weights 
 INT8_IO = Option("int8_io", bool, False, "TFLite full INT8: int8 inputs/outputs too (the runner still takes floats).",
                  flag="--tflite-int8-io", precisions=_INT8)
 KEEP_NCHW = Option("keep_nchw", bool, False, "TFLite: keep channel-first inputs as in the source instead of NHWC.")
+CONVERTERS = ("auto", "onnx2tf", "litert-torch")
+CONVERTER = Option("converter", str, "auto", "TFLite route: onnx2tf (any source, needs TensorFlow), litert-torch "
+                   "(PyTorch modules, no TensorFlow) or auto (litert-torch for PyTorch modules when installed).",
+                   flag="--tflite-converter", choices=CONVERTERS)
 SIGNATURE = "serving_default"
 
 
@@ -77,16 +95,17 @@ def _importable(module: str) -> bool:
 
 @dataclass(frozen=True)
 class TfliteSettings:
-    """The target options of one build (CLI: --tflite-int8-mode, --tflite-int8-io, --keep-nchw)."""
+    """The target options of one build (CLI: --tflite-int8-mode, --tflite-int8-io, --keep-nchw, --tflite-converter)."""
 
     int8_mode: str
     int8_io: bool
     keep_nchw: bool
+    converter: str
 
     @classmethod
     def from_request(cls, request: TargetRequest) -> TfliteSettings:
         settings = cls(read(request.options, INT8_MODE), read(request.options, INT8_IO),
-                       read(request.options, KEEP_NCHW))
+                       read(request.options, KEEP_NCHW), read(request.options, CONVERTER))
         if settings.int8_io and (request.precision != "int8" or settings.int8_mode != "full"):
             raise UserInputError("--tflite-int8-io needs a full-integer INT8 build",
                                  hint="add --int8 (and leave --tflite-int8-mode at full)")
@@ -266,20 +285,25 @@ class TfliteTarget(Target):
     conversion = "onnx2tf conversion, then TFLiteConverter"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = False  # onnx2tf emits static shapes; we pin symbolic dims at build time
-    options = (INT8_MODE, INT8_IO, KEEP_NCHW)
+    options = (INT8_MODE, INT8_IO, KEEP_NCHW, CONVERTER)
     # onnx2tf maps Gelu (any domain) to TFLite's GELU builtin, which has an INT8 kernel.
     capabilities = frozenset({Capability.GELU})
     auto_rank = -1  # a deployment format for mobile/edge: never picked by --target auto on a server
-    description = "TFLite flatbuffer for the LiteRT interpreter (mobile/edge); via onnx2tf."
+    description = "TFLite flatbuffer for the LiteRT interpreter (mobile/edge); via onnx2tf or litert-torch."
 
     def availability(self) -> Availability:
-        missing = [dist for module, dist in REQUIRED.items() if not _importable(module)]
-        if missing:
-            return Availability(False, f"missing {', '.join(missing)}; {INSTALL_HINT}")
-        return Availability(True, ", ".join(f"{dist} {package_version(dist)}" for dist in REQUIRED.values()))
+        missing = _onnx2tf_missing()
+        litert = all(_importable(m) for m in tflite_torch.MODULES) and _importable("ai_edge_litert")
+        if missing and not litert:
+            return Availability(False, f"missing {', '.join(missing)}; {INSTALL_HINT} (or, for PyTorch sources "
+                                       f"only, {tflite_torch.INSTALL_HINT})")
+        versions = ", ".join(f"{dist} {version}" for dist, version in self.tool_versions().items())
+        return Availability(True, versions if not missing else f"{versions}; PyTorch module sources only "
+                                                               f"(the onnx2tf route misses {', '.join(missing)})")
 
     def tool_versions(self) -> dict[str, str]:
-        return {dist: version for dist in REQUIRED.values() if (version := package_version(dist))}
+        return {dist: version for dist in (*REQUIRED.values(), *tflite_torch.DISTRIBUTIONS)
+                if (version := package_version(dist))}
 
     def passes(self, precision: str) -> list[type[Pass]]:
         # TFLiteConverter lowers precision from our calibration samples: every precision takes the fp32 stages
@@ -304,26 +328,35 @@ class TfliteTarget(Target):
             raise UserInputError("full-integer INT8 needs calibration samples",
                                  hint="give --calib PATH, or use --tflite-int8-mode dynamic (int8 weights only)")
         probe = next(iter(samples), None) or random_inputs(model.inputs, dims=_dims_by_input(model, shapes))
-        keys = _signature_names(model)
+        route, reason = choose_route(request, settings.converter)
+        keys = _signature_names(model) if route == "onnx2tf" else tflite_torch.signature_names(model)
         graph_inputs = {t.name: t for t in model.graph.inputs}
         inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype,
                           input_perm(graph_inputs[s.name], len(shapes[s.name]), settings.keep_nchw))
                   for s in model.inputs]
-        rewrites = self._write(stage.artifact, model, keys, inputs, probe, samples, request, settings)
+        tf_samples = Reiterable(lambda: ({b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples))
+        rewrites: dict[str, int] = {}
+        float_ops: list[dict[str, Any]] = []
+        if route == "onnx2tf":
+            rewrites = self._write(stage.artifact, model, keys, inputs, probe, tf_samples, request, settings)
+        else:
+            float_ops = _write_litert(stage.artifact, request, settings, inputs, probe, samples, tf_samples)
         inputs = _checked_inputs(TfliteRunner(stage.artifact).input_details, inputs)
         _warn_layout_changes(inputs)
         outputs = _bind_outputs(stage.artifact, model, inputs, keys, probe)
-        return {"format": "tflite", "converter": "onnx2tf",
+        return {"format": "tflite", "converter": route, "converter_reason": reason,
+                "summary": {"converter": f"{route} ({reason})"},
                 "tflite": {"int8_mode": settings.int8_mode if request.precision == "int8" else None,
                            "int8_io": settings.int8_io, "keep_nchw": settings.keep_nchw,
                            "calibration_samples": count, "onnx2tf_rewrites": rewrites,
+                           "int8_float_op_types": float_ops,
                            "tensor_types": tensor_types(stage.artifact)},
                 "io": {"inputs": [b.to_json() for b in inputs], "outputs": [b.to_json() for b in outputs]}}
 
     def _write(self, artifact: Path, model: Model, keys: dict[str, str], inputs: list[Binding], probe: Feeds,
-               samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> dict[str, int]:
-        """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact``; returns the ops
-        rewritten for onnx2tf."""
+               tf_samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> dict[str, int]:
+        """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact`` through onnx2tf; returns
+        the ops rewritten for onnx2tf. ``tf_samples``: calibration feeds by signature key, in the TFLite layout."""
         renamed = model.copy()
         for tensor in [*renamed.graph.inputs, *renamed.graph.outputs]:
             tensor.name = keys[tensor.name]
@@ -332,7 +365,6 @@ class TfliteTarget(Target):
         with tempfile.TemporaryDirectory(prefix="infer-compile-tflite-") as tmp:
             keras_model = to_keras(renamed, Path(tmp), {b.key: probe[b.name] for b in inputs},
                                    {b.key: b.perm for b in inputs}, pinned)
-            tf_samples = Reiterable(lambda: ({b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples))
             artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
                                               tf_samples))
         return rewrites
@@ -400,3 +432,66 @@ def _bind_outputs(artifact: Path, model: Model, inputs: list[Binding], keys: dic
         ref = reference[spec.name]
         outputs.append(Binding(spec.name, key, ref.shape, spec.dtype, _output_perm(spec.name, ref, raw[key])))
     return outputs
+
+
+def _onnx2tf_missing() -> list[str]:
+    return [dist for module, dist in REQUIRED.items() if not _importable(module)]
+
+
+def choose_route(request: TargetRequest, converter: str) -> tuple[str, str]:
+    """The route this build takes, and why (shown in the build table and recorded in the manifest)."""
+    module = request.source_module
+    if converter == "onnx2tf":
+        route, reason = "onnx2tf", "--tflite-converter onnx2tf"
+    elif module is None:
+        if converter == "litert-torch":
+            raise UserInputError("--tflite-converter litert-torch converts PyTorch modules only (--from-python, .pt2, "
+                                 "a state_dict with --arch; not TorchScript)", hint="drop --tflite-converter")
+        route, reason = "onnx2tf", "the source is not a PyTorch module"
+    elif not all(_importable(m) for m in tflite_torch.MODULES):
+        if converter == "litert-torch":
+            raise TargetUnavailableError("--tflite-converter litert-torch: litert-torch is not installed",
+                                         hint=tflite_torch.INSTALL_HINT)
+        route, reason = "onnx2tf", f"litert-torch is not installed ({tflite_torch.INSTALL_HINT})"
+    else:
+        return "litert-torch", "a PyTorch module source and litert-torch is installed: no TensorFlow needed"
+    if missing := _onnx2tf_missing():
+        raise TargetUnavailableError(f"the onnx2tf route ({reason}) needs {', '.join(missing)}", hint=INSTALL_HINT)
+    return route, reason
+
+
+def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettings, inputs: list[Binding],
+                  probe: Feeds, samples: Iterable[Feeds], tf_samples: Iterable[Feeds]) -> list[dict[str, Any]]:
+    """Convert the PyTorch module into ``artifact`` through litert-torch; for full INT8, the attempts made (op
+    types left float, cosine vs the float model), the last one written."""
+    model = tflite_torch.float_model(request.source_module, [probe[b.name] for b in inputs],
+                                     [i for i, b in enumerate(inputs) if b.perm is not None])
+    artifact.write_bytes(model)
+    if request.precision == "fp32":
+        return []
+    full = request.precision == "int8" and settings.int8_mode == "full"
+    if not full:
+        artifact.write_bytes(tflite_torch.quantize(model, tflite_torch.recipe(request.precision, settings.int8_mode),
+                                                   None)[0])
+        return []
+    checks = list(islice(samples, 8))
+    reference = [TfliteRunner(artifact, inputs).run_raw(f) for f in checks]
+    attempts: list[dict[str, Any]] = []
+    best: tuple[float, bytes] | None = None
+    calibration = None
+    # Every quantized op first; then, if that misses the INT8 tolerance, each op type left float in turn.
+    for float_ops in [(), *((op,) for op in tflite_torch.QUANTIZED_OPS)]:
+        quantized, calibration = tflite_torch.quantize(model, tflite_torch.recipe("int8", "full", float_ops),
+                                                       tf_samples, calibration)
+        artifact.write_bytes(quantized)
+        runner = TfliteRunner(artifact, inputs)
+        comparisons = [c for ref, f in zip(reference, checks, strict=True)
+                       for c in compare_outputs(ref, runner.run_raw(f))]
+        cosine = float(summarize(comparisons)["cosine"] or 0.0)
+        attempts.append({"float_op_types": list(float_ops), "cosine_vs_float": round(cosine, 6)})
+        if best is None or cosine > best[0]:
+            best = (cosine, quantized)
+        if not out_of_tolerance(comparisons, TOLERANCES["int8"]):
+            return attempts
+    artifact.write_bytes(best[1])  # none within tolerance: the closest (the final check judges it)
+    return attempts

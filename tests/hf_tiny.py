@@ -64,7 +64,7 @@ def vit() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                        image_size=32, patch_size=8, num_labels=10)
     return Image(ViTForImageClassification(config)), _image(0)
 
@@ -82,7 +82,7 @@ def _bert():  # -> BertModel
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    return BertModel(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    return BertModel(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=64, max_position_embeddings=64))
 
 
@@ -98,21 +98,30 @@ def gpt2() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2, use_cache=False)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=1, n_head=2, use_cache=False)
     return Decoder(GPT2LMHeadModel(config)), _tokens(0, mask=False)
 
 
-def _samples(make, names: tuple[str, ...], count: int = 24) -> list[dict[str, np.ndarray]]:
-    return [{name: t.numpy() for name, t in zip(names, make(100 + seed), strict=True)} for seed in range(count)]
+# Input names and a maker of example inputs from a seed, per kind of model input.
+INPUTS = {"image": (("pixel_values",), _image), "tokens": (("input_ids", "attention_mask"), _tokens),
+          "ids": (("input_ids",), lambda seed: _tokens(seed, mask=False))}
+# Architecture -> the kind of inputs it takes.
+ARCHITECTURES = {"vit": "image", "convnext": "image", "bert": "tokens", "minilm": "tokens", "gpt2": "ids"}
+
+
+def samples(kind: str, count: int = 24, seed: int = 100) -> list[dict[str, np.ndarray]]:
+    """``count`` feeds drawn like the example inputs (images N(0, 1), token ids uniform over the vocabulary)."""
+    names, make = INPUTS[kind]
+    return [{name: t.numpy() for name, t in zip(names, make(seed + i), strict=True)} for i in range(count)]
 
 
 def calib_image() -> list[dict[str, np.ndarray]]:
-    return _samples(_image, ("pixel_values",))
+    return samples("image")
 
 
 def calib_tokens() -> list[dict[str, np.ndarray]]:
-    return _samples(_tokens, ("input_ids", "attention_mask"))
+    return samples("tokens")
 
 
 def calib_ids() -> list[dict[str, np.ndarray]]:
-    return _samples(lambda seed: _tokens(seed, mask=False), ("input_ids",))
+    return samples("ids")

@@ -271,7 +271,8 @@ def test_full_int8_needs_calibration(tiny_cnn_onnx: Path, tmp_path: Path) -> Non
 def test_unavailable_without_tensorflow(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     proc = run_cli_without("tensorflow", [tiny_cnn_onnx, "-t", "tflite", "-o", tmp_path / "m.tflite", "--no-cache"])
     assert proc.returncode == ExitCode.UNAVAILABLE, proc.stderr
-    assert "missing tensorflow-cpu" in proc.stderr and "pip install 'infer-compile[tflite]'" in proc.stderr
+    # With or without litert-torch (the route for PyTorch modules only), an ONNX source needs the onnx2tf route.
+    assert "tensorflow-cpu" in proc.stderr and "pip install 'infer-compile[tflite]'" in proc.stderr
     assert "pip install --no-deps onnx2tf==1.29.24" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -298,3 +299,20 @@ def test_onnx2tf_errors_are_one_line_without_printed_tensors() -> None:
                "has shape (32,)")
     assert _readable(message) == ("Eager execution of tf.constant with unsupported shape. Tensor [...] "
                                   "(converted from [...]) has shape (32,)")
+
+
+@pytest.mark.slow
+def test_a_channel_last_keras_image_stays_channel_last(network_attempts: list[str], tmp_path: Path) -> None:
+    """Issue 16 item 8: a Keras NHWC image input came out [1, 8, 3, 8] (onnx2tf took it for NCHW)."""
+    keras = pytest.importorskip("keras", reason="needs the [tf] extra")
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 3), batch_size=1, name="image")
+    model = keras.Model(image, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(6, 3, activation="relu")(image))))
+    model.export(str(tmp_path / "saved"), verbose=False)
+    result = compile_model(tmp_path / "saved", BuildOptions(target="tflite", output=tmp_path / "m.tflite"))
+    assert _manifest(result.artifact)["io"]["inputs"][0]["perm"] is None
+    assert TfliteRunner(result.artifact).inputs[0].shape == (1, 8, 8, 3)  # as TFLite itself sees it
+    feeds = {"image": np.random.default_rng(0).normal(size=(1, 8, 8, 3)).astype(np.float32)}
+    got = next(iter(load_artifact(result.artifact).run(feeds).values()))
+    np.testing.assert_allclose(got, model(feeds["image"]).numpy(), atol=1e-5)

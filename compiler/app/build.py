@@ -206,6 +206,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     nodes_before = model.node_count
     calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
     request.calibration = calibration.samples if calibration else None
+    request.source_module = lowered.module
     shape_overrides = opt_sizes(options.shape_ranges)
     runs_checks = options.final_check or options.verify_passes
     # Only built when something runs the model: the checks, or autotuning.

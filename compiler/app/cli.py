@@ -151,6 +151,7 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
 
     if precision_line := describe_precision(result.manifest.quantization, result.manifest.final_check):
         summary["numerics"] = precision_line
+    summary.update(result.manifest.target_fields.get("summary", {}))  # what the target says of itself (a route)
     for key, value in summary.items():
         console.print(f"[bold]{key:<11}[/] {escape(value)}", soft_wrap=True, highlight=False)
 

@@ -36,6 +36,9 @@ class LoweredModel:
     model: Model
     format: str  # e.g. "onnx", "torchscript", "savedmodel"
     details: dict[str, Any] = field(default_factory=dict)  # exporter used, export max error, ...
+    # The source as a framework object, for a target that converts it itself: a PyTorch nn.Module (not TorchScript),
+    # which the TFLite target hands to litert-torch. In memory only, never in the manifest or the cache key.
+    module: Any = None
 
 
 class Frontend(ABC):

@@ -209,7 +209,8 @@ def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
     check_converted(model, source, f"the {exporter} exporter")
     details = {"kind": job.kind, "exporter": exporter, "torch": torch.__version__, "opset": model.opset}
     details.update(_check_export(model, job, reference, source))
-    return LoweredModel(model, "pytorch", details)
+    module = None if job.kind == TORCHSCRIPT else job.program.module() if job.kind == TORCH_EXPORT else job.program
+    return LoweredModel(model, "pytorch", details, module=module)
 
 
 def _check_input_options(job: ExportJob, options: SourceOptions) -> None:
