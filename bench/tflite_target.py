@@ -76,7 +76,7 @@ def write_calibration(name: str, folder: Path) -> None:
 def build(name: str, label: str, out: Path, target: str, precision: str, calib: Path,
           converter: str | None) -> tuple[Row, int]:
     start = time.perf_counter()
-    options = BuildOptions(target=target, precision=precision, output=out,
+    options = BuildOptions(target=target, precision=precision, output=out, tune_time=0.0,
                            source=SourceOptions(python_entry=entry(name)),
                            calibration=CalibrationSettings(calib) if precision == "int8" else None,
                            target_options={"converter": converter} if converter else {})
