@@ -477,7 +477,7 @@ def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettin
     checks = list(islice(samples, 8))
     reference = [TfliteRunner(artifact, inputs).run_raw(f) for f in checks]
     attempts: list[dict[str, Any]] = []
-    best: tuple[float, bytes] | None = None
+    best = (-2.0, model)  # (cosine, bytes) of the closest attempt; any cosine beats -2
     calibration = None
     # Every quantized op first; then, if that misses the INT8 tolerance, each op type left float in turn.
     for float_ops in [(), *((op,) for op in tflite_torch.QUANTIZED_OPS)]:
@@ -489,7 +489,7 @@ def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettin
                        for c in compare_outputs(ref, runner.run_raw(f))]
         cosine = float(summarize(comparisons)["cosine"] or 0.0)
         attempts.append({"float_op_types": list(float_ops), "cosine_vs_float": round(cosine, 6)})
-        if best is None or cosine > best[0]:
+        if cosine > best[0]:
             best = (cosine, quantized)
         if not out_of_tolerance(comparisons, TOLERANCES["int8"]):
             return attempts
