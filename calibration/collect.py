@@ -170,6 +170,20 @@ def collect_ranges(model: Model, names: list[str], samples: Iterable[Feeds], met
     return {**amax, **{n: (lows if n.endswith(SIGNED_MIN) else highs)[tensor_of[n]] for n in signed}}
 
 
+def channel_maxima(model: Model, names: list[str], samples: Iterable[Feeds]) -> dict[str, np.ndarray]:
+    """max |x| per channel (the last axis) of each tensor in ``names`` (SmoothQuant's activation statistics)."""
+    maxima: dict[str, np.ndarray] = {}
+
+    def consume(values: dict[str, np.ndarray]) -> None:
+        for name in names:
+            value = np.abs(values[name].reshape(-1, values[name].shape[-1]))
+            batch = np.nanmax(value, axis=0) if value.size else np.zeros(value.shape[-1], np.float32)
+            maxima[name] = np.maximum(maxima[name], batch) if name in maxima else batch
+
+    run_exposed(model, names, samples, consume)
+    return maxima
+
+
 def value_maxima(model: Model, names: list[str], samples: Iterable[Feeds]) -> dict[str, float]:
     """max |x| per tensor (used to find values that overflow fp16)."""
     return collect_ranges(model, names, samples, "minmax")

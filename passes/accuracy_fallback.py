@@ -1,9 +1,10 @@
 """Accuracy vs fp32 after a precision pass, and the accuracy-aware fallback (``--accuracy-budget``).
 
 The reduced-precision graph and the fp32 graph it came from run on the held-out calibration
-samples. Without a budget this only records the figures. With one that does not hold, every
-candidate layer is scored by the accuracy reached when it alone goes back to fp32; the most
-sensitive layers then return to fp32 one by one until the budget holds. If it still fails after
+samples. Without a budget this only records the figures. With one that does not hold, the candidate
+layers are ranked by the error each adds (``layer_sensitivity``: one run of each graph); the most
+sensitive layers then return to fp32 in doubling groups (1, 2, 4, ...), and the count is bisected
+down to the fewest that meet the budget. If it still fails after
 ``--fallback-limit`` (default half) of the layers, the build stops with exit code 3 and the best figure.
 """
 
@@ -21,9 +22,10 @@ from infer_compile.core.budget import METRICS, Budget, parse_budget
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import AccuracyError
 from infer_compile.core.ir import Model
-from infer_compile.core.numerics import Feeds, compare_outputs, in_dtypes, ort_session, summarize
+from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, in_dtypes, ort_session, summarize, within
 from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
+from infer_compile.passes.layer_sensitivity import rank_layers
 from infer_compile.passes.precision_state import PrecisionState, node_precisions
 
 ACCURACY_BUDGET: Option[str | None] = Option(
@@ -65,7 +67,10 @@ class HeldOutEvaluator:
         return {name: _joined([r[i] for r in runs]) for i, name in enumerate(names)}
 
     def figures(self, model: Model) -> dict:
-        return summarize(compare_outputs(self.expected, self.outputs(model)))
+        """The summary figures, and ``within``: whether every output is inside the precision's tolerance (what
+        the build's final check will require of the artifact)."""
+        comparisons = compare_outputs(self.expected, self.outputs(model))
+        return {**summarize(comparisons), "within_tolerance": within(comparisons, TOLERANCES[self.precision])}
 
 
 def _joined(batches: list[np.ndarray]) -> np.ndarray:
@@ -106,6 +111,21 @@ def refuse_nan(figures: dict, evaluator: HeldOutEvaluator, precision: str) -> No
     raise AccuracyError(f"accuracy vs fp32 on the held-out calibration samples is NaN: {culprit}", hint=hint)
 
 
+def _meets(figures: dict, budget: Budget) -> bool:
+    """The user's budget holds and the outputs are within the precision's tolerance: a graph the build's final
+    check would refuse is no fallback result."""
+    return not budget.check(figures) and figures["within_tolerance"]
+
+
+def _group_sizes(limit: int) -> list[int]:
+    """How many of the ranked layers to try in fp32, in order: doubling up to ``limit``."""
+    sizes, count = [], 1
+    while count < limit:
+        sizes.append(count)
+        count *= 2
+    return [*sizes, limit]
+
+
 class AccuracyFallback(Pass):
     name = "accuracy-fallback"
     description = ("Measure accuracy vs fp32 on held-out samples; with --accuracy-budget, return the most "
@@ -130,7 +150,7 @@ class AccuracyFallback(Pass):
             return result
         budget = parse_budget(text)
         record["fallback"] = {"budget": str(budget), "kept_fp32": []}
-        if not budget.check(figures):
+        if _meets(figures, budget):
             return result
         kept, figures = self._fall_back(model, ctx, state, evaluator, budget, figures, record["fallback"])
         record["accuracy"] = figures
@@ -145,21 +165,32 @@ class AccuracyFallback(Pass):
             candidate = state.build(state.user_excluded | frozenset(names))
             return candidate, evaluator.figures(candidate)
 
-        sensitivity = {name: score(figures_without([name])[1], budget) for name in state.candidates}
-        # The budget's figure with each layer alone back in fp32 (the report shows it per layer).
-        fallback["sensitivity"] = {name: None if math.isinf(value) else value for name, value in sensitivity.items()}
-        ranked = sorted(state.candidates, key=lambda name: -sensitivity[name])
-        limit = max(1, math.ceil(len(ranked) * ctx.option(FALLBACK_LIMIT)))
-        best = figures
-        for count in range(1, min(limit, len(ranked)) + 1):
+        ranked, added_error = rank_layers(state.reference, model, state.candidates, evaluator.samples)
+        # The error each layer adds in INT8/FP16 (the report shows it per layer; larger = more sensitive).
+        fallback["sensitivity"] = added_error
+        limit = min(max(1, math.ceil(len(ranked) * ctx.option(FALLBACK_LIMIT))), len(ranked))
+        best, failing, passing = figures, 0, None  # the most layers known to fail, the fewest known to pass
+        for count in _group_sizes(limit):
             candidate, got = figures_without(ranked[:count])
-            if score(got, budget) > score(best, budget):
-                best = got
-            if not budget.check(got):
-                model.graph = candidate.graph
-                return ranked[:count], got
+            best = got if score(got, budget) > score(best, budget) else best
+            if _meets(got, budget):
+                passing = count, candidate, got
+                break
+            failing = count
+        while passing is not None and passing[0] - failing > 1:  # bisect down to the fewest that pass
+            count = (failing + passing[0]) // 2
+            candidate, got = figures_without(ranked[:count])
+            if _meets(got, budget):
+                passing = count, candidate, got
+            else:
+                failing = count
+        if passing is not None:
+            count, candidate, got = passing
+            model.graph = candidate.graph
+            return ranked[:count], got
         raise AccuracyError(
             f"accuracy budget {budget} not met: best {describe(best)} with {min(limit, len(ranked))} of "
-            f"{len(ranked)} {state.precision} layers back in fp32 ({'; '.join(budget.check(best))})",
+            f"{len(ranked)} {state.precision} layers back in fp32 "
+            f"({'; '.join(budget.check(best) or [f'outputs outside the {state.precision} tolerance'])})",
             hint="relax the budget, give more representative --calib data, try another --calib-method, "
                  "or raise --fallback-limit")

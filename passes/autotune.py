@@ -30,6 +30,7 @@ from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds, in_dtypes, random_inputs
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import numpy_dtype, producer
+from infer_compile.passes.precision_state import PrecisionState, node_precisions
 from infer_compile.passes.quantize_int8 import WEIGHTED_OPS
 
 # Decisions compare best-of-runs latencies: on a machine shared with other work, the fastest runs
@@ -38,6 +39,15 @@ from infer_compile.passes.quantize_int8 import WEIGHTED_OPS
 # A candidate replaces the default only when its best is this much lower: below that, the
 # difference is machine noise and the default is the better-tested choice.
 MARGIN = 0.02
+# Changing numeric precision on timings needs more: a layer goes back to fp32 (or the model to all-INT8 /
+# all-fp32) only when it is this much faster in nearly every interleaved block, not just in its best run.
+PRECISION_MARGIN = 0.05
+CONSISTENT_SHARE = 0.8
+# A machine whose 1-minute load average per CPU exceeds this is busy: its timings say more about the other
+# work than about the model, so autotuning keeps the precision the user asked for (and says so).
+BUSY_LOAD_PER_CPU = 0.75
+# Runs per configuration that make a comparison worth having; the budget a model needs follows from them.
+RUNS_WANTED = 30
 RUNS_PER_BLOCK = 3
 # Candidates whose median is this many times the best stop being timed.
 PRUNE_FACTOR = 1.5
@@ -79,6 +89,35 @@ def choose(latencies: Sequence[float], margin: float = MARGIN) -> int:
     """
     best = min(range(len(latencies)), key=lambda i: (latencies[i], i))
     return best if latencies[best] < latencies[0] * (1 - margin) else 0
+
+
+def consistent_winner(times: Sequence[Sequence[float]], margin: float = PRECISION_MARGIN,
+                      share: float = CONSISTENT_SHARE) -> int:
+    """Index of the candidate that beats the default (index 0) by ``margin`` in at least ``share`` of the
+    interleaved blocks (block = RUNS_PER_BLOCK runs, compared by their medians), the fastest such; else 0.
+
+    Best-of-runs alone lets one lucky run on a busy machine flip a precision decision."""
+    def blocks(runs: Sequence[float]) -> list[float]:
+        return [statistics.median(runs[i:i + RUNS_PER_BLOCK]) for i in range(0, len(runs), RUNS_PER_BLOCK)]
+
+    base = blocks(times[0])
+    winners = []
+    for i in range(1, len(times)):
+        mine = blocks(times[i])
+        pairs = list(zip(base, mine, strict=False))
+        wins = sum(b * (1 - margin) > m for b, m in pairs)
+        if pairs and wins >= share * len(pairs):
+            winners.append((statistics.median(times[i]), i))
+    return min(winners)[1] if winners else 0
+
+
+def machine_load() -> tuple[float | None, bool]:
+    """(1-minute load average per CPU, whether that makes the machine too busy to decide precision on).
+    INFER_COMPILE_BUSY_LOAD replaces the threshold (a build farm that is always loaded may accept more)."""
+    if not hasattr(os, "getloadavg"):
+        return None, False
+    per_cpu = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return round(per_cpu, 2), per_cpu > float(os.environ.get("INFER_COMPILE_BUSY_LOAD", BUSY_LOAD_PER_CPU))
 
 
 def _ms(seconds: float) -> float:
@@ -214,6 +253,10 @@ def _with_fp32(model: Model, layers: list[int]) -> Model:
     return copy
 
 
+def _no_integer_layers(model: Model) -> bool:
+    return not node_precisions(model).get("int8")
+
+
 def _compute_node(model: Model) -> int:
     return next(i for i, n in enumerate(model.graph.nodes) if n.op in WEIGHTED_OPS)
 
@@ -247,17 +290,26 @@ class Autotune(Pass):
     precision = "int8"
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        budget = ctx.tune_time
         start = time.perf_counter()
         result = PassResult()
-        record: dict[str, Any] = {"budget_s": budget}
         # The build's examples, in the dtypes the graph now takes (an fp16 graph may take float16 inputs).
         feeds = (in_dtypes(ctx.examples[0], model.inputs) if ctx.examples
                  else random_inputs(model.inputs, seed=0, dims=ctx.shape_overrides))
         self._status(ctx, "loading the model once to see what timing it costs")
         cost = Cost.probe(ctx.tuner, model, feeds)
+        candidates = ctx.tuner.candidates(model)
         layers = quantized_layers(model.graph) if ctx.tuner.per_layer_precision else []
-        if layers:
+        load, busy = machine_load()
+        # What RUNS_WANTED runs of every configuration (and of each layer twice) take: a 0.03 ms model is done in
+        # a fraction of the --tune-time budget, a 300 ms one would need more than it (the record says so).
+        needed = cost.of(len(candidates) + 3) * RUNS_WANTED / (1 + RUNS_PER_BLOCK) + 2 * len(layers) * cost.load_s
+        budget = min(ctx.tune_time, needed)
+        record: dict[str, Any] = {"budget_s": round(budget, 3), "tune_time_s": ctx.tune_time,
+                                  "needed_s": round(needed, 3), "load_per_cpu": load, "cpus": os.cpu_count()}
+        if layers and busy:
+            record["layer_selection"] = {"skipped": f"machine busy (load {load} per CPU): INT8 kept as asked"}
+            self._status(ctx, f"machine busy (load {load} per CPU): not deciding INT8 vs fp32 on its timings")
+        elif layers:
             # Half the budget, less what the final full-model comparison will take.
             seconds = max(budget / 2 - (time.perf_counter() - start) - cost.of(3), 0.0)
             record["layers"], record["layer_selection"] = self._select_layers(model, ctx, layers, feeds, seconds)
@@ -266,10 +318,7 @@ class Autotune(Pass):
         record["candidates"], chosen = self._time_candidates(model, ctx, feeds, remaining, cost)
         record["chosen"] = chosen["label"]
         record["seconds"] = round(time.perf_counter() - start, 3)
-        # Tuning on a busy machine measures the contention too; the record says how busy it was.
-        record["load_average"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-        record["cpus"] = os.cpu_count()
-        result.add("candidates_timed", len(record["candidates"]))
+        result.add("candidates_timed", sum(1 for c in record["candidates"] if c["runs"]))
         result.manifest["autotune"] = record
         result.target_options = record["target_options"] = {ctx.tuner.option_key: chosen["settings"]}
         return result
@@ -323,7 +372,7 @@ class Autotune(Pass):
             fp32.graph.cleanup().toposort()
             layer_feeds = random_inputs(int8.inputs, seed=0, dims=ctx.shape_overrides)
             row["int8_ms"], row["fp32_ms"] = self._time_pair(ctx, int8, fp32, layer_feeds, per_layer)
-            row["faster"] = "int8" if row["int8_ms"] < row["fp32_ms"] else "fp32"
+            row["faster"] = "fp32" if row["fp32_ms"] < row["int8_ms"] * (1 - PRECISION_MARGIN) else "int8"
         # Layers alone miss what quantization does to the whole graph (Q/DQ blocking the runtime's
         # fusions), so the full model decides: all INT8, the selection, or every layer in fp32.
         variants = {"int8": model, "all_fp32": _with_fp32(model, layers)}
@@ -333,9 +382,16 @@ class Autotune(Pass):
         self._status(ctx, f"full model: {', '.join(variants)}")
         runs = [ctx.tuner.prepare(m, {}) for m in variants.values()]
         times = measure([functools.partial(run, feeds) for run in runs], max(deadline - time.perf_counter(), 0.0))
-        selection: dict[str, Any] = {f"{name}_ms": _ms(min(t)) for name, t in zip(variants, times, strict=True)}
-        selection["chosen"] = list(variants)[choose([min(t) for t in times])]
-        model.graph = variants[selection["chosen"]].graph
+        selection: dict[str, Any] = {f"{name}_ms": _ms(statistics.median(t))
+                                     for name, t in zip(variants, times, strict=True)}
+        selection["chosen"] = list(variants)[consistent_winner(times)]
+        state = ctx.handed(PrecisionState)
+        if selection["chosen"] == "all_fp32" and state is not None and _no_integer_layers(variants["all_fp32"]):
+            # Every layer computes in fp32: store the fp32 graph itself, not int8-rounded weights behind Clips.
+            model.graph = state.reference.copy().graph
+            selection["stored"] = "the fp32 graph (INT8 was not faster for any layer here)"
+        else:
+            model.graph = variants[selection["chosen"]].graph
         for row in rows:
             if selection["chosen"] == "all_fp32" or (selection["chosen"] == "selected" and row.get("faster") == "fp32"):
                 row["precision"] = "fp32"

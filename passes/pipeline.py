@@ -26,6 +26,7 @@ from infer_compile.passes.fp16 import Fp16Conversion
 from infer_compile.passes.gelu_fusion import GeluFusion
 from infer_compile.passes.identity_elimination import IdentityElimination
 from infer_compile.passes.initializer_dedup import InitializerDedup
+from infer_compile.passes.integer_matmul import IntegerMatMulFusion
 from infer_compile.passes.layernorm_fusion import LayerNormFusion
 from infer_compile.passes.matmul_add_to_gemm import MatMulAddToGemm
 from infer_compile.passes.noop_elimination import NoopElimination
@@ -34,6 +35,7 @@ from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.passes.shape_inference import ShapeInference
 from infer_compile.passes.shape_simplification import ShapeSimplification
 from infer_compile.passes.skip_layernorm_fusion import SkipLayerNormFusion
+from infer_compile.passes.smooth_quant import SmoothQuant
 
 CLEANUP: list[type[Pass]] = [ShapeInference, ConstantFolding, IdentityElimination, DeadNodeElimination,
                              NoopElimination, InitializerDedup, CommonSubexpressionElimination]
@@ -44,7 +46,7 @@ FUSION: list[type[Pass]] = [ShapeSimplification, PadFolding, BatchNormFolding, B
 FP32_FUSION: list[type[Pass]] = [GeluFusion, AttentionFusion, SkipLayerNormFusion, ActivationFusion]
 # Passes that change numeric precision, by requested precision.
 PRECISION: dict[str, list[type[Pass]]] = {"fp32": FP32_FUSION, "fp16": [Fp16Conversion, AccuracyFallback],
-                                          "int8": [QuantizeInt8, AccuracyFallback]}
+                                          "int8": [SmoothQuant, QuantizeInt8, AccuracyFallback, IntegerMatMulFusion]}
 # Passes that run last, on the final graph.
 FINAL: list[type[Pass]] = [Autotune]
 

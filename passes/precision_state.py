@@ -15,6 +15,8 @@ from infer_compile.passes.graph_utils import numpy_dtype
 
 # Bookkeeping nodes that carry precision changes rather than compute.
 _PLUMBING = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast"})
+# Ops that compute on integer tensors themselves (ONNX Runtime's integer kernels, written by passes).
+INTEGER_OPS = frozenset({"MatMulIntegerToFloat", "MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"})
 
 
 @dataclass
@@ -46,8 +48,10 @@ def _float_dtype(tensor: gs.Tensor) -> np.dtype | None:
 
 
 def node_precision(node: gs.Node) -> str:
-    """int8 when every float variable input comes from a DequantizeLinear, fp16 when it computes
-    in half precision, fp32 otherwise."""
+    """int8 when it is an integer op or every float variable input comes from a DequantizeLinear, fp16 when
+    it computes in half precision, fp32 otherwise."""
+    if node.op in INTEGER_OPS:
+        return "int8"
     float_inputs = [t for t in node.inputs if isinstance(t, gs.Variable) and _float_dtype(t) is not None]
     if float_inputs and all(t.inputs and t.inputs[0].op == "DequantizeLinear" for t in float_inputs):
         return "int8"
@@ -60,3 +64,11 @@ def node_precisions(model: Model) -> dict[str, int]:
     """Compute nodes per precision (Q/DQ and Cast nodes are not counted)."""
     counts = collections.Counter(node_precision(n) for n in model.graph.nodes if n.op not in _PLUMBING)
     return {p: counts.get(p, 0) for p in ("int8", "fp16", "fp32")}
+
+
+def weight_storage(model: Model) -> dict[str, float]:
+    """MiB of constants per element type: what the artifact stores (int8 weights, or fp32 ones)."""
+    sizes: collections.Counter[str] = collections.Counter()
+    for constant in model.constants():
+        sizes[constant.values.dtype.name] += constant.values.nbytes
+    return {dtype: round(size / 2**20, 3) for dtype, size in sizes.most_common()}

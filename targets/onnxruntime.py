@@ -115,7 +115,8 @@ class OnnxRuntimeTarget(Target):
     options = (SESSION_OPTIONS,)
     capabilities = frozenset({Capability.QDQ_PLACEMENT_QLINEAR, Capability.QDQ_ASYMMETRIC_ACTIVATIONS,
                               Capability.FUSED_CONV, Capability.FUSED_GEMM, Capability.GELU, Capability.FAST_GELU,
-                              Capability.SKIP_LAYER_NORMALIZATION, Capability.MULTI_HEAD_ATTENTION})
+                              Capability.SKIP_LAYER_NORMALIZATION, Capability.MULTI_HEAD_ATTENTION,
+                              Capability.MATMUL_INTEGER_TO_FLOAT})
     auto_rank = 0
     description = "Optimized ONNX (or .ort) for ONNX Runtime; runs anywhere."
 

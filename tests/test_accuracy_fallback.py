@@ -44,7 +44,7 @@ def test_the_sensitive_layer_returns_to_fp32_and_the_budget_holds() -> None:
     proto = outlier_mlp()
     model, result = build(proto, accuracy_budget="cosine>=0.999")
     record = result.manifest["quantization"]
-    sensitivity = record["fallback"].pop("sensitivity")  # the cosine with each layer alone back in fp32
+    sensitivity = record["fallback"].pop("sensitivity")  # the error each layer adds in INT8
     assert record["fallback"] == {"budget": "cosine>=0.999", "kept_fp32": ["fc2"]}
     assert set(sensitivity) == {"fc1", "fc2", "fc3"} and max(sensitivity, key=sensitivity.get) == "fc2"
     assert record["accuracy"]["cosine"] >= 0.999 and record["nodes"]["int8"] == 2

@@ -34,6 +34,7 @@ from infer_compile.frontends import LoweredModel, SourceOptions, load_source
 from infer_compile.frontends.specs import check_shape_ranges, source_options
 from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline, pass_options
 from infer_compile.passes.manager import PassBrokeOutputs, ProgressHook
+from infer_compile.passes.precision_state import node_precisions, weight_storage
 from infer_compile.targets import Target, TargetRequest, auto_target, get_target
 
 
@@ -229,6 +230,10 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     ran = PassManager(pipeline, verify=options.verify_passes, progress=progress, feeds=feeds[0] if feeds else None,
                       reference=reference[0] if reference else None).run(model, ctx)
     records = ran.records
+    if quantization := ran.manifest.get("quantization"):
+        # What the artifact computes in, counted on the final graph: autotuning may have returned layers to fp32.
+        quantization["nodes"] = node_precisions(model)
+        quantization["weights_mib"] = weight_storage(model)
     # The runtime settings autotuning chose reach the target like user options (which win).
     request.options = {**ran.target_options, **request.options}
 
@@ -269,6 +274,9 @@ def failed_check_error(failed: FinalCheckFailed, culprit: PassBrokeOutputs | Non
     else:
         blame = f"the first pass that breaks it is '{culprit.pass_name}' ({culprit.message})"
         hint = f"build without it using --skip-pass {culprit.pass_name}, and report the model"
+        if culprit.pass_name in ("quantize-int8", "fp16"):  # lost precision, not a broken rewrite
+            hint = ("keep the most sensitive layers in fp32 with --accuracy-budget 'cosine>=0.99' (or "
+                    "--exclude-nodes), or build at a higher precision")
     return AccuracyError(f"final check failed: {failed.message}; {blame}; nothing was written", hint=hint)
 
 

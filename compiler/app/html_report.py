@@ -193,7 +193,7 @@ def _layers(report: dict[str, Any]) -> str:
                     if row.get("int8_ms") and row.get("fp32_ms")]
         html += "<h3>INT8 vs fp32 latency per layer (autotune: fp32 time / INT8 time; above 1: INT8 faster)</h3>"
         html += _bars(sorted(speedups, key=lambda r: r[1]), "x", "#76b7b2")
-    return html + _table(["node", "op", "source module", "precision", "INT8 ms", "fp32 ms", "fallback sensitivity"],
+    return html + _table(["node", "op", "source module", "precision", "INT8 ms", "fp32 ms", "error added (fallback)"],
                          rows, {4, 5, 6})
 
 

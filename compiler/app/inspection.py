@@ -20,7 +20,7 @@ from infer_compile.targets import load_artifact, target_for_artifact
 INSPECT_SCHEMA = "infer-compile.inspect/1"
 # Ops that carry quantized arithmetic (Q/DQ pairs, or integer kernels).
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                        "MatMulInteger", "DynamicQuantizeLinear"})
+                        "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeLinear"})
 
 
 def inspect_path(path: Path) -> dict[str, Any]:

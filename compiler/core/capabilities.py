@@ -25,6 +25,7 @@ class Capability(StrEnum):
     FAST_GELU = "op:com.microsoft::FastGelu"
     MULTI_HEAD_ATTENTION = "op:com.microsoft::MultiHeadAttention"
     SKIP_LAYER_NORMALIZATION = "op:com.microsoft::SkipLayerNormalization"
+    MATMUL_INTEGER_TO_FLOAT = "op:com.microsoft::MatMulIntegerToFloat"
 
     # --- where a target's INT8 kernels want Q/DQ beyond TensorRT's rules (passes.quantize_int8) ---
     # OpenVINO's low-precision transformations keep residual Adds and pooling in int8 only when all their
