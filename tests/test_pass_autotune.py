@@ -155,7 +155,7 @@ def test_a_busy_machine_keeps_int8_and_says_so(tiny_cnn_onnx: Path, tiny_cnn_cal
     result = _int8(tiny_cnn_onnx, tiny_cnn_calib, tmp_path / "m.onnx", tune_time=5.0)
     record = result.manifest.autotune
     assert "machine busy" in record["layer_selection"]["skipped"] and "layers" not in record
-    quantized = [r for r in result.records if r.name == "quantize-int8"][0].counts["int8_nodes"]
+    quantized = next(r for r in result.records if r.name == "quantize-int8").counts["int8_nodes"]
     assert len(quantized_layers(_load(result.artifact).graph)) == quantized > 0  # every layer still INT8
     assert result.manifest.quantization["nodes"]["int8"] >= quantized  # counted on the artifact's graph
 
