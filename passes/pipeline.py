@@ -45,7 +45,9 @@ FUSION: list[type[Pass]] = [ShapeSimplification, PadFolding, BatchNormFolding, B
 # only: those kernels are fp32-only on CPU and the fp16/int8 passes know the plain ONNX ops, not them.
 FP32_FUSION: list[type[Pass]] = [GeluFusion, AttentionFusion, SkipLayerNormFusion, ActivationFusion]
 # Passes that change numeric precision, by requested precision.
-PRECISION: dict[str, list[type[Pass]]] = {"fp32": FP32_FUSION, "fp16": [Fp16Conversion, AccuracyFallback],
+# bf16 keeps the fp32 graph: the runtime computes it in bf16 (OpenVINO's inference precision on CPUs with bf16).
+PRECISION: dict[str, list[type[Pass]]] = {"fp32": FP32_FUSION, "bf16": FP32_FUSION,
+                                          "fp16": [Fp16Conversion, AccuracyFallback],
                                           "int8": [SmoothQuant, QuantizeInt8, AccuracyFallback, IntegerMatMulFusion]}
 # Passes that run last, on the final graph.
 FINAL: list[type[Pass]] = [Autotune]
@@ -65,7 +67,7 @@ def pass_options() -> dict[str, Option[Any]]:
 def default_passes(precision: str = "fp32") -> list[type[Pass]]:
     """The stages for a build at ``precision``: cleanup, fusion, the precision stage, final."""
     if precision not in PRECISION:
-        raise UserInputError(f"unknown precision '{precision}'", hint="use fp32, fp16 or int8")
+        raise UserInputError(f"unknown precision '{precision}'", hint="use fp32, bf16, fp16 or int8")
     return [*CLEANUP, *FUSION, *PRECISION[precision], *FINAL]
 
 

@@ -13,6 +13,7 @@ import functools
 import io
 import os
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -21,7 +22,7 @@ import numpy as np
 
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
-from infer_compile.core.errors import UnsupportedError, one_line
+from infer_compile.core.errors import BuildWarning, UnsupportedError, one_line
 from infer_compile.core.ir import Model, TensorSpec, serialized
 from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.core.numerics import Feeds
@@ -61,14 +62,15 @@ def _core() -> Any:
 def inference_precisions(precision: str, capabilities: set[str]) -> list[str]:
     """Compute precisions allowed for a build at ``precision``, the intended one first.
 
-    fp32 computes in f32 only. fp16 computes in f16 where the CPU has it, else bf16, else f32.
+    fp32 computes in f32 only. bf16 in bf16 where the CPU has it (AVX512_BF16/AMX), else f32.
+    fp16 computes in f16 where the CPU has it, else bf16, else f32.
     int8 runs the layers left in float at the CPU's fast float precision (bf16 where it has it).
     Anything more accurate than the intended one is allowed too (autotuning may pick it).
     """
     if precision == "fp32":
         return ["f32"]
     fast = [p for p, cap in (("f16", "FP16"), ("bf16", "BF16")) if cap in capabilities]
-    if precision == "int8":
+    if precision in ("int8", "bf16"):
         fast = [p for p in fast if p == "bf16"]
     return [*fast[:1], "f32"]
 
@@ -179,7 +181,7 @@ class OpenVinoTarget(Target):
     aliases = ("ov",)
     suffix = ".xml"
     conversion = "OpenVINO model conversion"
-    precisions = frozenset({"fp32", "fp16", "int8"})
+    precisions = frozenset({"fp32", "bf16", "fp16", "int8"})
     dynamic_shapes = True
     options = (EXPORT_BLOB, OV_CONFIG)
     capabilities = frozenset({Capability.QDQ_PLACEMENT_LPT})  # INT8 Q/DQ as NNCF places it: LPT keeps Adds/pools int8
@@ -208,6 +210,13 @@ class OpenVinoTarget(Target):
         import openvino as ov
 
         return {"openvino": ov.__version__}
+
+    def check_request(self, request: TargetRequest) -> None:
+        super().check_request(request)
+        if request.precision == "bf16" and inference_precisions("bf16", cpu_capabilities())[0] != "bf16":
+            warnings.warn("bf16: this CPU has no bf16 support (AVX512_BF16 or AMX), so the artifact computes in "
+                          "f32 here (the manifest says so); build on the CPU that will run it", BuildWarning,
+                          stacklevel=2)
 
     def _precisions(self, request: TargetRequest) -> list[str]:
         return inference_precisions(request.precision, cpu_capabilities())

@@ -60,8 +60,9 @@ def test_unknown_target(tiny_cnn_onnx: Path) -> None:
     assert_user_error(invoke(tiny_cnn_onnx, "--target", "tpu"), "unknown target 'tpu'")
 
 
-def test_conflicting_precisions(tiny_cnn_onnx: Path) -> None:
-    assert_user_error(invoke(tiny_cnn_onnx, "--fp16", "--int8"), "--fp16 and --int8")
+@pytest.mark.parametrize("flags", [("--fp16", "--int8"), ("--bf16", "--fp16")])
+def test_conflicting_precisions(tiny_cnn_onnx: Path, flags: tuple[str, str]) -> None:
+    assert_user_error(invoke(tiny_cnn_onnx, *flags), "--fp16, --bf16 and --int8 exclude each other")
 
 
 @pytest.mark.parametrize("value", ["image", "image:1xax3", ":1x3", "image:0x3x32x32"])

@@ -15,7 +15,7 @@ from infer_compile.app.build import BuildOptions, compile_model
 from infer_compile.app.cli import app
 from infer_compile.app.verification import for_runner
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.core.errors import ExitCode, UnsupportedError
+from infer_compile.core.errors import BuildWarning, ExitCode, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
 from infer_compile.targets import get_target, load_artifact
@@ -31,14 +31,14 @@ def artifacts(tiny_cnn_onnx: Path, tiny_cnn_calib: CalibrationSettings,
     out = tmp_path_factory.mktemp("ov-out")
     return {p: compile_model(tiny_cnn_onnx, BuildOptions(target="openvino", precision=p, output=out / f"{p}.xml",
                                                   calibration=tiny_cnn_calib if p == "int8" else None)).artifact
-            for p in ("fp32", "fp16", "int8")}
+            for p in ("fp32", "bf16", "fp16", "int8")}
 
 
 def _manifest(artifact: Path) -> dict:
     return json.loads(artifact.with_name(artifact.name + ".manifest.json").read_text())
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8"])
 def test_ir_matches_onnxruntime_fp32(precision: str, tiny_cnn_onnx: Path, artifacts: dict[str, Path]) -> None:
     reference = Model.from_proto(onnx.load_model(str(tiny_cnn_onnx)))
     feeds = random_inputs(reference.inputs, seed=11, dims={"batch": 4})
@@ -60,14 +60,14 @@ CPUS = {"no bf16/f16 (e.g. AMD EPYC)": "FP32,INT8", "bf16 (AVX512_BF16/AMX)": "F
 
 
 @pytest.mark.parametrize("cpu", CPUS)
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8"])
 def test_precision_decision_follows_forced_cpu_capabilities(cpu: str, precision: str, tiny_cnn_onnx: Path,
                                                             tiny_cnn_calib: CalibrationSettings, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CAPABILITIES_ENV, CPUS[cpu])
     caps = set(CPUS[cpu].split(","))
     expected = {"fp32": "f32", "fp16": "f16" if "FP16" in caps else "bf16" if "BF16" in caps else "f32",
-                "int8": "bf16" if "BF16" in caps else "f32"}[precision]
+                "int8": "bf16" if "BF16" in caps else "f32", "bf16": "bf16" if "BF16" in caps else "f32"}[precision]
     result = compile_model(tiny_cnn_onnx, BuildOptions(
         target="openvino", precision=precision, output=tmp_path / "m.xml", target_options={"export_blob": True},
         calibration=tiny_cnn_calib if precision == "int8" else None))
@@ -168,7 +168,23 @@ def test_inference_precisions_follow_cpu_capabilities() -> None:
     assert inference_precisions("fp16", {"FP32", "BF16", "FP16"}) == ["f16", "f32"]
     assert inference_precisions("fp16", {"FP32"}) == ["f32"]
     assert inference_precisions("int8", {"FP32", "INT8", "BF16", "FP16"}) == ["bf16", "f32"]
-    assert all(inference_precisions(p, set()) == ["f32"] for p in ("fp32", "fp16", "int8"))
+    assert inference_precisions("bf16", {"FP32", "BF16", "FP16"}) == ["bf16", "f32"]
+    assert inference_precisions("bf16", {"FP32", "FP16"}) == ["f32"]
+    assert all(inference_precisions(p, set()) == ["f32"] for p in ("fp32", "bf16", "fp16", "int8"))
+
+
+def test_bf16_on_a_cpu_without_it_says_the_artifact_computes_f32(tiny_cnn_onnx: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CAPABILITIES_ENV, "FP32,INT8")
+    with pytest.warns(BuildWarning, match=r"no bf16 support .* computes in f32 here"):
+        result = compile_model(tiny_cnn_onnx, BuildOptions(target="openvino", precision="bf16",
+                                                           output=tmp_path / "m.xml"))
+    assert result.manifest.precision == "bf16" and result.manifest.target_fields["inference_precision"] == "f32"
+
+
+def test_only_openvino_takes_bf16(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="target 'onnxruntime' does not support bf16"):
+        compile_model(tiny_cnn_onnx, BuildOptions(target="onnxruntime", precision="bf16", output=tmp_path / "m.onnx"))
 
 
 def _residual_block() -> onnx.ModelProto:

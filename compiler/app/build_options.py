@@ -14,7 +14,8 @@ from infer_compile.core.errors import UserInputError
 from infer_compile.core.options import Option, name_list
 from infer_compile.core.shapes import ShapeRange, shape_ranges_from
 
-PRECISIONS = ("fp32", "fp16", "int8")
+# The pipeline's precision stages (passes.pipeline.PRECISION, not imported: --help stays light) and "auto".
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 TUNE_ENV = "INFER_COMPILE_TUNE_TIME"
 
 
@@ -57,7 +58,8 @@ def _optional_path(value: Any) -> Path | None:
 
 
 TARGET = Option("target", str, "auto", "auto, onnxruntime, openvino, trt or tflite.", short="-t", config=False)
-PRECISION = Option("precision", str, "fp32", "Precision to build (--fp16 and --int8 are short for it).",
+PRECISION = Option("precision", str, "fp32", "Precision to build (--fp16, --bf16 and --int8 are short for it); "
+                   "auto builds each the target runs and keeps the fastest here that meets --accuracy-budget.",
                    choices=PRECISIONS, config=False)
 # A str: "build/" (into that folder) must keep its slash, which a Path drops.
 OUTPUT: Option[str | Path | None] = Option(

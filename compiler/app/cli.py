@@ -200,6 +200,8 @@ def compile_command(
     model: Annotated[Path | None, typer.Argument(
         help="Model file or folder (ONNX, PyTorch, TensorFlow); omit with --from-python.", show_default=False)] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Build in half precision (--precision fp16).")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Compute in bfloat16 where the CPU has it (--precision bf16; "
+                                       "OpenVINO on AVX512_BF16/AMX); weights stay fp32.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Build INT8 (--precision int8; needs calibration data).")]
     = False,
     no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip autotuning (--tune-time 0).")] = False,
@@ -215,11 +217,10 @@ def compile_command(
         from infer_compile.app.explain import explained_passes, print_explanations
         from infer_compile.frontends.specs import model_source
 
-        if fp16 and int8:
-            raise UserInputError("--fp16 and --int8 exclude each other", hint="choose one precision")
-        if (fp16 or int8) and declared.get("precision"):
-            raise UserInputError("--precision and --fp16/--int8 exclude each other", hint="choose one precision")
-        shortcuts = {"precision": "int8" if int8 else "fp16" if fp16 else None, "tune_time": "0" if no_tune else None}
+        if fp16 + bf16 + int8 + bool(declared.get("precision")) > 1:
+            raise UserInputError("--precision, --fp16, --bf16 and --int8 exclude each other",
+                                 hint="choose one precision")
+        shortcuts = {"precision": "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else None, "tune_time": "0" if no_tune else None}
         explained = explained_passes(explain or [])
         options, build = options_from({**declared, **{k: v for k, v in shortcuts.items() if v is not None}},
                                       spelling=lambda option: option.cli_flag)
