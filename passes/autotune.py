@@ -302,7 +302,7 @@ class Autotune(Pass):
         load, busy = machine_load()
         # What RUNS_WANTED runs of every configuration (and of each layer twice) take: a 0.03 ms model is done in
         # a fraction of the --tune-time budget, a 300 ms one would need more than it (the record says so).
-        needed = cost.of(len(candidates) + 3) * RUNS_WANTED / (1 + RUNS_PER_BLOCK) + 2 * len(layers) * cost.load_s
+        needed = (len(candidates) + 3) * (cost.load_s + RUNS_WANTED * cost.run_s) + 2 * len(layers) * cost.load_s
         budget = min(ctx.tune_time, needed)
         record: dict[str, Any] = {"budget_s": round(budget, 3), "tune_time_s": ctx.tune_time,
                                   "needed_s": round(needed, 3), "load_per_cpu": load, "cpus": os.cpu_count()}

@@ -169,6 +169,10 @@ def tool_versions() -> dict[str, str]:
 def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | None = None,
                   status: Callable[[str], None] | None = None) -> BuildResult:
     """Build ``source`` as ``options`` say; raises InferCompileError subclasses for user problems."""
+    if options.precision == "auto":
+        from infer_compile.app.precision_choice import compile_auto  # it builds through this function
+
+        return compile_auto(Path(source), options)
     start = time.perf_counter()
     source = Path(source)
     base, reason = resolve_target(options.target)

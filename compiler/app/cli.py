@@ -154,6 +154,27 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
     summary.update(result.manifest.target_fields.get("summary", {}))  # what the target says of itself (a route)
     for key, value in summary.items():
         console.print(f"[bold]{key:<11}[/] {escape(value)}", soft_wrap=True, highlight=False)
+    print_precision_choice(result.manifest.precision_choice)
+
+
+def print_precision_choice(rows: list[dict] | None) -> None:
+    """--precision auto: every candidate built, its speed and accuracy here, and the one kept."""
+    if not rows:
+        return
+    table = Table(title="precision auto (median latency here; accuracy vs the source on held-out samples)",
+                  title_justify="left", show_edge=False)
+    for col in ("precision", "median latency", "cosine", "max abs", "within budget", "chosen"):
+        table.add_column(col, justify="left" if col in ("precision", "chosen", "within budget") else "right")
+    for row in rows:
+        if "refused" in row:
+            table.add_row(row["precision"], "-", "-", "-", escape(row["refused"]), "")
+            continue
+        latency = f"{row['median_ms']:.3f} ms" if "median_ms" in row else "-"
+        cosine = f"{row['cosine']:.6f}" if row.get("cosine") is not None else "-"
+        max_abs = f"{row['max_abs']:.3g}" if row.get("max_abs") is not None else "-"
+        table.add_row(row["precision"], latency, cosine, max_abs, "yes" if row["meets_budget"] else "no",
+                      "<- kept" if row["chosen"] else "")
+    console.print(table)
 
 
 def describe_final_check(record: dict | None) -> str:
@@ -170,8 +191,8 @@ def print_tuning(record: dict | None) -> None:
     """The autotune results: every candidate's median and best latency, and the one chosen."""
     if not record:
         return
-    title = (f"autotune ({record['seconds']:.1f} s of {record['budget_s']:g} s; load average "
-             f"{record.get('load_average')} on {record.get('cpus')} CPUs; chosen by best latency)")
+    title = (f"autotune ({record['seconds']:.1f} s of {record['budget_s']:g} s; load {record.get('load_per_cpu')} "
+             f"per CPU on {record.get('cpus')} CPUs; chosen by best latency)")
     table = Table(title=title, title_justify="left", show_edge=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("candidate", "left"), ("median latency", "right"), ("best", "right"), ("runs", "right"), ("chosen", "left"))
@@ -220,7 +241,8 @@ def compile_command(
         if fp16 + bf16 + int8 + bool(declared.get("precision")) > 1:
             raise UserInputError("--precision, --fp16, --bf16 and --int8 exclude each other",
                                  hint="choose one precision")
-        shortcuts = {"precision": "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else None, "tune_time": "0" if no_tune else None}
+        shortcuts = {"precision": "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else None,
+                     "tune_time": "0" if no_tune else None}
         explained = explained_passes(explain or [])
         options, build = options_from({**declared, **{k: v for k, v in shortcuts.items() if v is not None}},
                                       spelling=lambda option: option.cli_flag)

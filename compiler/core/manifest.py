@@ -12,6 +12,7 @@ The file is one flat JSON object (schema 1; keys were added over the releases, n
     target, precision, artifact {file, files, sha256}                                     Target.compile
     format, session_options, builder_settings, io, ...                                    the target's own
     final_check                                                                           the final check
+    precision_choice                                                  --precision auto's table
 
 Keys this module does not name belong to the target (``Manifest.target_fields``). Manifests of older
 versions lack ``schema``, ``shape_ranges`` or ``final_check``; they read as schema 1 without them.
@@ -34,7 +35,7 @@ MANIFEST_SCHEMA = 1
 PASS_SECTIONS = ("quantization", "autotune")
 _BUILD_KEYS = ("infer_compile", "source", "inputs", "outputs", "passes", "shape_ranges", "tool_versions")
 _TARGET_KEYS = ("target", "precision", "artifact")
-_COMMON_KEYS = frozenset({"schema", *_BUILD_KEYS, *PASS_SECTIONS, *_TARGET_KEYS, "final_check"})
+_COMMON_KEYS = frozenset({"schema", *_BUILD_KEYS, *PASS_SECTIONS, *_TARGET_KEYS, "final_check", "precision_choice"})
 _JSON_NAMES: dict[type, str] = {dict: "object", list: "list", str: "string"}
 
 
@@ -119,6 +120,7 @@ class Manifest:
     target_fields: dict[str, Any] = field(default_factory=dict)  # what the target's emit() recorded
     final_check: dict[str, Any] | None = None  # the final check's record; None when it did not run
     schema: int = MANIFEST_SCHEMA
+    precision_choice: list[dict[str, Any]] | None = None  # --precision auto: every candidate, and the one chosen
 
     @classmethod
     def assemble(cls, build: BuildFacts, *, target: str, precision: str, artifact: ArtifactFiles,
@@ -146,7 +148,8 @@ class Manifest:
         target = {"target": self.target, "precision": self.precision,
                   **({} if self.artifact is None else {"artifact": self.artifact.to_json()})}
         check = {} if self.final_check is None else {"final_check": self.final_check}
-        return {"schema": self.schema, **self.build.to_json(), **target, **self.target_fields, **check}
+        choice = {} if self.precision_choice is None else {"precision_choice": self.precision_choice}
+        return {"schema": self.schema, **self.build.to_json(), **target, **self.target_fields, **check, **choice}
 
     @classmethod
     def from_json(cls, body: Any) -> Manifest:
@@ -162,7 +165,8 @@ class Manifest:
         artifact = ArtifactFiles.from_json(body["artifact"]) if "artifact" in body else None
         check = _typed(body, "final_check", dict, None)
         return cls(body["target"], precision, BuildFacts.from_json(body), artifact,
-                   {k: v for k, v in body.items() if k not in _COMMON_KEYS}, check, schema)
+                   {k: v for k, v in body.items() if k not in _COMMON_KEYS}, check, schema,
+                   _typed(body, "precision_choice", list, None))
 
 
 def target_field(manifest: Manifest | None, key: str, default: Any = None) -> Any:
@@ -186,7 +190,11 @@ def _tensors(body: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
 
 
 def write_manifest(artifact: Path, manifest: Manifest) -> None:
-    manifest_path(artifact).write_text(json.dumps(manifest.to_json(), indent=2, default=str) + "\n")
+    manifest_path(artifact).write_text(manifest_text(manifest))
+
+
+def manifest_text(manifest: Manifest) -> str:
+    return json.dumps(manifest.to_json(), indent=2, default=str) + "\n"
 
 
 def manifest_json(artifact: Path) -> Any:
