@@ -26,13 +26,15 @@ from infer_compile.passes.rewrite import Miss, Outcome, RewritePass
 UINT8_SHIFT = 128
 
 
-def _dequantized(tensor: gs.Tensor) -> gs.Node | None:
-    """The DequantizeLinear writing ``tensor``, when its scale and zero point are constants."""
+def _dequantized(tensor: gs.Tensor) -> tuple[gs.Node, np.ndarray, np.ndarray] | None:
+    """(DequantizeLinear writing ``tensor``, its scale, its zero point) when both are constants."""
     dq = producer(tensor)
     if dq is None or dq.op != "DequantizeLinear" or len(dq.inputs) < 3 or dq.attrs.get("block_size", 0):
         return None
     scale, zero = constant(dq.inputs[1]), constant(dq.inputs[2])
-    return dq if scale is not None and zero is not None and zero.dtype in (np.int8, np.uint8) else None
+    if scale is None or zero is None or zero.dtype not in (np.int8, np.uint8):
+        return None
+    return dq, scale, zero
 
 
 def _column_bias(matmul: gs.Node, columns: int) -> tuple[gs.Node, gs.Tensor] | None:
@@ -49,10 +51,10 @@ def _column_bias(matmul: gs.Node, columns: int) -> tuple[gs.Node, gs.Tensor] | N
 def _as_uint8(graph: gs.Graph, activation: gs.Node) -> None:
     """Store a signed quantized activation as uint8: every zero point + 128, so every value is unchanged."""
     quantize = producer(activation.inputs[0])
-    if quantize is None or quantize.op != "QuantizeLinear" or constant(quantize.inputs[2]).dtype != np.int8:
+    zero = constant(quantize.inputs[2]) if quantize is not None and quantize.op == "QuantizeLinear" else None
+    if quantize is None or zero is None or zero.dtype != np.int8:
         return
-    old = quantize.inputs[2]
-    shifted = gs.Constant(f"{old.name}_uint8", np.asarray(old.values.astype(np.int16) + UINT8_SHIFT, np.uint8))
+    shifted = gs.Constant(f"{quantize.inputs[2].name}_uint8", np.asarray(zero.astype(np.int16) + UINT8_SHIFT, np.uint8))
     quantize.inputs[2] = shifted
     quantize.outputs[0].dtype = np.uint8
     for dq in quantize.outputs[0].outputs:  # every DequantizeLinear of it reads the same zero point
@@ -62,16 +64,17 @@ def _as_uint8(graph: gs.Graph, activation: gs.Node) -> None:
 def _integer_matmul(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> Outcome:
     if len(node.inputs) != 2:
         return Miss("the MatMul does not have two inputs")
-    a, b = (_dequantized(t) for t in node.inputs)
-    if a is None or b is None:
+    activation, weight = (_dequantized(t) for t in node.inputs)
+    if activation is None or weight is None:
         return Miss("an input is not a DequantizeLinear with constant scale and zero point")
-    weights, b_scale = constant(b.inputs[0]), constant(b.inputs[1])
+    (a, a_scale, a_zero), (b, b_scale, _) = activation, weight
+    weights = constant(b.inputs[0])
     if weights is None or weights.ndim != 2 or weights.dtype != np.int8:
         return Miss("the weight is not a constant 2-D int8 tensor")
     columns = weights.shape[1]
     if b_scale.size not in (1, columns) or (b_scale.size > 1 and b.attrs.get("axis", 1) not in (1, -1)):
         return Miss("the weight is not quantized per tensor or per output column")
-    if constant(a.inputs[1]).size != 1 or constant(a.inputs[2]).size != 1:
+    if a_scale.size != 1 or a_zero.size != 1:
         return Miss("the activation is not quantized per tensor")
     _as_uint8(graph, a)
     inputs = [a.inputs[0], b.inputs[0], a.inputs[1], b.inputs[1], a.inputs[2], b.inputs[2]]

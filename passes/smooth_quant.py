@@ -33,23 +33,30 @@ SMOOTHQUANT = Option(
 MIN_SCALE = 1e-5
 
 
-def _input_channel_axis(node: gs.Node) -> int | None:
-    """The axis of ``node``'s constant 2-D weight that meets the activation's last axis, or None."""
+def linear_weight(node: gs.Node) -> tuple[np.ndarray, int] | None:
+    """A linear layer's constant 2-D float weight and its axis that meets the activation's last axis."""
     weight = constant(node.inputs[1]) if len(node.inputs) > 1 else None
     if weight is None or weight.ndim != 2 or weight.dtype != np.float32:
         return None
     if node.op == "MatMul":
-        return 0
+        return weight, 0
     if node.op == "Gemm" and not node.attrs.get("transA", 0):
-        return 1 if node.attrs.get("transB", 0) else 0
+        return weight, 1 if node.attrs.get("transB", 0) else 0
     return None
+
+
+def _linear(node: gs.Node) -> tuple[np.ndarray, int]:
+    found = linear_weight(node)
+    if found is None:
+        raise ValueError(f"{node.name} is not a linear layer with a constant weight")  # smoothable_groups keeps those
+    return found
 
 
 def smoothable_groups(graph: gs.Graph) -> dict[str, list[gs.Node]]:
     """Float activations by name, each with the linear layers (constant 2-D weights) that read it as input 0."""
     groups: dict[str, list[gs.Node]] = {}
     for node in graph.nodes:
-        if node.op in ("MatMul", "Gemm") and node.inputs and _input_channel_axis(node) is not None:
+        if node.op in ("MatMul", "Gemm") and node.inputs and linear_weight(node) is not None:
             x = node.inputs[0]
             if isinstance(x, gs.Variable) and is_float32(x) and x.shape and isinstance(x.shape[-1], int):
                 groups.setdefault(x.name, []).append(node)
@@ -60,15 +67,14 @@ def smoothing_scales(x_max: np.ndarray, layers: list[gs.Node], alpha: float) -> 
     """s_j = max|X_j|^alpha / max|W_j|^(1 - alpha), the weight maximum taken over every layer reading X."""
     w_max = np.zeros_like(x_max)
     for node in layers:
-        weight = np.abs(constant(node.inputs[1]))
-        w_max = np.maximum(w_max, weight.max(axis=1 - _input_channel_axis(node)))
+        weight, axis = _linear(node)
+        w_max = np.maximum(w_max, np.abs(weight).max(axis=1 - axis))
     scales = np.power(np.maximum(x_max, MIN_SCALE), alpha) / np.power(np.maximum(w_max, MIN_SCALE), 1 - alpha)
     return np.clip(scales, MIN_SCALE, None).astype(np.float32)
 
 
 def _scale_weights(graph: gs.Graph, node: gs.Node, scales: np.ndarray) -> None:
-    axis = _input_channel_axis(node)
-    weight = constant(node.inputs[1])
+    weight, axis = _linear(node)
     shape = [-1, 1] if axis == 0 else [1, -1]
     node.inputs[1] = new_constant(graph, f"{node.inputs[1].name}_smoothed", weight * scales.reshape(shape))
 
