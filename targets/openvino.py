@@ -211,13 +211,6 @@ class OpenVinoTarget(Target):
 
         return {"openvino": ov.__version__}
 
-    def check_request(self, request: TargetRequest) -> None:
-        super().check_request(request)
-        if request.precision == "bf16" and inference_precisions("bf16", cpu_capabilities())[0] != "bf16":
-            warnings.warn("bf16: this CPU has no bf16 support (AVX512_BF16 or AMX), so the artifact computes in "
-                          "f32 here (the manifest says so); build on the CPU that will run it", BuildWarning,
-                          stacklevel=2)
-
     def _precisions(self, request: TargetRequest) -> list[str]:
         return inference_precisions(request.precision, cpu_capabilities())
 
@@ -233,6 +226,10 @@ class OpenVinoTarget(Target):
         ov.save_model(_to_ov(model), str(stage.artifact), compress_to_fp16=request.precision == "fp16")
         config = dict(request.options.get(OvTuner.option_key, {}))
         precision = config.pop(PRECISION_HINT, self._precisions(request)[0])
+        if request.precision == "bf16" and precision != "bf16":
+            warnings.warn("bf16: this CPU has no bf16 support (AVX512_BF16 or AMX), so the artifact computes in "
+                          "f32 here (the manifest says so); build on the CPU that will run it", BuildWarning,
+                          stacklevel=2)
         own: dict[str, Any] = {"format": "openvino-ir", "weights": stage.artifact.with_suffix(".bin").name,
                                "device": DEVICE, "inference_precision": precision, OvTuner.option_key: config}
         export_blob = read(request.options, EXPORT_BLOB)

@@ -158,7 +158,7 @@ def test_cli_config_and_api_build_the_same_artifact_with_their_defaults(
                                                   tmp_path / "build" / "cfg.onnxruntime.fp32.onnx")]
     for manifest in manifests:
         assert manifest is not None and manifest.autotune is not None and manifest.final_check is not None
-        assert manifest.autotune["budget_s"] == 0.3
+        assert manifest.autotune["tune_time_s"] == 0.3 >= manifest.autotune["budget_s"]
     assert len({tuple(m.build.passes) for m in manifests if m is not None}) == 1
 
 
