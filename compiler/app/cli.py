@@ -191,7 +191,10 @@ def print_tuning(record: dict | None) -> None:
     """The autotune results: every candidate's median and best latency, and the one chosen."""
     if not record:
         return
-    title = (f"autotune ({record['seconds']:.1f} s of {record['budget_s']:g} s; load {record.get('load_per_cpu')} "
+    asked = record.get("tune_time_s", record["budget_s"])
+    budget = f"{record['budget_s']:g} s" + (f" (all this model needs of --tune-time {asked:g} s)"
+                                           if asked > record["budget_s"] else "")
+    title = (f"autotune ({record['seconds']:.1f} s of {budget}; load {record.get('load_per_cpu')} "
              f"per CPU on {record.get('cpus')} CPUs; chosen by best latency)")
     table = Table(title=title, title_justify="left", show_edge=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
@@ -206,6 +209,8 @@ def print_tuning(record: dict | None) -> None:
             table.add_row(escape(c["label"]), f"{c['median_ms']:.3f} ms", f"{c['best_ms']:.3f} ms", str(c["runs"]),
                           chosen)
     console.print(table)
+    if skipped := (record.get("layer_selection") or {}).get("skipped"):
+        console.print(f"[bold]INT8 layers[/] not timed: {escape(skipped)}", highlight=False)
     if record.get("layers"):
         selection = record["layer_selection"]
         slower = sum(r.get("faster") == "fp32" for r in record["layers"])
