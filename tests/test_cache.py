@@ -27,7 +27,7 @@ from tests.artifact_helpers import invoke, write_tiny_cnn
 from tests.builders import tiny_cnn
 
 
-def build(model: Path, output: Path, cache: Path, **options):
+def build(model: Path, output: Path, cache: Path | str, **options):
     return compile_model(model, BuildOptions(target="onnxruntime", output=output, cache_dir=cache, **options))
 
 
@@ -251,3 +251,18 @@ def test_code_digest_covers_a_wheel_install(tmp_path: Path) -> None:
     with (site / "infer_compile" / "passes" / "constant_folding.py").open("a") as fh:
         fh.write("\n# an upgrade changed this pass\n")
     assert digest_in_wheel()[2] != digest
+
+
+def test_an_object_store_cache_hits_checks_what_it_delivers_and_rebuilds_a_damaged_entry(tmp_path: Path) -> None:
+    """The object store layout through fsspec (its file:// store): files by sha256, the entry written last."""
+    source, store = write_tiny_cnn(tmp_path / "m.onnx"), (tmp_path / "store").as_uri()
+    first = build(source, tmp_path / "a" / "m.onnx", store)
+    assert first.cache == "miss (stored)"
+    assert build(source, tmp_path / "b" / "m.onnx", store).cache == "hit"
+    assert (tmp_path / "a" / "m.onnx").read_bytes() == (tmp_path / "b" / "m.onnx").read_bytes()
+    (entry,) = (tmp_path / "store" / "entries").iterdir()
+    digest = json.loads(entry.read_text())["sha256"]["m.onnx"]
+    (tmp_path / "store" / "objects" / digest).write_bytes(b"truncated")
+    with pytest.warns(BuildWarning, match="does not match its recorded sha256"):
+        rebuilt = build(source, tmp_path / "c" / "m.onnx", store)
+    assert rebuilt.cache.startswith("miss") and (tmp_path / "c" / "m.onnx").read_bytes() == first.artifact.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -176,12 +177,14 @@ def test_list_jobs_as_a_ci_matrix_and_only(tmp_path: Path) -> None:
     assert_user_error(invoke("build", "-c", config, "--shard", "3/2"), "--shard '3/2' is not I/N")
 
 
-def test_two_shards_on_two_runners_share_one_cache(tmp_path: Path) -> None:
-    """Two runners build a share each at the same time into one shared cache folder; a third runner then finds
-    every job in the cache."""
+@pytest.mark.parametrize("store", ["folder", "url"])
+def test_two_shards_on_two_runners_share_one_cache(tmp_path: Path, store: str) -> None:
+    """Two runners build a share each at the same time into one shared cache (a mounted folder, or an object
+    store through fsspec: here its file:// store); a third runner then finds every job in the cache."""
     cache = tmp_path / "shared-cache"
+    location = str(cache) if store == "folder" else cache.as_uri()
     command = [sys.executable, "-m", "infer_compile.app.cli", "build", "-c", "infer.toml", "-j", "1",
-               "--cache-dir", str(cache), "--report", "matrix.json"]
+               "--cache-dir", location, "--report", "matrix.json"]
     runners = [_runner_checkout(tmp_path, f"runner{i}") for i in (1, 2, 3)]
     shards = [subprocess.Popen([*command, "--shard", f"{i}/2"], cwd=runners[i - 1], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True) for i in (1, 2)]
@@ -196,7 +199,10 @@ def test_two_shards_on_two_runners_share_one_cache(tmp_path: Path) -> None:
     statuses = [job["status"] for job in json.loads((runners[2] / "matrix.json").read_text())["jobs"]]
     assert statuses == ["cached"] * 4
     for job in ("tiny_cnn.onnxruntime.fp32.onnx", "wide.onnxruntime.fp16.onnx"):
-        assert (runners[2] / "build" / job).read_bytes() == (cache_entry_file(cache, job)).read_bytes()
+        built = (runners[2] / "build" / job).read_bytes()
+        stored = (cache_entry_file(cache, job) if store == "folder"
+                  else cache / "objects" / hashlib.sha256(built).hexdigest()).read_bytes()
+        assert built == stored
 
 
 def cache_entry_file(cache: Path, name: str) -> Path:

@@ -350,9 +350,10 @@ def build_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="The build config (TOML).")] = Path("infer.toml"),
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, show_default=False,
                                              help="Builds to run at once \\[default: CPU count].")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Build cache folder \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
-        show_default=False)] = None,
+    cache_dir: Annotated[str | None, typer.Option(
+        "--cache-dir", help="Build cache: a folder, or an object store URL (s3://bucket/cache) "
+                            "\\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].", show_default=False)]
+    = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without reading or writing the cache.")]
     = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write every job's build report here (JSON).")]

@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 
 from infer_compile import __version__
 from infer_compile.app import build_options as declared_build
-from infer_compile.app.cache import BuildCache, CacheHit, default_cache_dir, source_files
+from infer_compile.app.cache import CacheHit, default_cache_dir, open_cache, source_files
 from infer_compile.app.examples import example_inputs, reference_outputs
 from infer_compile.app.outputs import check_output, resolve_output
 from infer_compile.app.settings import check_pass_options, check_target_options, sort_options
@@ -55,8 +55,8 @@ class BuildOptions:
     # Dynamic dimension ranges by dim name (tuples or lists of three also do). Targets that need profiles use
     # them; test runs (e.g. --verify-passes) use the opt value.
     shape_ranges: dict[str, ShapeRange] = field(default_factory=dict)
-    # Build cache folder (see infer_compile.app.cache); None builds without the cache.
-    cache_dir: Path | None = None
+    # Build cache folder or object store URL (see infer_compile.app.cache); None builds without the cache.
+    cache_dir: Path | str | None = None
     # Seconds the autotune pass may spend timing runtime settings on this machine; 0 = no tuning. The default is
     # the declared one ($INFER_COMPILE_TUNE_TIME, else 5 s), as on every surface.
     tune_time: float = field(default_factory=declared_build.TUNE_TIME.fallback)
@@ -197,7 +197,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     check_output(output, source_files(source))
     if options.calibration and options.calibration.cache:
         read_cache_file(options.calibration.cache)  # refused now, not after calibrating, if not ours
-    cache = BuildCache(options.cache_dir) if options.cache_dir else None
+    cache = open_cache(options.cache_dir) if options.cache_dir else None
     if cache:
         key = cache.key(source, options, target, output, {**tool_versions(), **target.tool_versions()})
         if hit := cache.fetch(key, output):

@@ -80,9 +80,15 @@ SKIP_PASSES: Option[list[str]] = Option(
     "skip_passes", list, [], "Leave a pass out of the pipeline (repeatable; see `infer-compile passes`).",
     flag="--skip-pass", parse=name_list)
 CACHE = Option("cache", bool, True, "Read and write the build cache (--no-cache builds without it).")
-CACHE_DIR: Option[Path | None] = Option(
-    "cache_dir", Path, None, "Build cache folder \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].",
-    path=True, parse=_optional_path)
+def _cache_location(value: Any) -> Path | str | None:
+    """A folder, or an object store URL (kept as text: a Path would fold its '//')."""
+    return value if isinstance(value, str) and "://" in value else _optional_path(value)
+
+
+CACHE_DIR: Option[Path | str | None] = Option(
+    "cache_dir", str, None, "Build cache: a folder (may be shared), or an object store URL through fsspec "
+    "(s3://bucket/cache) \\[default: $INFER_COMPILE_CACHE_DIR or ~/.cache/infer-compile].", path=True,
+    parse=_cache_location)
 TUNE_TIME = Option("tune_time", str, 5.0, "Time budget for autotuning runtime settings on this machine (e.g. 5s, "
                    "60s, 2m; 0 = off; --no-tune is short for 0).", env=TUNE_ENV, parse=parse_duration)
 DEFER = Option("defer", bool, False, "TensorRT without a GPU here: write a .trtbundle that `infer-compile finalize` "

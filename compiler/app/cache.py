@@ -13,6 +13,11 @@ The folder may be shared by CI runners (same file system per writer: the temp fo
 ``entry.json`` records the sha256 of every file (the manifest too); a hit checks the copies it
 delivers against them, and an entry that fails (truncated, edited, or naming files outside itself)
 is discarded with a warning and rebuilt. Temporary folders of killed writers are swept on the next store.
+
+A URL (``s3://bucket/cache``, ``gs://...``, ``file:///mnt/cache``) is an object store reached through fsspec
+(``ObjectStoreCache``): files are stored once under ``objects/<sha256>`` (content-addressed: concurrent writers
+write the same bytes) and an entry is one object, ``entries/<key>.json``, written last (an object store's PUT is
+atomic), so readers see complete entries only; a hit checks every file's sha256 as above.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import time
 import warnings
@@ -34,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from infer_compile.core.artifacts import OWNER_PATTERN, is_bare_name, owned_tempname, staged_output, sweep_stale
-from infer_compile.core.errors import BuildWarning
+from infer_compile.core.errors import BuildWarning, UserInputError
 from infer_compile.core.ir import file_digest
 
 if TYPE_CHECKING:
@@ -52,10 +58,11 @@ _PACKAGES = ("infer_compile", "infer_compile.passes", "infer_compile.targets", "
 _TEMP_PATTERN = re.compile(r"[0-9a-f]{16}-" + OWNER_PATTERN)
 
 
-def default_cache_dir() -> Path:
-    """$INFER_COMPILE_CACHE_DIR, else $XDG_CACHE_HOME/infer-compile, else ~/.cache/infer-compile."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+def default_cache_dir() -> Path | str:
+    """$INFER_COMPILE_CACHE_DIR (a folder or an object store URL), else $XDG_CACHE_HOME/infer-compile, else
+    ~/.cache/infer-compile."""
+    if location := os.environ.get(CACHE_ENV):
+        return location if "://" in location else Path(location).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "infer-compile"
 
@@ -241,3 +248,109 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copytree(src, dst)
     else:
         shutil.copyfile(src, dst)
+
+
+def open_cache(location: Path | str) -> BuildCache:
+    """The build cache at ``location``: a folder, or an object store URL (``scheme://...``) through fsspec."""
+    if isinstance(location, str) and "://" in location:
+        return ObjectStoreCache(location)
+    return BuildCache(Path(location))
+
+
+class ObjectStoreCache(BuildCache):
+    """The cache in an object store (S3, GCS, Azure, or ``file://``) through fsspec; see the module's docstring."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import fsspec
+        except ImportError:
+            raise UserInputError(f"--cache-dir {url}: an object store cache needs fsspec, which is not installed",
+                                 hint="pip install fsspec and the store's package (s3fs, gcsfs, adlfs)") from None
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise UserInputError(f"--cache-dir {url}: {exc}",
+                                 hint="install the store's fsspec package (s3fs, gcsfs, adlfs), or give a folder"
+                                 ) from None
+        self.url, self.base = url, root.rstrip("/")
+        self.root = Path(url)  # only named in messages
+
+    def _object(self, digest: str) -> str:
+        return f"{self.base}/objects/{digest}"
+
+    def _entry(self, key: str) -> str:
+        return f"{self.base}/entries/{key}.json"
+
+    def fetch(self, key: str, output: Path) -> CacheHit | None:
+        try:
+            with self.fs.open(self._entry(key), "rb") as fh:
+                meta = json.loads(fh.read())
+        except (OSError, ValueError):  # absent (FileNotFoundError is an OSError), or unreadable: build instead
+            return None
+        with staged_output(output) as stage:
+            problem = _remote_entry_problem(meta)
+            try:
+                for name in meta["files"] if problem is None else []:
+                    stored = self._object(meta["sha256"][name])
+                    self.fs.get_file(stored, str(stage.sibling(name)))
+                    if file_digest(stage.sibling(name)) != meta["sha256"][name]:
+                        problem = f"{name} does not match its recorded sha256"
+                        self.fs.rm(stored)  # named by the content it lacks: garbage; the rebuild stores it again
+                        break
+            except OSError as exc:
+                problem = f"unreadable ({exc})"
+            if problem is None:
+                return CacheHit(stage.commit(), meta)
+        warnings.warn(f"build cache entry {self.url}/entries/{key}.json is unusable ({problem}): rebuilding",
+                      BuildWarning, stacklevel=2)
+        return None
+
+    def store(self, key: str, result: BuildResult) -> str:
+        """Upload the files not stored yet, then the entry (one object): a reader never sees part of one."""
+        if any(path.is_dir() for path in result.files):
+            return "miss (not stored: an artifact folder; object store caches take files)"
+        try:
+            for folder in ("objects", "entries"):  # a mounted or local store has folders; object stores ignore this
+                self.fs.makedirs(f"{self.base}/{folder}", exist_ok=True)
+            digests = {path.name: file_digest(path) for path in result.files}
+            for path in result.files:
+                target = self._object(digests[path.name])
+                if not self.fs.exists(target):
+                    self._put(str(path), target)
+            meta = {"format": ENTRY_FORMAT, "created": time.time(), "files": [p.name for p in result.files],
+                    "sha256": digests, "records": [r.to_json() for r in result.records],
+                    "nodes_before": result.nodes_before, "nodes_after": result.nodes_after,
+                    "build_seconds": result.seconds}
+            entry = self._entry(key)
+            staging = f"{entry}.{_private_suffix()}"
+            with self.fs.open(staging, "w") as fh:
+                fh.write(json.dumps(meta, indent=2, default=str) + "\n")
+            self.fs.mv(staging, entry)
+            return "miss (stored)"
+        except OSError as exc:
+            return f"miss (not stored: {exc})"
+
+    def _put(self, local: str, target: str) -> None:
+        """Upload under a private name, then move into place (a rename on a mounted store, a copy on S3)."""
+        staging = f"{target}.{_private_suffix()}"
+        self.fs.put_file(local, staging)
+        self.fs.mv(staging, target)
+
+
+def _private_suffix() -> str:
+    """A name suffix no other writer uses (this process, 64 random bits)."""
+    return f"tmp-{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def _remote_entry_problem(meta: Any) -> str | None:
+    """What makes an object store entry unusable before any file is fetched; None if nothing."""
+    if not isinstance(meta, dict) or meta.get("format") != ENTRY_FORMAT:
+        return "unknown entry format"
+    names, digests = meta.get("files"), meta.get("sha256")
+    if not (isinstance(names, list) and names and isinstance(digests, dict)):
+        return "no file list with digests"
+    if bad := next((name for name in names if not is_bare_name(name)), None):
+        return f"names a file outside the artifact's folder: {bad!r}"
+    if bad := next((name for name in names if not re.fullmatch(r"[0-9a-f]{64}", str(digests.get(name)))), None):
+        return f"no sha256 recorded for {bad}"
+    return None
