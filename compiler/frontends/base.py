@@ -27,6 +27,9 @@ class SourceOptions:
     exporter: str | None = None  # PyTorch: "dynamo" or "legacy"; None = the frontend's default
     signature: str | None = None  # TensorFlow SavedModel signature key
     extra: dict[str, Any] = field(default_factory=dict)  # frontend-specific settings
+    # Where a frontend writes its converter's own output when lowering fails (the build: beside the artifact);
+    # None: a temporary file. The error names the file.
+    log_path: Path | None = None
 
 
 @dataclass

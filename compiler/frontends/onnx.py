@@ -13,6 +13,7 @@ from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Dim, Model, import_proto, read_onnx
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, ort_session, random_inputs, run_onnx, within
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, first_line
+from infer_compile.frontends.specs import shapes_by_name
 
 # Passes and targets are written against opset >= 13 semantics (e.g. Squeeze axes as inputs).
 MIN_OPSET = 13
@@ -27,6 +28,7 @@ def apply_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None
     """Pin input shapes given by the user (as trtexec --shapes does): unknown names, other ranks and other
     sizes of a fixed dimension are errors, not silent no-ops; shapes downstream are inferred again."""
     by_name = {t.name: t for t in model.graph.inputs}
+    shapes = shapes_by_name(shapes, list(by_name))
     unknown = set(shapes) - set(by_name)
     if unknown:
         raise UserInputError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}",

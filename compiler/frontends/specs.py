@@ -31,8 +31,12 @@ def _split_pair(value: str, flag: str, sep: str, example: str) -> tuple[str, str
     return left, right
 
 
+POSITIONAL = "#"  # the key prefix of a shape given without a name: "#0" is the model's first input
+
+
 def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
-    """`name:1x3x224x224` (repeatable) -> {name: (1, 3, 224, 224)}."""
+    """`name:1x3x224x224` (repeatable) -> {name: (1, 3, 224, 224)}; a shape without a name (`1x3x224x224`, as
+    trtexec and Ultralytics users type it) is the next input's in input order, keyed "#0", "#1", ..."""
     shapes: dict[str, tuple[int, ...]] = {}
     for value in values:
         name, sep, dims = value.rpartition(":")
@@ -40,11 +44,25 @@ def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
             shape = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
             shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise UserInputError(f"--input-shape '{value}' is not NAME:DIMS",
-                                 hint="write it like input:1x3x224x224")
-        shapes[name] = shape
+        if (sep and not name) or not shape or any(d <= 0 for d in shape):
+            raise UserInputError(f"--input-shape '{value}' is not NAME:DIMS or DIMS",
+                                 hint="write it like input:1x3x224x224, or 1x3x224x224 for the inputs in order")
+        shapes[name if sep else f"{POSITIONAL}{sum(k.startswith(POSITIONAL) for k in shapes)}"] = shape
     return shapes
+
+
+def shapes_by_name(shapes: dict[str, tuple[int, ...]], names: list[str]) -> dict[str, tuple[int, ...]]:
+    """``shapes`` keyed by input name: those given without a name go to ``names`` (the model's inputs) in order."""
+    positional = [shape for key, shape in shapes.items() if key.startswith(POSITIONAL)]
+    if not positional:
+        return shapes
+    if len(positional) < len(shapes):
+        raise UserInputError("--input-shape given both with and without input names",
+                             hint="name every input (NAME:DIMS), or give the shapes of the inputs in order")
+    if len(positional) > len(names):
+        raise UserInputError(f"{len(positional)} --input-shape given, the model takes {len(names)} input(s)",
+                             hint=f"the model's inputs, in order: {', '.join(names) or 'none'}")
+    return dict(zip(names, positional, strict=False))
 
 
 def parse_input_dtypes(values: list[str]) -> dict[str, str]:
@@ -100,7 +118,8 @@ def _dims_flag(name: Any, dims: Any) -> list[str]:
 
 
 INPUT_SHAPES: Option[dict[str, tuple[int, ...]]] = Option(
-    "input_shapes", list, {}, "Pin an input's shape, NAME:1x3x224x224 (repeatable).", flag="--input-shape",
+    "input_shapes", list, {}, "Pin an input's shape, NAME:1x3x224x224, or 1x3x224x224 for the inputs in order "
+    "(repeatable).", flag="--input-shape",
     parse=_flags_or_table(parse_input_shapes, _dims_flag))
 INPUT_DTYPES: Option[dict[str, str]] = Option(
     "input_dtypes", list, {}, "An input's dtype for PyTorch example inputs, NAME:float16 (repeatable).",

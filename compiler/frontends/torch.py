@@ -12,25 +12,28 @@ import contextlib
 import inspect
 import io
 import logging
+import os
 import re
+import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from infer_compile.core.errors import AccuracyError, UnsupportedError, UserInputError
+from infer_compile.core.errors import AccuracyError, InferCompileError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec, load_onnx
 from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, check_converted, first_line
-from infer_compile.frontends.specs import load_entry_point
+from infer_compile.frontends.specs import load_entry_point, shapes_by_name
 from infer_compile.frontends.torch_files import (
     CORRUPT_ARCHIVE,
     TORCH_EXPORT,
     TORCHSCRIPT,
+    import_output_types,
     load_pickled,
     module_from_checkpoint,
     sniff_torch_file,
@@ -70,7 +73,7 @@ class TorchFrontend(Frontend):
         if kind == TORCHSCRIPT:
             job = _torchscript_job(path, options)
         elif kind == TORCH_EXPORT:
-            job = _torch_export_job(path)
+            job = _torch_export_job(path, options)
         else:
             module, found = module_from_checkpoint(load_pickled(path, options.trust_pickle), path, options.arch)
             job = _module_job(module, options, f"torch.save ({found})")
@@ -124,15 +127,47 @@ def _torchscript_job(path: Path, options: SourceOptions) -> ExportJob:
     except Exception as exc:
         raise UserInputError(f"{path}: cannot load the TorchScript archive ({first_line(exc)})",
                              hint="the file may be truncated or saved by a newer PyTorch") from exc
-    # torch.export cannot trace TorchScript: only the TorchScript-based exporter lowers it.
-    return _module_job(module, options, TORCHSCRIPT, default_exporter="legacy")
+    # The legacy exporter lowers TorchScript as it is; the dynamo route converts it to a torch.export program
+    # first, which also takes dict outputs (Hugging Face models traced with strict=False).
+    returns_dict = any("Dict" in str(ret.type) for ret in module.forward.schema.returns)
+    return _module_job(module, options, TORCHSCRIPT, default_exporter="dynamo" if returns_dict else "legacy",
+                       dtypes=dict.fromkeys(_index_inputs(module), "int64"))
 
 
-def _torch_export_job(path: Path) -> ExportJob:
+# Ops that pass an input's values on unchanged in kind: followed when looking for what consumes an input.
+_PASS_THROUGH_OPS = frozenset({"aten::view", "aten::reshape", "aten::flatten", "aten::squeeze", "aten::unsqueeze",
+                               "aten::contiguous", "aten::slice", "aten::select", "aten::expand", "aten::repeat"})
+
+
+def _index_inputs(module: Any) -> list[str]:
+    """Inputs of a TorchScript module that are embedding indices (token ids): their example inputs are int64
+    without --input-dtype, as they would be in the traced program."""
     import torch
 
+    graph = module.forward.graph.copy()
+    torch._C._jit_pass_inline(graph)
+    found = []
+    for value in list(graph.inputs())[1:]:
+        pending, seen = [value], set()
+        while pending:
+            uses = pending.pop().uses()
+            if any(use.user.kind() == "aten::embedding" and use.offset == 1 for use in uses):
+                found.append(value.debugName().split(".")[0])
+                break
+            for use in uses:
+                if use.user.kind() in _PASS_THROUGH_OPS and use.offset == 0 and use.user not in seen:
+                    seen.add(use.user)
+                    pending.extend(use.user.outputs())
+    return found
+
+
+def _torch_export_job(path: Path, options: SourceOptions) -> ExportJob:
+    import torch
+
+    import_output_types(path, options.trust_pickle)
     try:
-        program = torch.export.load(str(path))
+        with captured_output(io.StringIO()):  # a failed load logs a traceback per missing class
+            program = torch.export.load(str(path))
     except Exception as exc:
         raise UserInputError(f"{path}: cannot load the torch.export program ({first_line(exc)})",
                              hint="the file may be truncated or saved by a different PyTorch version") from exc
@@ -145,11 +180,12 @@ def _torch_export_job(path: Path) -> ExportJob:
     return ExportJob(program, tuple(args), names, TORCH_EXPORT)
 
 
-def _module_job(module: Any, options: SourceOptions, kind: str, default_exporter: str = "dynamo") -> ExportJob:
+def _module_job(module: Any, options: SourceOptions, kind: str, default_exporter: str = "dynamo",
+                dtypes: dict[str, str] | None = None) -> ExportJob:
     import torch
 
     names = forward_input_names(module)
-    specs = _input_specs(names, options)
+    specs = _input_specs(names, options, dtypes or {})
     feeds = random_inputs(specs, seed=0)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
     # .eval() on the whole tree, not just the wrapper: the legacy exporter copies the top module's
@@ -157,9 +193,11 @@ def _module_job(module: Any, options: SourceOptions, kind: str, default_exporter
     return ExportJob(module.eval(), args, [s.name for s in specs], kind, default_exporter)
 
 
-def _input_specs(names: list[str], options: SourceOptions) -> list[TensorSpec]:
-    """Example input specs in forward order from --input-shape/--input-dtype (dynamic dims at their opt size)."""
-    given = set(options.input_shapes)
+def _input_specs(names: list[str], options: SourceOptions, dtypes: dict[str, str]) -> list[TensorSpec]:
+    """Example input specs in forward order from --input-shape/--input-dtype (dynamic dims at their opt size;
+    ``dtypes``: the frontend's guess for inputs without --input-dtype, else float32)."""
+    shapes = shapes_by_name(options.input_shapes, names)
+    given = set(shapes)
     unknown = (given | set(options.input_dtypes)) - set(names)
     if unknown:
         raise UserInputError(f"unknown input name(s): {', '.join(sorted(unknown))}",
@@ -174,43 +212,96 @@ def _input_specs(names: list[str], options: SourceOptions) -> list[TensorSpec]:
                              hint="inputs are passed in forward() order: give a shape for every one before the last")
     specs = []
     for name in used:
-        shape = list(options.input_shapes[name])
+        shape = list(shapes[name])
         for axis, dim in options.dynamic_dims.get(name, {}).items():
             if axis >= len(shape):
                 raise UserInputError(f"--dynamic {name}:{axis}={dim}: {name} has only {len(shape)} axes",
                                      hint="axes count from 0")
             if dim in options.shape_ranges:
                 shape[axis] = options.shape_ranges[dim].opt
-        specs.append(TensorSpec(name, tuple(shape), np.dtype(options.input_dtypes.get(name, "float32"))))
+        dtype = options.input_dtypes.get(name, dtypes.get(name, "float32"))
+        specs.append(TensorSpec(name, tuple(shape), np.dtype(dtype)))
     return specs
 
 
 def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
-    """Export ``job`` to ONNX, check it against PyTorch on the example inputs, report how it went."""
+    """Export ``job`` to ONNX, check it against PyTorch on the example inputs, report how it went. Without
+    --exporter the job's default exporter runs first and the other one when it fails."""
     import torch
 
-    exporter = options.exporter or job.default_exporter
-    if exporter not in EXPORTERS:
-        raise UserInputError(f"--exporter '{exporter}' is not known", hint="choose dynamo or legacy")
-    if exporter == "legacy" and job.kind == TORCH_EXPORT:
-        raise UserInputError(f"{source}: torch.export programs are lowered by the dynamo exporter only",
-                             hint="drop --exporter legacy")
+    exporters = _exporters(job, options, source)
     _check_input_options(job, options)
-    reference = _run_torch(job, source)
-    output_names = [f"output_{i}" for i in range(len(reference))]
+    reference, output_names = _run_torch(job, source)
+    failures: list[tuple[str, InferCompileError]] = []
+    log = io.StringIO()
+    for exporter in exporters:
+        try:
+            model, check = _export_checked(job, exporter, output_names, reference, options, source, log)
+        except InferCompileError as exc:
+            failures.append((exporter, exc))
+            continue
+        details = {"kind": job.kind, "exporter": exporter, "torch": torch.__version__, "opset": model.opset, **check}
+        module = None if job.kind == TORCHSCRIPT else job.program.module() if job.kind == TORCH_EXPORT else job.program
+        return LoweredModel(model, "pytorch", details, module=module)
+    raise _export_failure(failures, job, options, source, log.getvalue())
+
+
+def _exporters(job: ExportJob, options: SourceOptions, source: str) -> list[str]:
+    if options.exporter is not None and options.exporter not in EXPORTERS:
+        raise UserInputError(f"--exporter '{options.exporter}' is not known", hint="choose dynamo or legacy")
+    if job.kind == TORCH_EXPORT:
+        if options.exporter == "legacy":
+            raise UserInputError(f"{source}: torch.export programs are lowered by the dynamo exporter only",
+                                 hint="drop --exporter legacy")
+        return ["dynamo"]
+    if options.exporter is not None:
+        return [options.exporter]
+    return sorted(EXPORTERS, key=lambda e: e != job.default_exporter)
+
+
+def _export_checked(job: ExportJob, exporter: str, output_names: list[str], reference: list[np.ndarray],
+                    options: SourceOptions, source: str, log: io.StringIO) -> tuple[Model, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="infer-compile-torch-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         try:
-            _export(job, exporter, onnx_path, output_names, options)
+            with _exporter_output_to(log, exporter):
+                _export(job, exporter, onnx_path, output_names, options)
         except Exception as exc:  # the exporters raise many types; each is "cannot lower this model"
-            raise UnsupportedError(f"{source}: the {exporter} exporter cannot lower this model: {_root_cause(exc)}",
-                                   hint=_other_exporter_hint(exporter, job)) from exc
+            raise UnsupportedError(f"the {exporter} exporter cannot lower this model: {_root_cause(exc)}") from exc
         model = load_onnx(onnx_path)
     check_converted(model, source, f"the {exporter} exporter")
-    details = {"kind": job.kind, "exporter": exporter, "torch": torch.__version__, "opset": model.opset}
-    details.update(_check_export(model, job, reference, source))
-    module = None if job.kind == TORCHSCRIPT else job.program.module() if job.kind == TORCH_EXPORT else job.program
-    return LoweredModel(model, "pytorch", details, module=module)
+    return model, _check_export(model, job, reference, source)
+
+
+def _export_failure(failures: list[tuple[str, InferCompileError]], job: ExportJob, options: SourceOptions,
+                    source: str, log: str) -> InferCompileError:
+    """One error for every exporter that failed, with one hint that works (never "try the other exporter" when
+    that one failed too), the exporters' own output written to a log file."""
+    what = "; ".join(f"{exc.message.removeprefix(f'{source}: ')}" for _, exc in failures)
+    tried = {exporter for exporter, _ in failures}
+    if job.kind == TORCHSCRIPT and tried == set(EXPORTERS):
+        hint = ("re-save it from Python as a torch.export program: torch.export.save(torch.export.export(model, "
+                "example_inputs), 'model.pt2'); a Hugging Face model can also be traced after loading it with "
+                "torchscript=True")
+    elif tried != set(EXPORTERS) and job.kind != TORCH_EXPORT:
+        hint = "drop --exporter: infer-compile then tries the dynamo and the legacy exporter"
+    else:
+        hint = "rerun with --debug for the exporter's full message"
+    if log.strip():
+        written = _write_log(log, options.log_path)
+        hint += f"; the exporters' output is in {written}"
+    error_type = AccuracyError if all(isinstance(exc, AccuracyError) for _, exc in failures) else UnsupportedError
+    return error_type(f"{source}: {what}", hint=hint)
+
+
+def _write_log(text: str, path: Path | None) -> Path:
+    """The exporters' output in ``path`` (beside the artifact), else in a fresh temporary file."""
+    if path is None:
+        fd, name = tempfile.mkstemp(prefix="infer-compile-export-", suffix=".log")
+        os.close(fd)
+        path = Path(name)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _check_input_options(job: ExportJob, options: SourceOptions) -> None:
@@ -227,9 +318,9 @@ def _check_input_options(job: ExportJob, options: SourceOptions) -> None:
                              hint=f"the model's inputs are: {', '.join(job.names)}")
 
 
-def _run_torch(job: ExportJob, source: str) -> list[np.ndarray]:
+def _run_torch(job: ExportJob, source: str) -> tuple[list[np.ndarray], list[str]]:
+    """PyTorch's outputs on the example inputs, flattened as the exporters flatten them, and their names."""
     import torch
-    from torch.utils._pytree import tree_leaves
 
     runnable = job.program.module() if job.kind == TORCH_EXPORT else job.program
     try:
@@ -240,40 +331,102 @@ def _run_torch(job: ExportJob, source: str) -> list[np.ndarray]:
                                                                                           strict=False))
         raise UserInputError(f"{source}: forward() fails on the example inputs ({shapes}): {first_line(exc)}",
                              hint="check --input-shape / --input-dtype against what the model expects") from exc
-    leaves = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    leaves = list(_tensor_leaves(out, ()))
     if not leaves:
         raise UnsupportedError(f"{source}: forward() returns no tensors", hint="return the output tensors")
-    return [t.detach().cpu().numpy() for t in leaves]
+    return [t.detach().cpu().numpy() for _, t in leaves], output_names([path for path, _ in leaves], job.names)
+
+
+def _tensor_leaves(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """The tensors in a forward() result with their paths (dict keys, tuple positions), in pytree order: dicts
+    and Hugging Face ModelOutputs (dicts too) by key, in insertion order; tuples and lists by position."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _tensor_leaves(item, (*path, str(key)))
+    elif isinstance(value, tuple | list):
+        for index, item in enumerate(value):
+            yield from _tensor_leaves(item, (*path, index))
+    else:  # another registered container (a cache object): its tensors by position
+        for index, item in enumerate(t for t in tree_leaves(value) if isinstance(t, torch.Tensor)):
+            yield (*path, index), item
+
+
+def output_names(paths: list[tuple[str | int, ...]], input_names: list[str]) -> list[str]:
+    """ONNX output names: the source's own where it names its outputs (a dict's keys, e.g. Hugging Face
+    `logits`, `last_hidden_state`; nested ones joined by dots), else `output_N` by position."""
+    if not any(isinstance(part, str) for path in paths for part in path):
+        return [f"output_{i}" for i in range(len(paths))]
+    names = [".".join(map(str, path)) or f"output_{i}" for i, path in enumerate(paths)]
+    return [f"{name}_output" if name in input_names else name for name in names]
 
 
 def _export(job: ExportJob, exporter: str, path: Path, output_names: list[str], options: SourceOptions) -> None:
     import torch
 
     common = {"input_names": job.names, "output_names": output_names, "opset_version": OPSET, "verbose": False}
-    with _quiet_exporters():
-        if exporter == "dynamo":
-            torch.onnx.export(job.program, job.args, str(path), dynamo=True,
-                              dynamic_shapes=_dynamo_shapes(job, options), **common)
-        else:
-            torch.onnx.export(job.program, job.args, str(path), dynamo=False,
-                              training=torch.onnx.TrainingMode.EVAL,
-                              dynamic_axes=dict(options.dynamic_dims) or None, **common)
+    if exporter == "dynamo":
+        program = _script_as_program(job, options) if job.kind == TORCHSCRIPT else job.program
+        dynamic = None if job.kind == TORCHSCRIPT else _dynamo_shapes(job, options)
+        torch.onnx.export(program, job.args, str(path), dynamo=True, dynamic_shapes=dynamic, **common)
+    else:
+        torch.onnx.export(job.program, job.args, str(path), dynamo=False, training=torch.onnx.TrainingMode.EVAL,
+                          dynamic_axes=dict(options.dynamic_dims) or None, **common)
+
+
+def _script_as_program(job: ExportJob, options: SourceOptions) -> Any:
+    """A TorchScript module as a torch.export program (torch.export cannot trace TorchScript itself): torch's
+    TorchScript converter, its graph re-exported with the --dynamic dims when there are any. This route takes
+    what the legacy exporter cannot: dict outputs (prim::DictConstruct) and ops it has no symbolic for."""
+    import torch
+    from torch._export.converter import TS2EPConverter
+
+    program = TS2EPConverter(job.program, job.args).convert()
+    if options.dynamic_dims:
+        program = torch.export.export(program.module(), job.args, dynamic_shapes=_dynamo_shapes(job, options))
+    return program
 
 
 @contextlib.contextmanager
-def _quiet_exporters() -> Iterator[None]:
-    """The exporters print progress, log notes on optional ops and warn about deprecations: keep the
-    CLI output to our one table (failures still surface as exceptions)."""
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        log.setLevel(level)
+def _exporter_output_to(log: io.StringIO, exporter: str) -> Iterator[None]:
+    """The exporters print progress, log notes on optional ops, warn about deprecations, and (C++) dump whole
+    graphs to the process's stderr on failure: all of it goes to ``log``, the CLI prints only our lines."""
+    log.write(f"===== {exporter} exporter =====\n")
+    with captured_output(log), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def captured_output(log: io.StringIO) -> Iterator[None]:
+    """Everything written to stdout/stderr (Python's and the C++ libraries' file descriptors 1 and 2) and logged
+    by torch while the block runs, appended to ``log``."""
+    handler = logging.StreamHandler(log)
+    loggers = [logging.getLogger(name) for name in ("torch", "onnxscript")]
+    saved = [(logger.handlers, logger.propagate) for logger in loggers]
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fds = [(fd, os.dup(fd)) for fd in (1, 2)]
+        try:
+            for fd, _ in fds:
+                os.dup2(sink.fileno(), fd)
+            for logger in loggers:
+                logger.handlers, logger.propagate = [handler], False
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+                logger.handlers, logger.propagate = handlers, propagate
+            for fd, copy in fds:
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            log.write(sink.read().decode("utf-8", "replace"))
 
 
 def _dynamo_shapes(job: ExportJob, options: SourceOptions) -> dict | None:
@@ -309,7 +462,7 @@ def _check_export(model: Model, job: ExportJob, reference: list[np.ndarray], sou
     summary = summarize(comparisons)
     if not within(comparisons, TOLERANCES[precision]):
         raise AccuracyError(f"{source}: the exported ONNX differs from PyTorch (max abs {summary['max_abs']:.3g}, "
-                            f"cosine {summary['cosine']:.6f})", hint="try the other --exporter (dynamo or legacy)")
+                            f"cosine {summary['cosine']:.6f})")
     return {"export_max_abs": summary["max_abs"], "export_cosine": summary["cosine"]}
 
 
@@ -318,10 +471,3 @@ def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc))  # drop the exporter's terminal colour codes
-
-
-def _other_exporter_hint(exporter: str, job: ExportJob) -> str:
-    if job.kind == TORCH_EXPORT:
-        return "rerun with --debug for the exporter's full message"
-    other = "legacy" if exporter == "dynamo" else "dynamo"
-    return f"try --exporter {other}, or rerun with --debug for the exporter's full message"

@@ -134,3 +134,61 @@ def build_from_state_dict(state_dict: dict, arch: str, path: Path) -> Any:
                              hint="check that --arch builds the same architecture (and config) the weights came from") \
             from exc
     return module
+
+
+# Packages whose output classes torch.export programs commonly carry (Hugging Face ModelOutputs and the like):
+# importing them (installed code, not code from the file) registers those classes as pytree nodes.
+OUTPUT_TYPE_PACKAGES = frozenset({"transformers", "diffusers", "sentence_transformers", "timm", "peft"})
+_BUILTIN_TYPE_MODULES = ("builtins", "collections", "torch")
+
+
+def import_output_types(path: Path, trust_pickle: bool) -> None:
+    """Import the modules defining the container types a torch.export program's inputs and outputs are made
+    of, so torch can read its tree specs: those of OUTPUT_TYPE_PACKAGES always, any other only with
+    --trust-pickle (importing a module runs its code); otherwise the error names the module to import."""
+    import importlib
+
+    for module in sorted(output_type_modules(path)):
+        top = module.partition(".")[0]
+        if top not in OUTPUT_TYPE_PACKAGES and not trust_pickle:
+            raise UserInputError(f"{path}: the program's inputs/outputs are classes of module '{module}', which "
+                                 f"infer-compile imports only when trusted",
+                                 hint="pass --trust-pickle to import it (runs that module's code), or export the "
+                                      "model with outputs that are tensors, tuples or dicts")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserInputError(f"{path}: the program's inputs/outputs are classes of module '{module}', which "
+                                 f"cannot be imported here ({first_line(exc)})",
+                                 hint=f"install the package providing '{module}' (e.g. pip install {top})") from exc
+
+
+def output_type_modules(path: Path) -> set[str]:
+    """Modules named by the container types in a torch.export archive's serialized tree specs."""
+    import json
+
+    modules: set[str] = set()
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith("models/model.json"):
+                _collect_spec_types(json.loads(archive.read(name)), modules)
+    return modules
+
+
+def _collect_spec_types(node: Any, modules: set[str]) -> None:
+    """Walk the program's JSON; tree specs are JSON strings themselves (``in_spec``/``out_spec``)."""
+    import json
+
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("in_spec", "out_spec") and isinstance(value, str):
+                _collect_spec_types(json.loads(value), modules)
+            elif key == "type" and isinstance(value, str) and "." in value:
+                module = value.rpartition(".")[0]
+                if module.partition(".")[0] not in _BUILTIN_TYPE_MODULES:
+                    modules.add(module)
+            else:
+                _collect_spec_types(value, modules)
+    elif isinstance(node, list):
+        for item in node:
+            _collect_spec_types(item, modules)
