@@ -160,34 +160,44 @@ def print_bench(results: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> 
 
 
 def verify_command(
-    source: Annotated[Path, typer.Argument(help="The source model the artifact was built from.",
-                                           show_default=False)],
-    artifact: ArtifactArgument,
+    source: Annotated[Path | None, typer.Argument(
+        help="The source model the artifact was built from (omit it with --from-python).", show_default=False)]
+    = None,
+    artifact: Annotated[Path | None, typer.Argument(help="An artifact infer-compile built (any target).",
+                                                    show_default=False)] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Random input samples to compare on.")]
     = 8,
     input: InputOption = None,
     seed: SeedOption = 0,
-    input_shape: Annotated[list[str] | None, typer.Option(
-        "--input-shape", help="Pin a source input's shape, NAME:1x3x224x224 (repeatable).")] = None,
     budget: Annotated[str | None, typer.Option(
         "--budget", help="Accuracy budget, e.g. 'cosine>=0.999' or 'top1-agreement>=0.99,max-abs<=0.05' "
         "[default: the artifact precision's tolerance].", show_default=False)] = None,
     json_output: JsonOption = False,
     debug: DebugOption = False,
+    **declared: object,  # the source options compile takes, one flag each (cli.with_declared_options)
 ) -> None:
-    """Compare ARTIFACT's outputs with SOURCE's on the same inputs; exit 3 when outside the budget."""
-    from infer_compile.app.verification import verify
+    """Compare ARTIFACT's outputs with SOURCE's on the same inputs; exit 3 when outside the budget. Source options
+    not given (input shapes and dtypes, the exporter) are the ones the artifact's manifest records."""
+    from infer_compile.app.settings import sort_options
+    from infer_compile.app.verification import source_options_for, verify
     from infer_compile.core.budget import parse_budget
     from infer_compile.core.feeds import parse_inputs
-    from infer_compile.frontends import SourceOptions, load_source
+    from infer_compile.core.manifest import read_manifest
+    from infer_compile.frontends import load_source
+    from infer_compile.frontends.specs import model_source
     from infer_compile.targets import load_artifact
 
     with user_errors(debug):
         parsed = parse_budget(budget) if budget else None  # a typo fails before any work
+        given_options = sort_options(declared, spelling=lambda option: option.cli_flag).source
+        if artifact is None and given_options.get("python_entry"):  # verify ARTIFACT --from-python pkg.mod:build
+            source, artifact = None, source
+        if artifact is None:
+            raise UserInputError("verify needs SOURCE and ARTIFACT", hint="infer-compile verify model.pt model.onnx "
+                                 "(or infer-compile verify model.onnx --from-python pkg.mod:build)")
         runner = load_artifact(artifact)
-        from infer_compile.frontends.specs import parse_input_shapes
-
-        model = load_source(source, SourceOptions(input_shapes=parse_input_shapes(input_shape or []))).model
+        options = source_options_for(given_options, read_manifest(artifact))
+        model = load_source(model_source(source, options.python_entry), options).model
         given = [parse_inputs(input, model.inputs)] if input else None
         result = verify(model, runner, samples=samples, seed=seed, given=given)
         if json_output:

@@ -205,7 +205,8 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
 
     log = None if options.verbose else log_path(output)
     with third_party_output(log):
-        lowered = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges)))
+        lowered = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges), log_path=log,
+                                              verbose=options.verbose))
     model = lowered.model
     check_shape_ranges(options.shape_ranges, model.inputs)
     nodes_before = model.node_count

@@ -146,6 +146,8 @@ def print_build(result) -> None:  # BuildResult; imported lazily to keep --help 
         "build time": f"{result.seconds:.2f} s",
         "cache": result.cache,
     }
+    if export := describe_export_check(result.manifest.build.source):
+        summary["export"] = export
     summary["final check"] = describe_final_check(result.manifest.final_check)
     from infer_compile.calibration.options import describe_precision
 
@@ -175,6 +177,16 @@ def print_precision_choice(rows: list[dict] | None) -> None:
         table.add_row(row["precision"], latency, cosine, max_abs, "yes" if row["meets_budget"] else "no",
                       "<- kept" if row["chosen"] else "")
     console.print(table)
+
+
+def describe_export_check(source: dict) -> str:
+    """The build table's line for the frontend's check: the exported ONNX vs the source framework (as optimum and
+    Ultralytics print it); empty for an ONNX source (nothing was exported)."""
+    if "export_cosine" not in source:
+        return ""
+    framework = {"pytorch": "PyTorch", "tensorflow": "TensorFlow"}.get(source.get("format", ""), "the source")
+    return (f"{source.get('exporter', 'exporter')} -> ONNX vs {framework} on the example inputs: cosine "
+            f"{source['export_cosine']:.6f}, max abs {source['export_max_abs']:.3g}")
 
 
 def describe_final_check(record: dict | None) -> str:
@@ -348,16 +360,17 @@ class PlainProgress:
             err_console.print(f"{escape(text)} ({seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
-def with_declared_options(command: Callable[..., None]) -> Callable[..., None]:
-    """``command`` with one typer option per declared component option, grouped into `--help` panels by owner
-    (its ``**declared`` receives them by key; None when not given)."""
+def with_declared_options(command: Callable[..., None], owners: tuple[str, ...] | None = None) -> Callable[..., None]:
+    """``command`` with one typer option per declared option (of the ``owners``' groups; default all), in
+    `--help` panels by owner (its ``**declared`` receives them by key; None when not given)."""
     from infer_compile.app.settings import groups
 
     signature = inspect.signature(command, eval_str=True)
     explicit = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     generated = [inspect.Parameter(option.key, inspect.Parameter.KEYWORD_ONLY, default=None,
                                    annotation=Annotated[_cli_type(option), _typer_option(option, group.title)])
-                 for group in groups() for option in group.options if option.cli]
+                 for group in groups() if owners is None or group.owner in owners
+                 for option in group.options if option.cli]
 
     @functools.wraps(command)
     def wrapper(**values: object) -> None:
@@ -467,7 +480,7 @@ def finalize_command(
 # The artifact commands, in the order `--help` lists them.
 app.command("run")(artifact_cli.run_command)
 app.command("bench")(artifact_cli.bench_command)
-app.command("verify")(artifact_cli.verify_command)
+app.command("verify")(with_declared_options(artifact_cli.verify_command, owners=("source",)))
 app.command("inspect")(artifact_cli.inspect_command)
 app.command("build")(artifact_cli.build_command)
 app.command("triton")(artifact_cli.triton_command)

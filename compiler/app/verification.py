@@ -2,8 +2,8 @@
 
 The source, lowered by its frontend, runs as the reference (``numerics.run_onnx``); the
 artifact runs through its target's runner. Outputs of all samples are stacked before comparing,
-so max-abs/max-rel are the worst over every sample and top-1 agreement is the fraction of rows
-whose arg-max matches.
+so max-abs/max-rel are the worst over every sample and top-1 agreement (class-score outputs only) is the
+fraction of rows whose arg-max matches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 from infer_compile.app.examples import Examples, graph_inputs
 from infer_compile.core.errors import AccuracyError, InferCompileError, TargetUnavailableError, UserInputError, one_line
 from infer_compile.core.feeds import conform
-from infer_compile.core.ir import Model
+from infer_compile.core.ir import Model, TensorSpec
+from infer_compile.core.manifest import Manifest
 from infer_compile.core.numerics import (
     TOLERANCES,
     Feeds,
@@ -28,7 +29,11 @@ from infer_compile.core.numerics import (
     run_onnx,
     summarize,
 )
+from infer_compile.frontends import SourceOptions
+from infer_compile.frontends.specs import source_options
 from infer_compile.targets import Runner
+
+RECORDED_EXPORTERS = ("dynamo", "legacy")  # a manifest's exporter verify reuses (tf2onnx is not a choice)
 
 
 @dataclass
@@ -58,6 +63,22 @@ def verify(source: Model, runner: Runner, *, samples: int, seed: int, given: lis
     return Verification(len(feed_list), comparisons, reference)
 
 
+def source_options_for(given: dict[str, Any], manifest: Manifest | None) -> SourceOptions:
+    """The source options ``verify`` lowers the source with: those given, else what the artifact's build
+    recorded (the exporter; the inputs, which a PyTorch module's example inputs default to) so the source is
+    lowered as the build lowered it."""
+    options = source_options(given)
+    if manifest is None:
+        return options
+    options.shape_ranges = dict(manifest.build.shape_ranges)
+    exporter = manifest.build.source.get("exporter")
+    if options.exporter is None and exporter in RECORDED_EXPORTERS:
+        options.exporter = exporter
+    options.recorded_inputs = [TensorSpec(spec["name"], None if spec.get("shape") is None else tuple(spec["shape"]),
+                                          np.dtype(spec.get("dtype", "float32"))) for spec in manifest.build.inputs]
+    return options
+
+
 def check_same_interface(source: Model, runner: Runner) -> None:
     """Refuse to compare an artifact with a model it was not built from (its inputs/outputs differ)."""
     for kind, ours, theirs in (("inputs", source.inputs, runner.inputs), ("outputs", source.outputs, runner.outputs)):
@@ -77,7 +98,10 @@ def for_runner(runner: Runner, feeds: Feeds) -> Feeds:
 
 
 def _stack(results: list[Feeds]) -> Feeds:
-    return {name: np.stack([np.asarray(r[name]) for r in results]) for name in results[0]}
+    """The samples' outputs as one batch (joined along the batch axis: an output keeps its rank, which tells class
+    scores from other outputs); scalars stacked."""
+    return {name: np.concatenate(values) if values[0].ndim else np.stack(values)
+            for name in results[0] for values in [[np.asarray(r[name]) for r in results]]}
 
 
 class FinalCheckFailed(AccuracyError):

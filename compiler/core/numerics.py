@@ -95,7 +95,7 @@ class OutputComparison:
     max_abs: float  # NaN when either side has NaN/inf where the other does not
     max_rel: float
     cosine: float
-    top1_agreement: float | None  # only for outputs that look like class scores (last dim > 1)
+    top1_agreement: float | None  # only for class-score outputs (see is_class_scores)
     spread: float = 0.0  # the reference's standard deviation: how much the output actually varies
     scale: float = 0.0  # the reference's largest magnitude
     dtype: str = ""  # the reference's element type: the precision the graph itself computes the output in
@@ -159,6 +159,19 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+CLASS_SCORE_NAMES = ("logits", "scores", "probs", "probabilities")
+
+
+def is_class_scores(name: str, ref: np.ndarray) -> bool:
+    """Whether an output is class scores, where top-1 agreement means something: float [batch, classes], or
+    named as scores by its source (Hugging Face `logits` [batch, tokens, vocab]). Detection heads ([1, 84, 8400])
+    and hidden states are not: the arg-max over their last axis is no prediction."""
+    if ref.ndim < 2 or ref.shape[-1] < 2 or not np.issubdtype(ref.dtype, np.floating):
+        return False
+    leaf = name.rpartition(".")[2].lower()
+    return ref.ndim == 2 or leaf in CLASS_SCORE_NAMES or leaf.endswith(tuple(f"_{n}" for n in CLASS_SCORE_NAMES))
+
+
 def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputComparison:
     ref, got = np.asarray(ref), np.asarray(got)
     if ref.shape != got.shape:
@@ -178,7 +191,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
     max_abs = float(diff.max())
     max_rel = float((diff / np.maximum(np.abs(np.where(finite, r, 0.0)), 1e-6)).max())
     top1 = None
-    if r.ndim >= 2 and r.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
+    if is_class_scores(name, ref):
         # argmax skips NaN silently: a NaN output has no top-1 agreement, whatever the ranks say.
         top1 = math.nan if np.isnan(r).any() or np.isnan(g).any() else float(np.mean(r.argmax(-1) == g.argmax(-1)))
     values = r[finite]

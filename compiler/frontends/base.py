@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from infer_compile.core.errors import UnsupportedError
-from infer_compile.core.ir import Model
+from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.shapes import ShapeRange
 
 
@@ -30,6 +30,9 @@ class SourceOptions:
     # Where a frontend writes its converter's own output when lowering fails (the build: beside the artifact);
     # None: a temporary file. The error names the file.
     log_path: Path | None = None
+    # The inputs a build of this source had (verify: from the artifact's manifest); a PyTorch module's example
+    # inputs default to their shapes and integer dtypes when no --input-shape is given.
+    recorded_inputs: list[TensorSpec] = field(default_factory=list)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -140,12 +141,23 @@ def _lower_saved_model(tf: Any, saved: Path, source: Path, kind: str, options: S
     signature, loaded = _signature(tf, saved, source, options.signature)
     model = _convert(saved, signature, source)
     check_converted(model, str(source), "tf2onnx")
+    readable_dims(model)
     apply_input_shapes(model, options.input_shapes)
     name_dynamic_dims(model, options.dynamic_dims)
     details = {"kind": kind, "signature": signature, "exporter": "tf2onnx", "tensorflow": tf.__version__,
                "opset": model.opset}
     details.update(_check_conversion(tf, model, loaded.signatures[signature], options, source))
     return LoweredModel(model, "tensorflow", details)
+
+
+def readable_dims(model: Model) -> None:
+    """tf2onnx names unknown dims `unk__398`: a leading one becomes `batch` (Keras's None batch dim), others
+    `<tensor>_dim<axis>`, on the graph's inputs and outputs (--dynamic still renames them)."""
+    for tensor in [*model.graph.inputs, *model.graph.outputs]:
+        if tensor.shape is not None:
+            tensor.shape = [("batch" if axis == 0 else f"{tensor.name}_dim{axis}")
+                            if isinstance(dim, str) and re.fullmatch(r"unk__\d+", dim) else dim
+                            for axis, dim in enumerate(tensor.shape)]
 
 
 def name_dynamic_dims(model: Model, dynamic: dict[str, dict[int, str]]) -> None:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +185,28 @@ def _module_job(module: Any, options: SourceOptions, kind: str, default_exporter
     import torch
 
     names = forward_input_names(module)
-    specs = _input_specs(names, options, dtypes or {})
+    specs = _input_specs(names, with_recorded_inputs(options, names), dtypes or {})
     feeds = random_inputs(specs, seed=0)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
     # .eval() on the whole tree, not just the wrapper: the legacy exporter copies the top module's
     # training flag to every submodule when it restores modes, so a half-eval model would flip.
     return ExportJob(module.eval(), args, [s.name for s in specs], kind, default_exporter)
+
+
+def with_recorded_inputs(options: SourceOptions, names: list[str]) -> SourceOptions:
+    """``options`` with the recorded inputs' shapes (a dynamic dim at its range's opt size, else 1) and integer
+    dtypes when no --input-shape is given: verify lowers the source as the artifact's build did."""
+    recorded = [spec for spec in options.recorded_inputs if spec.name in names and spec.shape is not None]
+    if options.input_shapes or not recorded:
+        return options
+    ranges = options.shape_ranges
+
+    def size(dim: Any) -> int:
+        return dim if isinstance(dim, int) and dim > 0 else ranges[dim].opt if dim in ranges else 1
+
+    shapes = {spec.name: tuple(size(d) for d in spec.shape or ()) for spec in recorded}
+    dtypes = {spec.name: spec.dtype.name for spec in recorded if spec.dtype.kind in "iub"}  # floats: fp16 IO builds
+    return replace(options, input_shapes=shapes, input_dtypes={**dtypes, **options.input_dtypes})
 
 
 def _input_specs(names: list[str], options: SourceOptions, dtypes: dict[str, str]) -> list[TensorSpec]:
@@ -370,8 +386,9 @@ def _export(job: ExportJob, exporter: str, path: Path, output_names: list[str], 
 
     common = {"input_names": job.names, "output_names": output_names, "opset_version": OPSET, "verbose": False}
     if exporter == "dynamo":
-        program = _script_as_program(job, options) if job.kind == TORCHSCRIPT else job.program
-        dynamic = None if job.kind == TORCHSCRIPT else _dynamo_shapes(job, options)
+        scripted = job.kind == TORCHSCRIPT
+        program = _script_as_program(job, options) if scripted else job.program
+        dynamic = None if scripted else _dynamo_shapes(job, options)
         torch.onnx.export(program, job.args, str(path), dynamo=True, dynamic_shapes=dynamic, **common)
     else:
         torch.onnx.export(job.program, job.args, str(path), dynamo=False, training=torch.onnx.TrainingMode.EVAL,
@@ -380,15 +397,16 @@ def _export(job: ExportJob, exporter: str, path: Path, output_names: list[str], 
 
 def _script_as_program(job: ExportJob, options: SourceOptions) -> Any:
     """A TorchScript module as a torch.export program (torch.export cannot trace TorchScript itself): torch's
-    TorchScript converter, its graph re-exported with the --dynamic dims when there are any. This route takes
-    what the legacy exporter cannot: dict outputs (prim::DictConstruct) and ops it has no symbolic for."""
+    TorchScript converter, its graph exported again with the --dynamic dims (the converter leaves every dim
+    symbolic). This route takes what the legacy exporter cannot: dict outputs (prim::DictConstruct) and ops it
+    has no symbolic for (aten::diff)."""
     import torch
     from torch._export.converter import TS2EPConverter
 
-    program = TS2EPConverter(job.program, job.args).convert()
-    if options.dynamic_dims:
-        program = torch.export.export(program.module(), job.args, dynamic_shapes=_dynamo_shapes(job, options))
-    return program
+    converted = TS2EPConverter(job.program, job.args).convert()
+    dims = _dynamo_shapes(job, options)
+    dynamic = None if dims is None else list(dims.values())  # by position: the converted module takes *args
+    return torch.export.export(converted.module(), job.args, dynamic_shapes=dynamic)
 
 
 @contextlib.contextmanager
