@@ -52,6 +52,19 @@ def test_rounding_noise_of_each_precision_passes(precision: str, noise: float) -
     assert within([compare_output("y", ref, ref + rng.normal(0, noise * 3, ref.shape))], TOLERANCES[precision])
 
 
+@pytest.mark.parametrize(("name", "shape", "scores"), [
+    ("output_0", (4, 10), True),  # [batch, classes]
+    ("logits", (1, 16, 128), True),  # a language model's per-token scores, named so by its source
+    ("detections.cls_scores", (1, 8, 4), True),
+    ("output_0", (1, 8, 256), False),  # a YOLO-style head: boxes and scores per anchor
+    ("last_hidden_state", (1, 16, 32), False),
+    ("output_0", (4, 1), False),
+])
+def test_top1_agreement_only_for_class_scores(name: str, shape: tuple, scores: bool) -> None:
+    ref = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert (compare_output(name, ref, ref.copy()).top1_agreement is not None) is scores
+
+
 def test_matching_infinities_pass_and_a_new_nan_fails() -> None:
     ref = np.array([1.0, np.inf, -np.inf, 2.0])
     assert within([compare_output("y", ref, ref.copy())], TOLERANCES["fp32"])

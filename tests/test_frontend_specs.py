@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from infer_compile.frontends.specs import (
     model_source,
     parse_dynamic_dims,
     parse_input_dtypes,
+    parse_input_shapes,
     parse_shape_ranges,
+    shapes_by_name,
 )
 
 
@@ -24,6 +27,22 @@ def test_good_specs_parse() -> None:
     assert parse_shape_ranges(["batch=1:8:32"]) == {"batch": (1, 8, 32)}
 
 
+def test_shapes_without_names_go_to_the_inputs_in_order() -> None:
+    positional = parse_input_shapes(["1x3x224x224", "1x16"])
+    assert shapes_by_name(positional, ["image", "ids", "mask"]) == {"image": (1, 3, 224, 224), "ids": (1, 16)}
+    assert shapes_by_name(parse_input_shapes(["ids:2x8"]), ["image", "ids"]) == {"ids": (2, 8)}
+
+
+@pytest.mark.parametrize(("values", "fragment"), [
+    (["1x3", "ids:1x2"], "both with and without input names"),
+    (["1x3", "1x4", "1x5"], "3 --input-shape given, the model takes 2 input(s)"),
+])
+def test_shapes_without_names_that_cannot_be_placed(values: list[str], fragment: str) -> None:
+    with pytest.raises(UserInputError, match=re.escape(fragment)) as info:
+        shapes_by_name(parse_input_shapes(values), ["image", "ids"])
+    assert info.value.hint
+
+
 @pytest.mark.parametrize(("parse", "value", "fragment"), [
     (parse_input_dtypes, "ids", "--input-dtype 'ids'"),
     (parse_input_dtypes, "ids:int65", "unknown dtype 'int65'"),
@@ -32,6 +51,8 @@ def test_good_specs_parse() -> None:
     (parse_dynamic_dims, "x:0=2d", "NAME:AXIS=DIM"),
     (parse_shape_ranges, "batch=8:1:32", "1 <= MIN <= OPT <= MAX"),
     (parse_shape_ranges, "batch=1:8", "MIN:OPT:MAX"),
+    (parse_input_shapes, ":1x3", "NAME:DIMS or DIMS"),
+    (parse_input_shapes, "x:1x0", "NAME:DIMS or DIMS"),
 ])
 def test_bad_specs_are_user_errors(parse, value: str, fragment: str) -> None:
     with pytest.raises(UserInputError) as info:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from infer_compile.app.cli import app
-from infer_compile.core.errors import ExitCode
+from infer_compile.core.errors import ExitCode, UserInputError
 from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, within
+from infer_compile.frontends.torch_files import import_output_types, output_type_modules
 from infer_compile.targets import target_for_artifact
 
 torch = pytest.importorskip("torch", reason="the PyTorch frontend needs the [torch] extra")
@@ -231,3 +234,110 @@ def test_real_minilm_sentence_embeddings_match_pytorch(tmp_path: Path, monkeypat
         np.linalg.norm(expected, axis=1) * np.linalg.norm(embeddings, axis=1))
     assert cosine.min() >= 0.9999, cosine
     assert manifest["source"]["export_cosine"] >= 0.9999
+
+
+# Hugging Face models as users save them (tests/hf_models.py: real transformers architectures from tiny configs).
+@pytest.fixture(scope="module")
+def hf_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """BERT and GPT-2 traced the usual way (strict=False: dict outputs; GPT-2 also uses aten::diff), ViT as a
+    torch.export program (a transformers ModelOutput), a DistilBERT state_dict."""
+    hf_models = pytest.importorskip("tests.hf_models")
+    pytest.importorskip("transformers", reason="needs the [dev] extra")
+    folder = tmp_path_factory.mktemp("hf-files")
+    paths = {name: folder / name for name in ("bert.pt", "gpt2.pt", "vit.pt2", "distilbert.pt", "eig.pt")}
+    for name in ("bert", "gpt2"):
+        model, example = hf_models.MODELS[name].build()
+        torch.jit.save(torch.jit.trace(model, example, strict=False), paths[f"{name}.pt"])
+    model, example = hf_models.MODELS["vit"].build()
+    torch.export.save(torch.export.export(model, example), paths["vit.pt2"])
+    torch.save(hf_models.MODELS["distilbert"].build()[0].state_dict(), paths["distilbert.pt"])
+    torch.jit.save(torch.jit.trace(*torch_models.build_unlowerable()), paths["eig.pt"])
+    return paths
+
+
+def token_feeds() -> Feeds:
+    return {"input_ids": np.random.default_rng(1).integers(0, 128, (1, 16), dtype=np.int64)}
+
+
+def test_traced_bert_with_dict_outputs_keeps_their_names_and_verifies_from_the_manifest(
+        hf_files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "bert.onnx"
+    # A shape without a name (the user cannot know TorchScript's input names); token ids are found to be int64.
+    got, manifest = compile_and_run(out, (hf_files["bert.pt"], "--input-shape", "1x16"), token_feeds())
+    assert list(got) == ["last_hidden_state", "pooler_output"]
+    assert manifest["inputs"][0]["dtype"] == "int64"
+    assert (manifest["source"]["exporter"], manifest["source"]["export_cosine"] >= 0.99999) == ("dynamo", True)
+    model = torch.jit.load(hf_files["bert.pt"])
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in model(torch.from_numpy(token_feeds()["input_ids"])).items()}
+    assert within(compare_outputs(ref, got), TOLERANCES["fp32"])
+    verified = invoke("verify", hf_files["bert.pt"], out, "-n", "2", "--json")  # no --input-shape: the manifest's
+    assert verified.exit_code == 0, verified.output
+    outputs = {o["name"]: o for o in json.loads(verified.stdout)["outputs"]}
+    assert outputs["last_hidden_state"]["top1_agreement"] is None  # hidden states are not class scores
+
+
+def test_traced_gpt2_goes_around_the_legacy_exporter_and_never_hints_in_a_circle(
+        hf_files: dict[str, Path], tmp_path: Path) -> None:
+    legacy = invoke(hf_files["gpt2.pt"], "--input-shape", "1x16", "--exporter", "legacy", "-o", tmp_path / "l.onnx")
+    assert_one_line_error(legacy, "legacy exporter cannot lower", "aten::diff")
+    assert "drop --exporter" in legacy.stderr and "--exporter dynamo" not in legacy.stderr
+    out = tmp_path / "gpt2.onnx"
+    got, _ = compile_and_run(out, (hf_files["gpt2.pt"], "--input-shape", "input_ids:1x16"), token_feeds())
+    assert list(got) == ["logits"]
+    verified = invoke("verify", hf_files["gpt2.pt"], out, "-n", "2", "--json")
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["outputs"][0]["top1_agreement"] == 1.0  # logits are class scores
+
+
+def test_hf_torch_export_program_loads_its_output_classes(hf_files: dict[str, Path], tmp_path: Path) -> None:
+    assert output_type_modules(hf_files["vit.pt2"]) == {"transformers.modeling_outputs"}
+    result = invoke(hf_files["vit.pt2"], "--target", "onnxruntime", "--no-tune", "-o", tmp_path / "vit.onnx")
+    assert result.exit_code == 0, result.output
+    assert "export      dynamo -> ONNX vs PyTorch on the example inputs: cosine 1.0000" in result.stdout
+    assert [o["name"] for o in target_for_artifact(tmp_path / "vit.onnx")[1].to_json()["outputs"]] == ["logits"]
+
+
+def test_program_output_classes_of_other_modules_are_imported_only_when_trusted(tmp_path: Path) -> None:
+    spec = json.dumps([1, {"type": "mypkg.outputs.Result", "context": "[]", "children_spec": []}])
+    path = tmp_path / "prog.pt2"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("prog/archive_format", "pt2")
+        archive.writestr("prog/models/model.json", json.dumps({"module_call_graph": [{"signature": {
+            "in_spec": spec, "out_spec": spec}}]}))
+    with pytest.raises(UserInputError, match=r"module 'mypkg\.outputs'.*only when trusted"):
+        import_output_types(path, trust_pickle=False)
+    with pytest.raises(UserInputError, match="cannot be imported here") as raised:
+        import_output_types(path, trust_pickle=True)
+    assert "pip install mypkg" in str(raised.value.hint)
+
+
+def test_state_dict_with_arch_verifies_with_the_arch_only(hf_files: dict[str, Path], tmp_path: Path) -> None:
+    arch = ("--arch", "tests.hf_models:distilbert")
+    out = tmp_path / "distilbert.onnx"
+    built = invoke(hf_files["distilbert.pt"], *arch, "--input-shape", "1x16", "--input-dtype", "input_ids:int64",
+                   "--target", "onnxruntime", "--no-tune", "-o", out)
+    assert built.exit_code == 0, built.output
+    verified = invoke("verify", hf_files["distilbert.pt"], out, *arch, "-n", "2")
+    assert verified.exit_code == 0, verified.output
+    assert "last_hidden_state" in verified.stdout
+
+
+def test_from_python_sources_verify(tmp_path: Path) -> None:
+    entry = ("--from-python", "tests.torch_models:build_encoder")
+    out = tmp_path / "encoder.onnx"
+    assert invoke(*entry, "--target", "onnxruntime", "--no-tune", "-o", out).exit_code == 0
+    verified = invoke("verify", out, *entry, "-n", "2")
+    assert verified.exit_code == 0, verified.output
+
+
+def test_when_both_exporters_fail_their_dumps_go_to_a_log_beside_the_output(
+        hf_files: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eig.onnx"
+    result = invoke(hf_files["eig.pt"], "--input-shape", "3x3", "-o", out, "--no-tune")
+    assert_one_line_error(result, "legacy exporter cannot lower", "dynamo exporter cannot lower", "linalg_eig")
+    assert "neither exporter" in result.stderr and "--exporter" not in result.stderr
+    log = out.with_name("eig.onnx.export.log")
+    assert str(log) in result.stderr and "Torch IR graph at exception" in log.read_text()
+    assert "Torch IR graph" not in capfd.readouterr().err  # the C++ dump never reaches the terminal
+    assert not out.exists()

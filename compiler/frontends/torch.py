@@ -45,6 +45,10 @@ OWN_EXAMPLE_KINDS = (TORCH_EXPORT, PYTHON_ENTRY)  # sources that come with their
 OPSET = 18  # the dynamo exporter's native opset; the legacy exporter is asked for the same
 
 
+class ScriptConversionError(Exception):
+    """torch's TorchScript-to-torch.export converter failed (not the ONNX exporter)."""
+
+
 @dataclass
 class ExportJob:
     """What to hand torch.onnx.export: the program, its example inputs and their names."""
@@ -282,6 +286,9 @@ def _export_checked(job: ExportJob, exporter: str, output_names: list[str], refe
         try:
             with _exporter_output_to(log, exporter):
                 _export(job, exporter, onnx_path, output_names, options)
+        except ScriptConversionError as exc:
+            raise UnsupportedError(f"torch's TorchScript converter (for the dynamo exporter) cannot convert this "
+                                   f"model: {exc}") from exc
         except Exception as exc:  # the exporters raise many types; each is "cannot lower this model"
             raise UnsupportedError(f"the {exporter} exporter cannot lower this model: {_root_cause(exc)}") from exc
         model = load_onnx(onnx_path)
@@ -295,10 +302,13 @@ def _export_failure(failures: list[tuple[str, InferCompileError]], job: ExportJo
     that one failed too), the exporters' own output written to a log file."""
     what = "; ".join(f"{exc.message.removeprefix(f'{source}: ')}" for _, exc in failures)
     tried = {exporter for exporter, _ in failures}
-    if job.kind == TORCHSCRIPT and tried == set(EXPORTERS):
+    if any(isinstance(exc.__cause__, ScriptConversionError) for _, exc in failures) and tried == set(EXPORTERS):
         hint = ("re-save it from Python as a torch.export program: torch.export.save(torch.export.export(model, "
                 "example_inputs), 'model.pt2'); a Hugging Face model can also be traced after loading it with "
                 "torchscript=True")
+    elif tried == set(EXPORTERS):
+        hint = ("neither exporter has an ONNX translation for an op named above: replace it in the model, or "
+                "compute that part outside the model")
     elif tried != set(EXPORTERS) and job.kind != TORCH_EXPORT:
         hint = "drop --exporter: infer-compile then tries the dynamo and the legacy exporter"
     else:
@@ -387,7 +397,10 @@ def _export(job: ExportJob, exporter: str, path: Path, output_names: list[str], 
     common = {"input_names": job.names, "output_names": output_names, "opset_version": OPSET, "verbose": False}
     if exporter == "dynamo":
         scripted = job.kind == TORCHSCRIPT
-        program = _script_as_program(job, options) if scripted else job.program
+        try:
+            program = _script_as_program(job, options) if scripted else job.program
+        except Exception as exc:  # the converter's own limits (ops, control flow it cannot follow)
+            raise ScriptConversionError(first_line(exc)) from exc
         dynamic = None if scripted else _dynamo_shapes(job, options)
         torch.onnx.export(program, job.args, str(path), dynamo=True, dynamic_shapes=dynamic, **common)
     else:
