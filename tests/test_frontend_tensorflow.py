@@ -94,6 +94,7 @@ def test_each_format_matches_keras(saved: tuple, tmp_path: Path, kind: str, extr
     source = manifest["source"]
     assert source["exporter"] == "tf2onnx" and source["export_max_abs"] < 1e-4
     assert source["signature"] == ("serve" if extra else "serving_default")
+    assert {spec["shape"][0] for spec in [*manifest["inputs"], *manifest["outputs"]]} == {"batch"}  # not unk__N
 
 
 def test_dynamic_batch_is_named_and_ranged(saved: tuple, tmp_path: Path) -> None:
