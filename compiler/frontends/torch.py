@@ -261,6 +261,8 @@ def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
             failures.append((exporter, exc))
             continue
         details = {"kind": job.kind, "exporter": exporter, "torch": torch.__version__, "opset": model.opset, **check}
+        if failures:  # the default exporter failed first: say why, in the manifest
+            details["exporter_failures"] = {name: exc.message for name, exc in failures}
         module = None if job.kind == TORCHSCRIPT else job.program.module() if job.kind == TORCH_EXPORT else job.program
         return LoweredModel(model, "pytorch", details, module=module)
     raise _export_failure(failures, job, options, source, log.getvalue())
@@ -301,15 +303,15 @@ def _export_failure(failures: list[tuple[str, InferCompileError]], job: ExportJo
     """One error for every exporter that failed, with one hint that works (never "try the other exporter" when
     that one failed too), the exporters' own output written to a log file."""
     what = "; ".join(f"{exc.message.removeprefix(f'{source}: ')}" for _, exc in failures)
-    tried = {exporter for exporter, _ in failures}
-    if any(isinstance(exc.__cause__, ScriptConversionError) for _, exc in failures) and tried == set(EXPORTERS):
+    both_tried = {exporter for exporter, _ in failures} == set(EXPORTERS)
+    if both_tried and any(isinstance(exc.__cause__, ScriptConversionError) for _, exc in failures):
         hint = ("re-save it from Python as a torch.export program: torch.export.save(torch.export.export(model, "
                 "example_inputs), 'model.pt2'); a Hugging Face model can also be traced after loading it with "
                 "torchscript=True")
-    elif tried == set(EXPORTERS):
+    elif both_tried:
         hint = ("neither exporter has an ONNX translation for an op named above: replace it in the model, or "
                 "compute that part outside the model")
-    elif tried != set(EXPORTERS) and job.kind != TORCH_EXPORT:
+    elif job.kind != TORCH_EXPORT:  # the user chose the one that failed
         hint = "drop --exporter: infer-compile then tries the dynamo and the legacy exporter"
     else:
         hint = "rerun with --debug for the exporter's full message"
