@@ -263,9 +263,11 @@ def test_traced_bert_with_dict_outputs_keeps_their_names_and_verifies_from_the_m
         hf_files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "bert.onnx"
     # A shape without a name (the user cannot know TorchScript's input names); token ids are found to be int64.
-    got, manifest = compile_and_run(out, (hf_files["bert.pt"], "--input-shape", "1x16"), token_feeds())
+    args = (hf_files["bert.pt"], "--input-shape", "2x16", "--dynamic", "input_ids:0=batch")  # 1 would specialise
+    got, manifest = compile_and_run(out, args, token_feeds())
     assert list(got) == ["last_hidden_state", "pooler_output"]
-    assert manifest["inputs"][0]["dtype"] == "int64"
+    assert manifest["inputs"][0] == {"name": "input_ids", "shape": ["batch", 16], "dtype": "int64"}
+    assert manifest["outputs"][0]["shape"] == ["batch", 16, 32]
     assert (manifest["source"]["exporter"], manifest["source"]["export_cosine"] >= 0.99999) == ("dynamo", True)
     model = torch.jit.load(hf_files["bert.pt"])
     with torch.no_grad():

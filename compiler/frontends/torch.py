@@ -398,30 +398,27 @@ def _export(job: ExportJob, exporter: str, path: Path, output_names: list[str], 
 
     common = {"input_names": job.names, "output_names": output_names, "opset_version": OPSET, "verbose": False}
     if exporter == "dynamo":
-        scripted = job.kind == TORCHSCRIPT
-        try:
-            program = _script_as_program(job, options) if scripted else job.program
-        except Exception as exc:  # the converter's own limits (ops, control flow it cannot follow)
-            raise ScriptConversionError(first_line(exc)) from exc
-        dynamic = None if scripted else _dynamo_shapes(job, options)
+        program, dynamic = job.program, _dynamo_shapes(job, options)
+        if job.kind == TORCHSCRIPT:
+            try:
+                program = _script_as_module(job)
+            except Exception as exc:  # the converter's own limits (ops, control flow it cannot follow)
+                raise ScriptConversionError(first_line(exc)) from exc
+            dynamic = None if dynamic is None else tuple(dynamic.values())  # the converted module takes *args
         torch.onnx.export(program, job.args, str(path), dynamo=True, dynamic_shapes=dynamic, **common)
     else:
         torch.onnx.export(job.program, job.args, str(path), dynamo=False, training=torch.onnx.TrainingMode.EVAL,
                           dynamic_axes=dict(options.dynamic_dims) or None, **common)
 
 
-def _script_as_program(job: ExportJob, options: SourceOptions) -> Any:
-    """A TorchScript module as a torch.export program (torch.export cannot trace TorchScript itself): torch's
-    TorchScript converter, its graph exported again with the --dynamic dims (the converter leaves every dim
-    symbolic). This route takes what the legacy exporter cannot: dict outputs (prim::DictConstruct) and ops it
-    has no symbolic for (aten::diff)."""
-    import torch
+def _script_as_module(job: ExportJob) -> Any:
+    """A TorchScript module as a plain torch.fx module that torch.export can trace (it cannot trace TorchScript):
+    torch's TorchScript converter. The dynamo exporter then exports it with the --dynamic dims (the converter's
+    own program has every dim symbolic). This route takes what the legacy exporter cannot: dict outputs
+    (prim::DictConstruct) and ops it has no symbolic for (aten::diff)."""
     from torch._export.converter import TS2EPConverter
 
-    converted = TS2EPConverter(job.program, job.args).convert()
-    dims = _dynamo_shapes(job, options)
-    dynamic = None if dims is None else list(dims.values())  # by position: the converted module takes *args
-    return torch.export.export(converted.module(), job.args, dynamic_shapes=dynamic)
+    return TS2EPConverter(job.program, job.args).convert().module()
 
 
 @contextlib.contextmanager
