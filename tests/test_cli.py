@@ -75,9 +75,10 @@ def test_input_shape_for_unknown_input(tiny_cnn_onnx: Path) -> None:
                       "pixels", "image")
 
 
-def test_input_shape_fixes_the_dims_of_an_onnx_model(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("value", ["image:4x3x32x32", "4x3x32x32"])  # without a name: the inputs in order
+def test_input_shape_fixes_the_dims_of_an_onnx_model(tiny_cnn_onnx: Path, tmp_path: Path, value: str) -> None:
     out = tmp_path / "m.onnx"
-    result = invoke(tiny_cnn_onnx, "--input-shape", "image:4x3x32x32", "-o", out, "--no-cache")
+    result = invoke(tiny_cnn_onnx, "--input-shape", value, "-o", out, "--no-cache")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "m.onnx.manifest.json").read_text())
     assert manifest["inputs"][0]["shape"] == [4, 3, 32, 32]
