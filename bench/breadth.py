@@ -94,7 +94,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="breadth-") as tmp:
         folder = Path(tmp)
         for name in args.models.split(","):
-            sources = save_sources(MODELS[name], folder)
+            try:
+                sources = save_sources(MODELS[name], folder)
+            except Exception as exc:  # the model itself cannot be built or saved: one line for its row
+                sources = dict.fromkeys(SOURCES, ([], [f"building the model fails: {type(exc).__name__}: {exc}"]))
             for kind in args.sources.split(","):
                 row = []
                 for target in targets:

@@ -63,7 +63,8 @@ def whisper_encoder() -> nn.Module:
 
     config = WhisperConfig(num_mel_bins=8, max_source_positions=16, d_model=32, encoder_layers=1,
                            encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
-                           decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=VOCAB)
+                           decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=VOCAB, pad_token_id=0,
+                           bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
     return WhisperModel(config).get_encoder()
 
 

@@ -398,13 +398,14 @@ def _export(job: ExportJob, exporter: str, path: Path, output_names: list[str], 
 
     common = {"input_names": job.names, "output_names": output_names, "opset_version": OPSET, "verbose": False}
     if exporter == "dynamo":
-        program, dynamic = job.program, _dynamo_shapes(job, options)
+        program, dims = job.program, _dynamo_shapes(job, options)
+        dynamic: dict | tuple | None = dims
         if job.kind == TORCHSCRIPT:
             try:
                 program = _script_as_module(job)
             except Exception as exc:  # the converter's own limits (ops, control flow it cannot follow)
                 raise ScriptConversionError(first_line(exc)) from exc
-            dynamic = None if dynamic is None else tuple(dynamic.values())  # the converted module takes *args
+            dynamic = None if dims is None else tuple(dims.values())  # the converted module takes *args
         torch.onnx.export(program, job.args, str(path), dynamo=True, dynamic_shapes=dynamic, **common)
     else:
         torch.onnx.export(job.program, job.args, str(path), dynamo=False, training=torch.onnx.TrainingMode.EVAL,
