@@ -181,7 +181,21 @@ def _torch_export_job(path: Path, options: SourceOptions) -> ExportJob:
                                hint="export the program with positional example inputs")
     names = [spec.arg.name for spec in program.graph_signature.input_specs
              if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    contiguous_as_copies(program.graph_module)
     return ExportJob(program, tuple(args), names, TORCH_EXPORT)
+
+
+def contiguous_as_copies(graph_module: Any) -> None:
+    """Each `aten.contiguous` of a loaded or converted program as an explicit copy (`aten.clone` to that memory
+    format). The dynamo exporter's decomposition (torch 2.13) turns contiguous into nothing in such programs, and a
+    following view of the still-transposed tensor fails (T5's attention: "Cannot view a tensor with shape ...")."""
+    import torch
+
+    for node in graph_module.graph.nodes:
+        if node.target is torch.ops.aten.contiguous.default:
+            node.target = torch.ops.aten.clone.default
+            node.kwargs = {"memory_format": node.kwargs.get("memory_format", torch.contiguous_format)}
+    graph_module.recompile()
 
 
 def _module_job(module: Any, options: SourceOptions, kind: str, default_exporter: str = "dynamo",
@@ -419,7 +433,9 @@ def _script_as_module(job: ExportJob) -> Any:
     (prim::DictConstruct) and ops it has no symbolic for (aten::diff)."""
     from torch._export.converter import TS2EPConverter
 
-    return TS2EPConverter(job.program, job.args).convert().module()
+    module = TS2EPConverter(job.program, job.args).convert().module()
+    contiguous_as_copies(module)
+    return module
 
 
 @contextlib.contextmanager
