@@ -4,9 +4,10 @@ models built in code, no downloads) x the ways PyTorch users save them x targets
 
 Sources: TorchScript as users trace it (`torch.jit.trace(model, example, strict=False)`: dict outputs), a
 torch.export program (`.pt2`), a state_dict with `--arch`, and `--from-python`. Targets: onnxruntime, openvino
-fp32 and openvino int8 (`--calib synthetic`). A cell is `ok` (built and verified) or the one-line error.
+fp32 and openvino int8 (`--calib synthetic`); tflite fp32 on request. A cell is `ok` (built and verified) or
+the one-line error.
 
-    .venv/bin/python bench/breadth.py [--models vit,bert] [--sources ts,pt2] [--targets ort,ov,ov-int8]
+    .venv/bin/python bench/breadth.py [--models vit,bert] [--sources ts,pt2] [--targets ort,ov,ov-int8,tflite]
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from infer_compile.frontends.torch import forward_input_names  # noqa: E402
 from tests.hf_models import MODELS, Architecture  # noqa: E402
 
 TARGETS = {"ort": (["--target", "onnxruntime"], ".onnx"), "ov": (["--target", "openvino"], ".xml"),
-           "ov-int8": (["--target", "openvino", "--int8", "--calib", "synthetic"], ".xml")}
+           "ov-int8": (["--target", "openvino", "--int8", "--calib", "synthetic"], ".xml"),
+           "tflite": (["--target", "tflite"], ".tflite")}  # not by default: ~1-2 min per cell (onnx2tf)
+DEFAULT_TARGETS = ("ort", "ov", "ov-int8")
 SOURCES = ("ts", "pt2", "arch", "python")
 runner = CliRunner()
 
@@ -85,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--sources", default=",".join(SOURCES))
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help=f"of {', '.join(TARGETS)}")
     args = parser.parse_args()
     targets = args.targets.split(",")
     print(f"{'model':<16} {'source':<7} " + " ".join(f"{t:<8}" for t in targets) + "  (errors below)")
