@@ -239,17 +239,19 @@ def test_real_minilm_sentence_embeddings_match_pytorch(tmp_path: Path, monkeypat
 # Hugging Face models as users save them (tests/hf_models.py: real transformers architectures from tiny configs).
 @pytest.fixture(scope="module")
 def hf_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """BERT and GPT-2 traced the usual way (strict=False: dict outputs; GPT-2 also uses aten::diff), ViT as a
-    torch.export program (a transformers ModelOutput), a DistilBERT state_dict."""
+    """BERT and GPT-2 traced the usual way (strict=False: dict outputs; GPT-2 also uses aten::diff), ViT and the
+    T5 encoder as torch.export programs (transformers ModelOutputs), a DistilBERT state_dict."""
     hf_models = pytest.importorskip("tests.hf_models")
     pytest.importorskip("transformers", reason="needs the [dev] extra")
     folder = tmp_path_factory.mktemp("hf-files")
-    paths = {name: folder / name for name in ("bert.pt", "gpt2.pt", "vit.pt2", "distilbert.pt", "eig.pt")}
+    paths = {name: folder / name for name in ("bert.pt", "gpt2.pt", "vit.pt2", "t5_encoder.pt2", "distilbert.pt",
+                                             "eig.pt")}
     for name in ("bert", "gpt2"):
         model, example = hf_models.MODELS[name].build()
         torch.jit.save(torch.jit.trace(model, example, strict=False), paths[f"{name}.pt"])
-    model, example = hf_models.MODELS["vit"].build()
-    torch.export.save(torch.export.export(model, example), paths["vit.pt2"])
+    for name in ("vit", "t5_encoder"):
+        model, example = hf_models.MODELS[name].build()
+        torch.export.save(torch.export.export(model, example), paths[f"{name}.pt2"])
     torch.save(hf_models.MODELS["distilbert"].build()[0].state_dict(), paths["distilbert.pt"])
     torch.jit.save(torch.jit.trace(*torch_models.build_unlowerable()), paths["eig.pt"])
     return paths
@@ -292,12 +294,15 @@ def test_traced_gpt2_goes_around_the_legacy_exporter_and_never_hints_in_a_circle
     assert json.loads(verified.stdout)["outputs"][0]["top1_agreement"] == 1.0  # logits are class scores
 
 
-def test_hf_torch_export_program_loads_its_output_classes(hf_files: dict[str, Path], tmp_path: Path) -> None:
-    assert output_type_modules(hf_files["vit.pt2"]) == {"transformers.modeling_outputs"}
-    result = invoke(hf_files["vit.pt2"], "--target", "onnxruntime", "--no-tune", "-o", tmp_path / "vit.onnx")
+@pytest.mark.parametrize(("name", "output"), [("vit.pt2", "logits"), ("t5_encoder.pt2", "last_hidden_state")])
+def test_hf_torch_export_program_loads_its_output_classes(hf_files: dict[str, Path], tmp_path: Path, name: str,
+                                                          output: str) -> None:
+    """T5: its attention's contiguous() must survive the exporter's decomposition of a loaded program."""
+    assert output_type_modules(hf_files[name]) == {"transformers.modeling_outputs"}
+    result = invoke(hf_files[name], "--target", "onnxruntime", "--no-tune", "-o", tmp_path / "m.onnx")
     assert result.exit_code == 0, result.output
     assert "export      dynamo -> ONNX vs PyTorch on the example inputs: cosine 1.0000" in result.stdout
-    assert [o["name"] for o in target_for_artifact(tmp_path / "vit.onnx")[1].to_json()["outputs"]] == ["logits"]
+    assert [o["name"] for o in target_for_artifact(tmp_path / "m.onnx")[1].to_json()["outputs"]] == [output]
 
 
 def test_program_output_classes_of_other_modules_are_imported_only_when_trusted(tmp_path: Path) -> None:
