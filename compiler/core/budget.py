@@ -38,7 +38,8 @@ class Bound:
         """None when met, else a one-line failure naming the measured figure."""
         measured = figures.get(METRICS[self.metric])
         if measured is None:
-            return f"{self} cannot be checked: the outputs have no {self.metric} (no class-score output)"
+            return (f"{self} cannot be checked: the outputs have no {self.metric} (no class-score output, e.g. "
+                    f"detection boxes or hidden states); judge them by cosine or max-abs")
         if isinstance(measured, float) and math.isnan(measured):
             return f"{self} failed: {self.metric} is NaN"
         if _OPERATORS[self.op](measured, self.value):
