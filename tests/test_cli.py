@@ -30,6 +30,12 @@ def test_compile_prints_the_build_table_and_writes_report(tiny_cnn_onnx: Path, t
     assert report["nodes"]["after"] < report["nodes"]["before"]
 
 
+def test_the_compile_subcommand_spelt_out(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    result = invoke("compile", tiny_cnn_onnx, "-o", tmp_path / "m.onnx", "--no-cache")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").exists()
+
+
 def test_default_output_goes_beside_the_source(tiny_cnn_onnx: Path) -> None:
     result = invoke(tiny_cnn_onnx, "--target", "onnxruntime")
     assert result.exit_code == 0, result.output

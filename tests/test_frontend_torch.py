@@ -344,7 +344,7 @@ def test_when_both_exporters_fail_their_dumps_go_to_a_log_beside_the_output(
     result = invoke(hf_files["eig.pt"], "--input-shape", "3x3", "-o", out, "--no-tune")
     assert_one_line_error(result, "legacy exporter cannot lower", "dynamo exporter cannot lower", "linalg_eig")
     assert "neither exporter" in result.stderr and "--exporter" not in result.stderr
-    log = out.with_name("eig.onnx.export.log")
+    log = out.with_name("eig.onnx.log")
     assert str(log) in result.stderr and "Torch IR graph at exception" in log.read_text()
     assert "Torch IR graph" not in capfd.readouterr().err  # the C++ dump never reaches the terminal
     assert not out.exists()

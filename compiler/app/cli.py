@@ -64,7 +64,7 @@ class CompileByDefault(TyperGroup):
     # Typer calls this with its typer.Context; the base class names click's Context (typer's own copy of click
     # since 0.2x, the click package before): narrower than the base, true of every call.
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        if args and args[0] not in (*self.commands, "compile", "--help", "-h", "--version"):  # compile: made lazily
             args = ["compile", *args]
         if "--calib-preprocess" in args:
             args = split_preprocess_words(args)

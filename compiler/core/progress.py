@@ -97,7 +97,7 @@ def third_party_output(log: Path | None) -> Iterator[None]:
             if terminal is not python_stderr:
                 terminal.close()
             sink.seek(0)
-            _append_log(log, sink.read())
+            append_log(log, sink.read())
 
 
 def _on_descriptor(stream: TextIO, fd: int) -> bool:
@@ -107,7 +107,8 @@ def _on_descriptor(stream: TextIO, fd: int) -> bool:
         return False
 
 
-def _append_log(log: Path, captured: bytes) -> None:
+def append_log(log: Path, captured: bytes) -> None:
+    """``captured`` appended to the build's ``log`` (created with LOG_HEADER; one we did not write is left alone)."""
     if not captured.strip():
         return
     with contextlib.suppress(OSError):  # a log that cannot be written never fails a build

@@ -27,9 +27,10 @@ class SourceOptions:
     exporter: str | None = None  # PyTorch: "dynamo" or "legacy"; None = the frontend's default
     signature: str | None = None  # TensorFlow SavedModel signature key
     extra: dict[str, Any] = field(default_factory=dict)  # frontend-specific settings
-    # Where a frontend writes its converter's own output when lowering fails (the build: beside the artifact);
-    # None: a temporary file. The error names the file.
+    # Where a frontend appends what its converters print (the build's ARTIFACT.log); None: a temporary file when
+    # lowering fails (the error names it). verbose: not captured, shown as it happens (--verbose).
     log_path: Path | None = None
+    verbose: bool = False
     # The inputs a build of this source had (verify: from the artifact's manifest); a PyTorch module's example
     # inputs default to their shapes and integer dtypes when no --input-shape is given.
     recorded_inputs: list[TensorSpec] = field(default_factory=list)

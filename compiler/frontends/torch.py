@@ -27,6 +27,7 @@ import numpy as np
 from infer_compile.core.errors import AccuracyError, InferCompileError, UnsupportedError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec, load_onnx
 from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, random_inputs, run_onnx, summarize, within
+from infer_compile.core.progress import append_log
 from infer_compile.frontends.base import Frontend, LoweredModel, SourceOptions, check_converted, first_line
 from infer_compile.frontends.specs import load_entry_point, shapes_by_name
 from infer_compile.frontends.torch_files import (
@@ -274,6 +275,8 @@ def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
         except InferCompileError as exc:
             failures.append((exporter, exc))
             continue
+        if options.log_path is not None:
+            append_log(options.log_path, log.getvalue().encode())
         details = {"kind": job.kind, "exporter": exporter, "torch": torch.__version__, "opset": model.opset, **check}
         if failures:  # the default exporter failed first: say why, in the manifest
             details["exporter_failures"] = {name: exc.message for name, exc in failures}
@@ -300,7 +303,7 @@ def _export_checked(job: ExportJob, exporter: str, output_names: list[str], refe
     with tempfile.TemporaryDirectory(prefix="infer-compile-torch-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         try:
-            with _exporter_output_to(log, exporter):
+            with _exporter_output_to(log, exporter, options.verbose):
                 _export(job, exporter, onnx_path, output_names, options)
         except ScriptConversionError as exc:
             raise UnsupportedError(f"torch's TorchScript converter (for the dynamo exporter) cannot convert this "
@@ -330,19 +333,18 @@ def _export_failure(failures: list[tuple[str, InferCompileError]], job: ExportJo
     else:
         hint = "rerun with --debug for the exporter's full message"
     if log.strip():
-        written = _write_log(log, options.log_path)
-        hint += f"; the exporters' output is in {written}"
+        hint += f"; the exporters' output is in {_write_log(log, options.log_path)}"
     error_type = AccuracyError if all(isinstance(exc, AccuracyError) for _, exc in failures) else UnsupportedError
     return error_type(f"{source}: {what}", hint=hint)
 
 
 def _write_log(text: str, path: Path | None) -> Path:
-    """The exporters' output in ``path`` (beside the artifact), else in a fresh temporary file."""
+    """The exporters' output appended to the build's log (``path``), else written to a fresh temporary file."""
     if path is None:
         fd, name = tempfile.mkstemp(prefix="infer-compile-export-", suffix=".log")
         os.close(fd)
         path = Path(name)
-    path.write_text(text, encoding="utf-8")
+    append_log(path, text.encode())
     return path
 
 
@@ -439,13 +441,18 @@ def _script_as_module(job: ExportJob) -> Any:
 
 
 @contextlib.contextmanager
-def _exporter_output_to(log: io.StringIO, exporter: str) -> Iterator[None]:
+def _exporter_output_to(log: io.StringIO, exporter: str, verbose: bool) -> Iterator[None]:
     """The exporters print progress, log notes on optional ops, warn about deprecations, and (C++) dump whole
-    graphs to the process's stderr on failure: all of it goes to ``log``, the CLI prints only our lines."""
+    graphs to the process's stderr on failure: all of it goes to ``log`` (the CLI prints only our lines), or to the
+    terminal as it happens with --verbose."""
     log.write(f"===== {exporter} exporter =====\n")
-    with captured_output(log), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
+        if verbose:
+            yield
+        else:
+            with captured_output(log):
+                yield
 
 
 @contextlib.contextmanager
