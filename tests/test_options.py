@@ -117,9 +117,9 @@ def test_every_option_has_one_name_and_default_on_every_surface() -> None:
     import inspect
 
     from infer_compile.app.build_config import config_keys
-    from infer_compile.app.cli import compile_click_command
+    from infer_compile.app.cli import declared_click_command
 
-    cli_params = {param.name: param for param in compile_click_command().params}
+    cli_params = {param.name: param for param in declared_click_command("compile").params}
     api = inspect.signature(infer_compile.compile).parameters
     for key, (option, _) in declared().items():
         if option.cli:

@@ -176,8 +176,10 @@ def verify_command(
     debug: DebugOption = False,
     **declared: object,  # the source options compile takes, one flag each (cli.with_declared_options)
 ) -> None:
-    """Compare ARTIFACT's outputs with SOURCE's on the same inputs; exit 3 when outside the budget. Source options
-    not given (input shapes and dtypes, the exporter) are the ones the artifact's manifest records."""
+    """Compare ARTIFACT's outputs with SOURCE's on the same inputs; exit 3 when outside the budget.
+
+    Source options not given (input shapes and dtypes, the exporter) are the ones the artifact's manifest records.
+    """
     from infer_compile.app.settings import sort_options
     from infer_compile.app.verification import source_options_for, verify
     from infer_compile.core.budget import parse_budget

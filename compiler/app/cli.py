@@ -39,19 +39,20 @@ from infer_compile.core.options import Option
 class CompileByDefault(TyperGroup):
     """Routes `infer-compile MODEL ...` to the `compile` command; subcommands work as usual.
 
-    The compile command's flags come from every component's declared options, which takes importing every pass
-    and target: it is made only when compile runs or shows its help, so `infer-compile --help` and the other
-    commands start without those imports.
+    The flags of compile and verify come from the components' declared options, which takes importing every pass
+    and target (and the frontends): each is made only when it runs or shows its help (``DECLARED_COMMANDS``), so
+    `infer-compile --help` and the other commands start without those imports.
     """
 
-    listing = False  # formatting the root --help: compile is listed by its help line alone
+    listing = False  # formatting the root --help: compile and verify are listed by their help line alone
 
     def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
-        return ["compile", *super().list_commands(ctx)]
+        names = super().list_commands(ctx)
+        return ["compile", *names[: names.index("bench") + 1], "verify", *names[names.index("bench") + 1:]]
 
     def get_command(self, ctx: typer.Context, name: str) -> typer.core.TyperCommand | None:  # type: ignore[override]
-        if name == "compile":
-            return compile_listing() if self.listing else compile_click_command()
+        if name in DECLARED_COMMANDS:
+            return command_listing(name) if self.listing else declared_click_command(name)
         return super().get_command(ctx, name)  # type: ignore[return-value]
 
     def format_help(self, ctx: typer.Context, formatter: object) -> None:  # type: ignore[override]
@@ -64,7 +65,7 @@ class CompileByDefault(TyperGroup):
     # Typer calls this with its typer.Context; the base class names click's Context (typer's own copy of click
     # since 0.2x, the click package before): narrower than the base, true of every call.
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
-        if args and args[0] not in (*self.commands, "compile", "--help", "-h", "--version"):  # compile: made lazily
+        if args and args[0] not in (*self.commands, *DECLARED_COMMANDS, "--help", "-h", "--version"):
             args = ["compile", *args]
         if "--calib-preprocess" in args:
             args = split_preprocess_words(args)
@@ -396,24 +397,31 @@ def _typer_option(option: Option[object], panel: str) -> typer.models.OptionInfo
     return typer.Option(*flags, help=option.help + choices + default, rich_help_panel=panel, show_default=False)
 
 
-def _compile_info(callback: Callable[..., None]) -> typer.models.CommandInfo:
-    return typer.models.CommandInfo(name="compile", callback=callback, help=inspect.getdoc(compile_command))
+# The commands taking declared options, made lazily (CompileByDefault): name -> (the command, the owners whose
+# options it takes; None: every owner's).
+DECLARED_COMMANDS: dict[str, tuple[Callable[..., None], tuple[str, ...] | None]] = {
+    "compile": (compile_command, None), "verify": (artifact_cli.verify_command, ("source",))}
+
+
+def _command_info(name: str, callback: Callable[..., None]) -> typer.models.CommandInfo:
+    return typer.models.CommandInfo(name=name, callback=callback, help=inspect.getdoc(DECLARED_COMMANDS[name][0]))
 
 
 @functools.cache
-def compile_click_command() -> typer.core.TyperCommand:
-    """The compile command with a flag per declared option (imports every pass and target)."""
-    command = typer.main.get_command_from_info(_compile_info(with_declared_options(compile_command)),
-                                               pretty_exceptions_short=False, rich_markup_mode="rich")
-    return command  # type: ignore[return-value]
+def declared_click_command(name: str) -> typer.core.TyperCommand:
+    """Command ``name`` with a flag per declared option of its owners (imports every pass and target)."""
+    command, owners = DECLARED_COMMANDS[name]
+    made = typer.main.get_command_from_info(_command_info(name, with_declared_options(command, owners)),
+                                            pretty_exceptions_short=False, rich_markup_mode="rich")
+    return made  # type: ignore[return-value]
 
 
 @functools.cache
-def compile_listing() -> typer.core.TyperCommand:
-    """The compile command as the root --help lists it (its help line; no declared options needed)."""
-    command = typer.main.get_command_from_info(_compile_info(lambda: None), pretty_exceptions_short=False,
-                                               rich_markup_mode="rich")
-    return command  # type: ignore[return-value]
+def command_listing(name: str) -> typer.core.TyperCommand:
+    """Command ``name`` as the root --help lists it (its help line; no declared options needed)."""
+    made = typer.main.get_command_from_info(_command_info(name, lambda: None), pretty_exceptions_short=False,
+                                            rich_markup_mode="rich")
+    return made  # type: ignore[return-value]
 
 
 @app.command("targets")
@@ -480,7 +488,6 @@ def finalize_command(
 # The artifact commands, in the order `--help` lists them.
 app.command("run")(artifact_cli.run_command)
 app.command("bench")(artifact_cli.bench_command)
-app.command("verify")(with_declared_options(artifact_cli.verify_command, owners=("source",)))
 app.command("inspect")(artifact_cli.inspect_command)
 app.command("build")(artifact_cli.build_command)
 app.command("triton")(artifact_cli.triton_command)
