@@ -213,9 +213,9 @@ def to_fp32(graph: gs.Graph, node: gs.Node) -> None:
             node.inputs[i] = clipped
 
 
-def isolate(model: Model, index: int) -> Model | None:
-    """A model of just one quantized layer with its Q/DQ (and its output's Q/DQ, as in the graph);
-    None when a tensor at its border has no known shape."""
+def isolate(model: Model, index: int, output_quantizer: bool = True) -> Model | None:
+    """A model of just one quantized layer with its Q/DQ (and its output's Q/DQ, as in the graph, unless
+    ``output_quantizer`` is False); None when a tensor at its border has no known shape."""
     node = model.graph.nodes[index]
     nodes: list[gs.Node] = []
     inputs: list[gs.Variable] = []
@@ -232,7 +232,7 @@ def isolate(model: Model, index: int) -> Model | None:
     nodes.append(node)
     output = node.outputs[0]
     requant = [c for c in output.outputs if c.op == "QuantizeLinear"]
-    if len(output.outputs) == 1 and requant:
+    if output_quantizer and len(output.outputs) == 1 and requant:
         dequant = [c for c in requant[0].outputs[0].outputs if c.op == "DequantizeLinear"][:1]
         nodes += requant + dequant
         output = (dequant or requant)[0].outputs[0]

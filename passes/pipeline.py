@@ -18,6 +18,7 @@ from infer_compile.passes.attention_fusion import AttentionFusion
 from infer_compile.passes.autotune import Autotune
 from infer_compile.passes.base import Pass
 from infer_compile.passes.batchnorm_folding import BatchNormFolding
+from infer_compile.passes.bias_correction import BiasCorrection
 from infer_compile.passes.bias_scale_folding import BiasScaleFolding
 from infer_compile.passes.constant_folding import ConstantFolding
 from infer_compile.passes.cse import CommonSubexpressionElimination
@@ -48,7 +49,8 @@ FP32_FUSION: list[type[Pass]] = [GeluFusion, AttentionFusion, SkipLayerNormFusio
 # bf16 keeps the fp32 graph: the runtime computes it in bf16 (OpenVINO's inference precision on CPUs with bf16).
 PRECISION: dict[str, list[type[Pass]]] = {"fp32": FP32_FUSION, "bf16": FP32_FUSION,
                                           "fp16": [Fp16Conversion, AccuracyFallback],
-                                          "int8": [SmoothQuant, QuantizeInt8, AccuracyFallback, IntegerMatMulFusion]}
+                                          "int8": [SmoothQuant, QuantizeInt8, BiasCorrection, AccuracyFallback,
+                                                   IntegerMatMulFusion]}
 # Passes that run last, on the final graph.
 FINAL: list[type[Pass]] = [Autotune]
 

@@ -1,0 +1,115 @@
+"""Bias correction: give back the mean output shift INT8 rounding puts on each quantized layer.
+
+Rounding weights and inputs is not zero-mean per output channel: a layer's INT8 output is on average off
+by a per-channel constant (NNCF's fast bias correction; Nagel et al., 2019). Each quantized layer is run
+alone, with its Q/DQ, on the inputs the fp32 model gives it on the calibration samples; the mean of
+fp32 output - INT8 output per channel is added to the layer's bias (Conv's B, Gemm's C, or the constant
+Add after a MatMul). Each layer is corrected on fp32 inputs, so the corrections do not depend on one
+another and hold whichever layers end up in INT8 (the accuracy fallback may return some to fp32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from infer_compile.calibration.collect import run_exposed
+from infer_compile.core.capabilities import Capability
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import Feeds, ort_session
+from infer_compile.core.options import Option
+from infer_compile.passes.autotune import isolate, quantized_layers
+from infer_compile.passes.base import Pass, PassContext, PassResult
+from infer_compile.passes.graph_utils import constant, new_constant
+from infer_compile.passes.precision_state import PrecisionState
+
+BIAS_CORRECTION = Option("bias_correction", bool, True, "INT8: add back each layer's mean output shift from "
+                         "rounding to its bias (measured on the calibration samples).", precisions=frozenset({"int8"}))
+
+
+def _bias(node: gs.Node) -> tuple[gs.Node, int] | None:
+    """(node holding the bias, input index) of a layer: Conv's B, Gemm's C, or a MatMul's lone constant Add."""
+    if node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 and constant(node.inputs[2]) is not None:
+        return node, 2
+    consumers = node.outputs[0].outputs
+    if node.op == "MatMul" and len(consumers) == 1 and consumers[0].op == "Add":
+        add = consumers[0]
+        index = next((i for i, t in enumerate(add.inputs) if (c := constant(t)) is not None and c.ndim == 1), None)
+        if index is not None:
+            return add, index
+    return None
+
+
+def _channel_axis(node: gs.Node) -> int:
+    return 1 if node.op in ("Conv", "ConvTranspose") else -1
+
+
+def bias_corrections(quantized: Model, reference: Model, samples: Iterable[Feeds]) -> dict[str, np.ndarray]:
+    """Per quantized layer with a bias (by node name): the mean fp32 - INT8 output per channel."""
+    layers = {}
+    for index in quantized_layers(quantized.graph):
+        node = quantized.graph.nodes[index]
+        # Without the output's quantizer: it may clamp like an absorbed ReLU, which the fp32 output has not had yet.
+        alone = isolate(quantized, index, output_quantizer=False) if _bias(node) is not None else None
+        if alone is not None:
+            # One thread: dozens of sessions with their own spinning thread pools would starve the reference run.
+            layers[node.name] = (node, alone, ort_session(alone, optimize=True, threads=1))
+    if not layers:
+        return {}
+    names = list(dict.fromkeys(t.name for _, alone, _ in layers.values() for t in alone.inputs))
+    outputs = {name: node.outputs[0].name for name, (node, _, _) in layers.items()}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = dict.fromkeys(layers, 0)
+
+    def consume(values: dict[str, np.ndarray]) -> None:
+        for name, (node, alone, session) in layers.items():
+            got = session.run(None, {t.name: values[t.name] for t in alone.inputs})[0]
+            axis = _channel_axis(node) % got.ndim
+            diff = np.moveaxis(values[outputs[name]] - got, axis, -1).reshape(-1, got.shape[axis])
+            sums[name] = sums.get(name, 0) + diff.astype(np.float64).sum(axis=0)
+            counts[name] += diff.shape[0]
+
+    run_exposed(reference, [*names, *outputs.values()], samples, consume)
+    return {name: (sums[name] / counts[name]).astype(np.float32) for name in sums if counts[name]}
+
+
+def apply_bias_corrections(graph: gs.Graph, corrections: dict[str, np.ndarray]) -> int:
+    """Add each correction to its layer's bias (a new constant: the old one may be shared); returns how many."""
+    applied = 0
+    for node in graph.nodes:
+        correction = corrections.get(node.name)
+        found = _bias(node)
+        if correction is None or found is None:
+            continue
+        holder, index = found
+        bias = constant(holder.inputs[index])
+        if bias is None or bias.shape != correction.shape:
+            continue
+        holder.inputs[index] = new_constant(graph, f"{holder.inputs[index].name}_corrected", bias + correction)
+        applied += 1
+    return applied
+
+
+class BiasCorrection(Pass):
+    name = "bias-correction"
+    description = "Add each INT8 layer's mean output shift (fp32 - INT8, per channel, on calibration data) to its bias."
+    requires = frozenset({Capability.CALIBRATION})
+    options = (BIAS_CORRECTION,)
+    precision = "int8"
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        state = ctx.handed(PrecisionState)
+        if state is None or state.precision != "int8" or not ctx.option(BIAS_CORRECTION):
+            return PassResult()
+        corrections = bias_corrections(model, state.reference, ctx.calibration.split()[0])
+        applied = apply_bias_corrections(model.graph, corrections)
+
+        def build(excluded: frozenset[str]) -> Model:  # the accuracy fallback's variants are corrected too
+            candidate = state.build(excluded)
+            apply_bias_corrections(candidate.graph, corrections)
+            return candidate
+
+        return PassResult({"biases_corrected": applied}, handoff=replace(state, build=build))
