@@ -26,7 +26,10 @@ from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import constant, new_constant
 from infer_compile.passes.precision_state import PrecisionState
 
-BIAS_CORRECTION = Option("bias_correction", bool, True, "INT8: add back each layer's mean output shift from "
+# Off by default, by measurement: on MiniLM (ONNX Runtime) it lifts the worst unseen cosine of a plain INT8 build
+# from 0.956 to 0.970, but raises the worst single error (max abs 0.42 -> 0.63 with 15-24 layers in fp32), so the
+# 'cosine>=0.99' budget build that passes without it fails its int8 tolerance with it.
+BIAS_CORRECTION = Option("bias_correction", bool, False, "INT8: add back each layer's mean output shift from "
                          "rounding to its bias (measured on the calibration samples).", precisions=frozenset({"int8"}))
 
 
