@@ -329,6 +329,9 @@ class TfliteTarget(Target):
                                  hint="give --calib PATH, or use --tflite-int8-mode dynamic (int8 weights only)")
         probe = next(iter(samples), None) or random_inputs(model.inputs, dims=_dims_by_input(model, shapes))
         route, reason = choose_route(request, settings.converter)
+        if route == "litert-torch" and settings.int8_io:  # ai-edge-quantizer decides the I/O types itself
+            raise UserInputError("--tflite-int8-io applies to the onnx2tf route only",
+                                 hint="add --tflite-converter onnx2tf, or drop --tflite-int8-io")
         keys = _signature_names(model) if route == "onnx2tf" else tflite_torch.signature_names(model)
         graph_inputs = {t.name: t for t in model.graph.inputs}
         inputs = [Binding(s.name, keys[s.name], shapes[s.name], s.dtype,

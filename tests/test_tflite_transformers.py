@@ -145,3 +145,13 @@ def test_litert_torch_route_refuses_other_sources(tiny_cnn_onnx: Path, tmp_path:
     with pytest.raises(UserInputError, match="converts PyTorch modules only"):
         compile_model(tiny_cnn_onnx, options)
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_litert_torch
+def test_int8_io_is_refused_on_the_litert_torch_route(tmp_path: Path) -> None:
+    options = BuildOptions(target="tflite", precision="int8", output=tmp_path / "m.tflite",
+                           source=SourceOptions(python_entry="tests.torch_models:build_encoder"),
+                           calibration=CalibrationSettings("synthetic"), target_options={"int8_io": True})
+    with pytest.raises(UserInputError, match="--tflite-int8-io applies to the onnx2tf route only"):
+        compile_model(Path(hf_tiny.__file__), options)
+    assert list(tmp_path.iterdir()) == []
