@@ -347,5 +347,9 @@ def test_when_both_exporters_fail_their_dumps_go_to_a_log_beside_the_output(
     assert "neither exporter" in result.stderr and "--exporter" not in result.stderr
     log = out.with_name("eig.onnx.log")
     assert str(log) in result.stderr and "Torch IR graph at exception" in log.read_text()
-    assert "Torch IR graph" not in capfd.readouterr().err  # the C++ dump never reaches the terminal
+    assert "Torch IR graph" not in "".join(capfd.readouterr())  # the C++ dump never reaches the terminal
     assert not out.exists()
+    shown = tmp_path / "shown.onnx"
+    assert invoke(hf_files["eig.pt"], "--input-shape", "3x3", "-o", shown, "--no-tune", "--verbose").exit_code == 1
+    assert "Torch IR graph at exception" in "".join(capfd.readouterr())  # --verbose: as it happens, no log
+    assert not shown.with_name("shown.onnx.log").exists()
