@@ -20,6 +20,7 @@ as the source model's. Shapes are static: symbolic dims come from --shape-range 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.util
 import tempfile
 import warnings
@@ -339,11 +340,11 @@ class TfliteTarget(Target):
                   for s in model.inputs]
         tf_samples = Reiterable(lambda: ({b.key: b.to_tflite(s[b.name]) for b in inputs} for s in samples))
         rewrites: dict[str, int] = {}
-        float_ops: list[dict[str, Any]] = []
+        attempts: list[dict[str, Any]] = []
         if route == "onnx2tf":
             rewrites = self._write(stage.artifact, model, keys, inputs, probe, tf_samples, request, settings)
         else:
-            float_ops = _write_litert(stage.artifact, request, settings, inputs, probe, samples, tf_samples)
+            attempts = _write_litert(stage.artifact, request, settings, inputs, probe, samples, tf_samples)
         inputs = _checked_inputs(TfliteRunner(stage.artifact).input_details, inputs)
         _warn_layout_changes(inputs)
         outputs = _bind_outputs(stage.artifact, model, inputs, keys, probe)
@@ -352,7 +353,7 @@ class TfliteTarget(Target):
                 "tflite": {"int8_mode": settings.int8_mode if request.precision == "int8" else None,
                            "int8_io": settings.int8_io, "keep_nchw": settings.keep_nchw,
                            "calibration_samples": count, "onnx2tf_rewrites": rewrites,
-                           "int8_float_op_types": float_ops,
+                           "int8_attempts": attempts,
                            "tensor_types": tensor_types(stage.artifact)},
                 "io": {"inputs": [b.to_json() for b in inputs], "outputs": [b.to_json() for b in outputs]}}
 
@@ -463,6 +464,11 @@ def choose_route(request: TargetRequest, converter: str) -> tuple[str, str]:
     return route, reason
 
 
+# Half the INT8 tolerance's worst error: the final check judges the artifact on other samples (a tiny GPT-2 within
+# the full tolerance on these failed it on the held-out ones, 1.12x the spread).
+_INT8_WITH_MARGIN = dataclasses.replace(TOLERANCES["int8"], max_error=TOLERANCES["int8"].max_error / 2)
+
+
 def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettings, inputs: list[Binding],
                   probe: Feeds, samples: Iterable[Feeds], tf_samples: Iterable[Feeds]) -> list[dict[str, Any]]:
     """Convert the PyTorch module into ``artifact`` through litert-torch; for full INT8, the attempts made (op
@@ -482,19 +488,18 @@ def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettin
     attempts: list[dict[str, Any]] = []
     best = (-2.0, model)  # (cosine, bytes) of the closest attempt; any cosine beats -2
     calibration = None
-    # Every quantized op first; then, if that misses the INT8 tolerance, each op type left float in turn.
-    for float_ops in [(), *((op,) for op in tflite_torch.QUANTIZED_OPS)]:
-        quantized, calibration = tflite_torch.quantize(model, tflite_torch.recipe("int8", "full", float_ops),
-                                                       tf_samples, calibration)
+    for modes in tflite_torch.FULL_INT8_CANDIDATES:  # until one is within the INT8 tolerance
+        quantized, calibration = tflite_torch.quantize(model, tflite_torch.recipe("int8", "full", modes), tf_samples,
+                                                       calibration)
         artifact.write_bytes(quantized)
         runner = TfliteRunner(artifact, inputs)
         comparisons = [c for ref, f in zip(reference, checks, strict=True)
                        for c in compare_outputs(ref, runner.run_raw(f))]
         cosine = float(summarize(comparisons)["cosine"] or 0.0)
-        attempts.append({"float_op_types": list(float_ops), "cosine_vs_float": round(cosine, 6)})
+        attempts.append({"op_types": modes or "all static", "cosine_vs_float": round(cosine, 6)})
         if cosine > best[0]:
             best = (cosine, quantized)
-        if not out_of_tolerance(comparisons, TOLERANCES["int8"]):
+        if not out_of_tolerance(comparisons, _INT8_WITH_MARGIN):
             return attempts
     artifact.write_bytes(best[1])  # none within tolerance: the closest (the final check judges it)
     return attempts
