@@ -222,7 +222,8 @@ class OpenVinoTarget(Target):
 
         if request.precision == "int8" and not any(n.op == "DequantizeLinear" for n in model.graph.nodes):
             raise UnsupportedError("an OpenVINO INT8 build needs a quantized (Q/DQ) graph, and INT8 found nothing to "
-                                   "quantize here (no Conv, Gemm or MatMul with constant weights; LSTM/GRU layers stay float)",
+                                   "quantize here (no Conv, Gemm or MatMul with constant weights; LSTM/GRU stay "
+                                   "float)",
                                    hint="build --bf16 or --fp16 for speed, or fp32")
         ov.save_model(_to_ov(model), str(stage.artifact), compress_to_fp16=request.precision == "fp16")
         config = dict(request.options.get(OvTuner.option_key, {}))
