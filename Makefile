@@ -72,6 +72,7 @@ bench: $(VENV)/.full
 	$(BIN)/python bench/build_cache.py
 	$(BIN)/python bench/final_check.py
 	$(BIN)/python bench/calibration_memory.py
+	$(BIN)/python bench/calibration_cost.py
 	$(BIN)/python bench/large_model.py
 	$(BIN)/python bench/reliability.py
 

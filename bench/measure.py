@@ -32,6 +32,7 @@ class Build:
     seconds: float
     peak_rss_mib: float
     output: str = ""
+    exit_code: int = 0
 
 
 def run_measured(cmd: list[str], cwd: Path | None = None, check: bool = True) -> Build:
@@ -43,4 +44,4 @@ def run_measured(cmd: list[str], cwd: Path | None = None, check: bool = True) ->
     output = "\n".join(lines[:-1])
     if check and int(code) != 0:
         raise SystemExit(f"build failed: {' '.join(cmd)}\n{output}")
-    return Build(float(seconds), int(max_rss) / 1024, output)  # ru_maxrss is KiB on Linux
+    return Build(float(seconds), int(max_rss) / 1024, output, int(code))  # ru_maxrss is KiB on Linux
