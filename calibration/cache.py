@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from infer_compile.core.artifacts import atomic_write_text, read_own_json
 from infer_compile.core.ir import Model, serialized
 
@@ -15,6 +17,15 @@ CACHE_SCHEMA = "infer-compile.calibration/1"
 
 def model_digest(model: Model) -> str:
     return hashlib.sha256(serialized(model)).hexdigest()
+
+
+def graph_digest(model: Model) -> str:
+    """sha256 over the graph without its weights, then every weight's bytes in place: identifies the graph
+    without serializing a large model's weights (a second copy of them)."""
+    digest = hashlib.sha256(serialized(model.to_proto(weights=False)))
+    for weight in model.weight_constants():
+        digest.update(np.ascontiguousarray(weight.values).data)
+    return digest.hexdigest()
 
 
 def cache_key(model_sha: str, data_sha: str, method: str, percentile: float) -> dict[str, Any]:

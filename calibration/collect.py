@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from infer_compile.calibration.cache import cache_key, load_cached_ranges, model_digest, save_ranges
+from infer_compile.calibration.cache import cache_key, graph_digest, load_cached_ranges, model_digest, save_ranges
 from infer_compile.calibration.calibrators import AbsHistogram, method, needs_histogram
 from infer_compile.calibration.data import CalibrationData, sample_count
 from infer_compile.core.errors import UnsupportedError, UserInputError
@@ -136,6 +136,8 @@ def run_exposed(model: Model, names: list[str], samples: Iterable[Feeds],
 # A name in ``names`` ending in one of these asks for that tensor's signed minimum / maximum (0 included)
 # instead of its amax: asymmetric quantizers need both ends. Measured in the same run as the amax.
 SIGNED_MIN, SIGNED_MAX = "@min", "@max"
+# CalibrationData.state key: ranges measured in this build, by the digest of the graph they were measured on.
+MEASURED = "measured_ranges"
 
 
 def signed_range_names(name: str) -> tuple[str, str]:
@@ -190,15 +192,21 @@ def value_maxima(model: Model, names: list[str], samples: Iterable[Feeds]) -> di
 
 
 def calibrated_ranges(model: Model, names: list[str], data: CalibrationData) -> tuple[dict[str, float], bool]:
-    """amax per tensor for this build: from the --calib-cache file when its key matches, else measured
-    on the calibration split (then cached). Also says if cached."""
+    """amax per tensor for this build: from the --calib-cache file when its key matches, or measured earlier in
+    this build on the same graph (the pipeline's rerun when the final check fails), else measured on the
+    calibration split (then cached). Also says if cached."""
     settings = data.settings
     key = cache_key(model_digest(model), data.digest(), settings.method, settings.percentile) if settings.cache else {}
     ranges = load_cached_ranges(settings.cache, key, names) if settings.cache else None
     cached = ranges is not None
+    measured, graph = data.state.setdefault(MEASURED, {}), graph_digest(model)  # same data, method: one build
+    earlier = measured.get(graph)
+    if ranges is None and earlier is not None and all(name in earlier for name in names):
+        ranges = {name: earlier[name] for name in names}
     if ranges is None:
         samples = counted(data.split()[0], f"calibration ({settings.method})", data.counts()[0], sample_count)
         ranges = collect_ranges(model, names, samples, settings.method, settings.percentile)
         if settings.cache:
             save_ranges(settings.cache, key, ranges)
+    measured[graph] = ranges
     return ranges, cached

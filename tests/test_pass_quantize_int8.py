@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import helper
 
+from infer_compile.calibration import collect
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
@@ -146,6 +147,22 @@ def test_calibration_cache_is_reused_only_for_the_same_data(tmp_path: Path) -> N
         False, True, False]
     scales = [[c.values.item() for c in m.constants() if c.name == "image_scale"] for m in (first, again, other)]
     assert scales[0] == scales[1] != scales[2]
+
+
+def test_a_rerun_on_the_same_graph_does_not_calibrate_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build reruns the pipeline when its final check fails (to name the pass to blame): the ranges
+    measured on the same graph with the same data are reused, a changed graph is measured again."""
+    runs = []
+    measure = collect.collect_ranges
+    monkeypatch.setattr(collect, "collect_ranges", lambda *args, **kw: runs.append(1) or measure(*args, **kw))
+    proto = tiny_cnn()
+    data = calibration(proto)
+    first, _ = quantize(proto, data=data)
+    again, _ = quantize(proto, data=data)
+    assert len(runs) == 1
+    assert [c.values.tolist() for c in first.constants()] == [c.values.tolist() for c in again.constants()]
+    quantize(tiny_cnn(seed=1), data=data)
+    assert len(runs) == 2
 
 
 def test_already_quantized_or_old_opset_models() -> None:
