@@ -28,9 +28,12 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 # The console script users run (its main() installs the SIGTERM handling).
 INFER_COMPILE = str(Path(sys.executable).with_name("infer-compile"))
 
-# Runs `infer-compile ARGS...` after wrapping MODULE.ATTRIBUTE so that entering it signals the process.
+# Runs `infer-compile ARGS...` after wrapping MODULE.ATTRIBUTE so that entering it signals the process. SIGINT starts
+# at Python's default handling: a test runner started in the background by a non-interactive shell (`cmd &`, as CI
+# scripts may do) hands its children SIGINT ignored, and that is the shell's choice, not what these tests examine.
 _DRIVER = """
-import functools, importlib, os, sys
+import functools, importlib, os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 module, attribute, signum, *args = sys.argv[1:]
 owner = importlib.import_module(module)
 *parents, name = attribute.split(".")
