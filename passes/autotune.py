@@ -46,8 +46,10 @@ CONSISTENT_SHARE = 0.8
 # A machine whose 1-minute load average per CPU exceeds this is busy: its timings say more about the other
 # work than about the model, so autotuning keeps the precision the user asked for (and says so).
 BUSY_LOAD_PER_CPU = 0.75
-# Runs per configuration that make a comparison worth having; the budget a model needs follows from them.
+# Runs per configuration that make a comparison worth having; the budget a model needs follows from them, but is
+# never below MIN_BUDGET (for a 0.04 ms model the estimate is 0.05 s, which left 6 runs per configuration).
 RUNS_WANTED = 30
+MIN_BUDGET = 1.0
 RUNS_PER_BLOCK = 3
 # Candidates whose median is this many times the best stop being timed.
 PRUNE_FACTOR = 1.5
@@ -303,7 +305,7 @@ class Autotune(Pass):
         # What RUNS_WANTED runs of every configuration (and of each layer twice) take: a 0.03 ms model is done in
         # a fraction of the --tune-time budget, a 300 ms one would need more than it (the record says so).
         needed = (len(candidates) + 3) * (cost.load_s + RUNS_WANTED * cost.run_s) + 2 * len(layers) * cost.load_s
-        budget = min(ctx.tune_time, needed)
+        budget = min(ctx.tune_time, max(needed, MIN_BUDGET))
         record: dict[str, Any] = {"budget_s": round(budget, 3), "tune_time_s": ctx.tune_time,
                                   "needed_s": round(needed, 3), "load_per_cpu": load, "cpus": os.cpu_count()}
         if layers and busy:
