@@ -10,7 +10,7 @@ import pytest
 from infer_compile.app.build import BuildOptions, BuildResult, compile_model
 from infer_compile.app.verification import for_runner
 from infer_compile.calibration import CalibrationSettings
-from infer_compile.core.errors import AccuracyError
+from infer_compile.core.errors import AccuracyError, UserInputError
 from infer_compile.core.ir import Model
 from infer_compile.core.manifest import read_manifest
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
@@ -38,6 +38,13 @@ def test_auto_builds_every_precision_and_keeps_one_that_meets_the_budget(
     assert within(compare_outputs(run_onnx(reference, feeds), runner.run(for_runner(runner, feeds))),
                   TOLERANCES[precision])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.manifest.json"]  # no scratch left
+
+
+def test_auto_needs_the_final_check(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="judges each precision by its final check, which is off"):
+        compile_model(tiny_cnn_onnx, BuildOptions(target="onnxruntime", precision="auto", output=tmp_path / "m.onnx",
+                                                  final_check=False))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_budget_no_precision_meets_fails_and_writes_nothing(

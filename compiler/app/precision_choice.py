@@ -22,7 +22,7 @@ from infer_compile.app.build import BuildOptions, BuildResult, compile_model, re
 from infer_compile.app.verification import for_runner
 from infer_compile.core.artifacts import atomic_write_text, owned_tempname
 from infer_compile.core.budget import parse_budget
-from infer_compile.core.errors import AccuracyError, UnsupportedError
+from infer_compile.core.errors import AccuracyError, UnsupportedError, UserInputError
 from infer_compile.core.manifest import manifest_path, manifest_text, written_manifest
 from infer_compile.core.numerics import random_inputs
 from infer_compile.passes.autotune import PRECISION_MARGIN, consistent_winner, measure
@@ -41,6 +41,9 @@ def candidates(options: BuildOptions) -> list[str]:
 
 def compile_auto(source: Path, options: BuildOptions) -> BuildResult:
     """Build ``source`` at the fastest accurate precision; its manifest holds the table it was chosen from."""
+    if not options.final_check:  # its figures are how each candidate's accuracy is known
+        raise UserInputError("--precision auto judges each precision by its final check, which is off",
+                             hint="drop --no-final-check, or choose a precision yourself")
     budget_text = options.pass_options.get("accuracy_budget")
     budget = parse_budget(budget_text) if budget_text else None
     output = Path(options.output) if options.output else source.parent
