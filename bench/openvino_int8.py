@@ -55,7 +55,6 @@ class Row:
     cosine: float = 0.0
     top1: float | None = None
     build_s: float = 0.0
-    tuning: str = ""  # what autotuning chose
 
 
 def write_calibration(name: str, folder: Path) -> list[Feeds]:
@@ -68,27 +67,14 @@ def write_calibration(name: str, folder: Path) -> list[Feeds]:
 
 
 def build(label: str, source: Path, out: Path, target: str, precision: str, calib: Path | None,
-          tune_time: float, baseline: str | None, budget: str | None = None) -> Row:
-    """Our artifact, built as the API builds it (min-max calibration), loaded as `run` loads it."""
+          baseline: str | None, budget: str | None = None) -> Row:
+    """Our artifact, built as the API builds it (min-max calibration, untuned), loaded as `run` loads it."""
     start = time.perf_counter()
-    options = BuildOptions(target=target, precision=precision, output=out, tune_time=tune_time,
+    options = BuildOptions(target=target, precision=precision, output=out, tune_time=0.0,
                            calibration=CalibrationSettings(calib) if calib else None,
                            pass_options={"accuracy_budget": budget} if budget else {})
     result = compile_model(source, options)
-    return Row(label, load_artifact(result.artifact).run, baseline, build_s=time.perf_counter() - start,
-               tuning=tuning_summary(result.manifest.autotune))
-
-
-def tuning_summary(record: dict | None) -> str:
-    if not record:
-        return ""
-    timed = sum(c["median_ms"] is not None for c in record["candidates"])
-    text = f"{record['chosen']} (of {timed} timed)"
-    if record.get("layers"):
-        fp32 = sum(r["precision"] == "fp32" for r in record["layers"])
-        tried = sum("int8_ms" in r for r in record["layers"])
-        text += f"; INT8 layers: {tried}/{len(record['layers'])} timed, {fp32} back to fp32"
-    return text
+    return Row(label, load_artifact(result.artifact).run, baseline, build_s=time.perf_counter() - start)
 
 
 def nncf_int8(source: Path, samples: list[Feeds], transformer: bool) -> tuple[Run, float]:
@@ -177,7 +163,7 @@ def bench_model(name: str, out: Path, seconds: float) -> list[Row]:
         print(f"[{name}] building {label} ...", flush=True)
         try:
             rows.append(build(label, source, path, target, precision,
-                              out / f"calib-{name}" if precision == "int8" else None, 0.0, base, budget))
+                              out / f"calib-{name}" if precision == "int8" else None, base, budget))
         except InferCompileError as exc:  # a build that refuses (e.g. accuracy) is a result, not a crash
             print(f"[{name}] {label}: {exc}", flush=True)
 
@@ -204,9 +190,6 @@ def print_table(name: str, rows: list[Row]) -> None:
         top1 = f"{r.top1:.3f}" if r.top1 is not None else "-"
         print(f"| {r.label:<38} | {r.median_ms:9.2f} | {ratio:<16} | {r.cosine:14.5f} | {top1:>13} | "
               f"{r.build_s:7.1f} |")
-    for r in rows:
-        if r.tuning:
-            print(f"  {r.label}: {r.tuning}")
 
 
 def main() -> None:

@@ -278,9 +278,9 @@ class Cost:
         run(feeds)
         return cls(loaded - start, time.perf_counter() - loaded)
 
-    def of(self, configurations: int) -> float:
-        """Seconds to load and time ``configurations`` configurations once (one block each)."""
-        return configurations * (self.load_s + (1 + RUNS_PER_BLOCK) * self.run_s)
+    def of(self, configurations: int, runs: int = 1 + RUNS_PER_BLOCK) -> float:
+        """Seconds to load ``configurations`` configurations and run each ``runs`` times (default: one block)."""
+        return configurations * (self.load_s + runs * self.run_s)
 
 
 class Autotune(Pass):
@@ -304,7 +304,7 @@ class Autotune(Pass):
         load, busy = machine_load()
         # What RUNS_WANTED runs of every configuration (and of each layer twice) take: a 0.03 ms model is done in
         # a fraction of the --tune-time budget, a 300 ms one would need more than it (the record says so).
-        needed = (len(candidates) + 3) * (cost.load_s + RUNS_WANTED * cost.run_s) + 2 * len(layers) * cost.load_s
+        needed = cost.of(len(candidates) + 3, RUNS_WANTED) + 2 * len(layers) * cost.load_s
         budget = min(ctx.tune_time, max(needed, MIN_BUDGET))
         record: dict[str, Any] = {"budget_s": round(budget, 3), "tune_time_s": ctx.tune_time,
                                   "needed_s": round(needed, 3), "load_per_cpu": load, "cpus": os.cpu_count()}

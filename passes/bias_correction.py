@@ -23,7 +23,7 @@ from infer_compile.core.numerics import Feeds, ort_session
 from infer_compile.core.options import Option
 from infer_compile.passes.autotune import isolate, quantized_layers
 from infer_compile.passes.base import Pass, PassContext, PassResult
-from infer_compile.passes.graph_utils import constant, new_constant
+from infer_compile.passes.graph_utils import constant, constant_bias_add, new_constant
 from infer_compile.passes.precision_state import PrecisionState
 
 # Off by default, by measurement: on MiniLM (ONNX Runtime) it lifts the worst unseen cosine of a plain INT8 build
@@ -37,13 +37,7 @@ def _bias(node: gs.Node) -> tuple[gs.Node, int] | None:
     """(node holding the bias, input index) of a layer: Conv's B, Gemm's C, or a MatMul's lone constant Add."""
     if node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 and constant(node.inputs[2]) is not None:
         return node, 2
-    consumers = node.outputs[0].outputs
-    if node.op == "MatMul" and len(consumers) == 1 and consumers[0].op == "Add":
-        add = consumers[0]
-        index = next((i for i, t in enumerate(add.inputs) if (c := constant(t)) is not None and c.ndim == 1), None)
-        if index is not None:
-            return add, index
-    return None
+    return constant_bias_add(node) if node.op == "MatMul" else None
 
 
 def _channel_axis(node: gs.Node) -> int:

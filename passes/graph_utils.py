@@ -119,6 +119,16 @@ def constant(tensor: gs.Tensor | None) -> np.ndarray | None:
     return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
 
 
+def constant_bias_add(node: gs.Node) -> tuple[gs.Node, int] | None:
+    """(Add, index of its bias) when an Add of a constant 1-D bias alone reads ``node``'s output."""
+    consumers = node.outputs[0].outputs if node.outputs else []
+    if len(consumers) != 1 or consumers[0].op != "Add" or len(consumers[0].inputs) != 2:
+        return None
+    add = consumers[0]
+    index = next((i for i, t in enumerate(add.inputs) if (c := constant(t)) is not None and c.ndim == 1), None)
+    return None if index is None else (add, index)
+
+
 def private_constant(tensor: gs.Tensor | None, owner: gs.Node) -> np.ndarray | None:
     """The values of a constant only ``owner`` reads: safe to rewrite without touching other nodes."""
     if not isinstance(tensor, gs.Constant) or any(n is not owner for n in tensor.outputs):

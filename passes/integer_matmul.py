@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 
 from infer_compile.core.capabilities import Capability
 from infer_compile.passes.base import PassContext
-from infer_compile.passes.graph_utils import MS_DOMAIN, constant, producer
+from infer_compile.passes.graph_utils import MS_DOMAIN, constant, constant_bias_add, producer
 from infer_compile.passes.rewrite import Miss, Outcome, RewritePass
 
 UINT8_SHIFT = 128
@@ -39,13 +39,13 @@ def _dequantized(tensor: gs.Tensor) -> tuple[gs.Node, np.ndarray, np.ndarray] | 
 
 def _column_bias(matmul: gs.Node, columns: int) -> tuple[gs.Node, gs.Tensor] | None:
     """(Add, bias) when the Add of a constant [N] float bias alone reads ``matmul``'s output."""
-    out = matmul.outputs[0]
-    if len(out.outputs) != 1 or out.outputs[0].op != "Add" or len(out.outputs[0].inputs) != 2:
+    found = constant_bias_add(matmul)
+    if found is None:
         return None
-    add = out.outputs[0]
-    bias = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
-    values = constant(bias)
-    return (add, bias) if values is not None and values.dtype == np.float32 and values.shape == (columns,) else None
+    add, index = found
+    values = constant(add.inputs[index])
+    return (add, add.inputs[index]) if values is not None and values.dtype == np.float32 and \
+        values.shape == (columns,) else None
 
 
 def _as_uint8(graph: gs.Graph, activation: gs.Node) -> None:
