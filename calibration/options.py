@@ -76,6 +76,6 @@ def describe_precision(record: dict[str, Any] | None, final_check: dict[str, Any
         parts.append(f"{measured} vs fp32: cosine {acc['cosine']:.6f}, max abs {acc['max_abs']:.3g}{top1}")
     if fallback := record.get("fallback"):
         kept = fallback["kept_fp32"]
-        parts.append(f"budget {fallback['budget']}: {len(kept)} layer(s) kept fp32"
+        parts.append(f"to meet {fallback['budget']}: {len(kept)} layer(s) kept fp32"
                      + (f" ({', '.join(kept[:5])}{', ...' if len(kept) > 5 else ''})" if kept else ""))
     return "; ".join(parts)

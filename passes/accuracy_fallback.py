@@ -1,11 +1,13 @@
 """Accuracy vs fp32 after a precision pass, and the accuracy-aware fallback (``--accuracy-budget``).
 
 The reduced-precision graph and the fp32 graph it came from run on the held-out calibration
-samples. Without a budget this only records the figures. With one that does not hold, the candidate
+samples. When they miss ``--accuracy-budget``, or without one the precision's tolerance (what the build's final
+check will require: a plain ``--int8`` build should pass it, not fail after minutes of work), the candidate
 layers are ranked by the error each adds (``layer_sensitivity``: one run of each graph); the most
 sensitive layers then return to fp32 in doubling groups (1, 2, 4, ...), and the count is bisected
-down to the fewest that meet the budget. If it still fails after
-``--fallback-limit`` (default half) of the layers, the build stops with exit code 3 and the best figure.
+down to the fewest that pass. If it still fails after
+``--fallback-limit`` (default half) of the layers, the build stops with exit code 3 and the best figure;
+``--fallback-limit 0`` keeps every layer at the reduced precision (the final check then judges it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from infer_compile.calibration.collect import ORT_ERRORS, batched, first_line, samples_do_not_fit
 from infer_compile.calibration.data import CalibrationData
-from infer_compile.core.budget import METRICS, Budget, parse_budget
+from infer_compile.core.budget import METRICS, Bound, Budget, parse_budget
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import AccuracyError
 from infer_compile.core.ir import Model
@@ -32,9 +34,9 @@ ACCURACY_BUDGET: Option[str | None] = Option(
     "accuracy_budget", str, None, "Return the most sensitive layers to fp32 until e.g. 'cosine>=0.999' or "
     "'top1-agreement>=0.99' holds vs fp32 on held-out samples (exit 3 if it cannot).",
     parse=lambda text: str(parse_budget(text)), precisions=frozenset({"int8", "fp16"}), needs="calib")
-FALLBACK_LIMIT = Option("fallback_limit", float, 0.5, "With --accuracy-budget: the largest share of the layers "
-                        "that may go back to fp32 before the build gives up (0-1).", minimum=0.0,
-                        precisions=frozenset({"int8", "fp16"}), needs="accuracy_budget")
+FALLBACK_LIMIT = Option("fallback_limit", float, 0.5, "The largest share of the layers that may go back to fp32 "
+                        "to meet --accuracy-budget or the precision's tolerance before the build gives up (0-1; 0: "
+                        "none).", minimum=0.0, precisions=frozenset({"int8", "fp16"}), needs="calib")
 
 
 class HeldOutEvaluator:
@@ -82,9 +84,9 @@ def _joined(batches: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([a.ravel() for a in arrays])
 
 
-def score(figures: dict, budget: Budget) -> float:
-    """Higher is better: the budget's first metric, negated for upper bounds (max-abs<=...)."""
-    bound = budget.bounds[0]
+def score(figures: dict, budget: Budget | None) -> float:
+    """Higher is better: the budget's first metric, negated for upper bounds (max-abs<=...); cosine without one."""
+    bound = budget.bounds[0] if budget else Bound("cosine", ">=", 1.0)
     value = figures.get(METRICS[bound.metric])
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return -math.inf
@@ -111,10 +113,10 @@ def refuse_nan(figures: dict, evaluator: HeldOutEvaluator, precision: str) -> No
     raise AccuracyError(f"accuracy vs fp32 on the held-out calibration samples is NaN: {culprit}", hint=hint)
 
 
-def _meets(figures: dict, budget: Budget) -> bool:
-    """The user's budget holds and the outputs are within the precision's tolerance: a graph the build's final
-    check would refuse is no fallback result."""
-    return not budget.check(figures) and figures["within_tolerance"]
+def _meets(figures: dict, budget: Budget | None) -> bool:
+    """The user's budget (if any) holds and the outputs are within the precision's tolerance: a graph the build's
+    final check would refuse is no fallback result."""
+    return figures["within_tolerance"] and not (budget and budget.check(figures))
 
 
 def _group_sizes(limit: int) -> list[int]:
@@ -146,12 +148,12 @@ class AccuracyFallback(Pass):
         record["accuracy"] = figures
         refuse_nan(figures, evaluator, state.precision)
         text = ctx.option(ACCURACY_BUDGET)
-        if not text:
+        budget = parse_budget(text) if text else None
+        if budget:
+            record["fallback"] = {"budget": str(budget), "kept_fp32": []}
+        if _meets(figures, budget) or not ctx.option(FALLBACK_LIMIT):
             return result
-        budget = parse_budget(text)
-        record["fallback"] = {"budget": str(budget), "kept_fp32": []}
-        if _meets(figures, budget):
-            return result
+        record["fallback"] = {"budget": str(budget) if budget else f"the {state.precision} tolerance", "kept_fp32": []}
         kept, figures = self._fall_back(model, ctx, state, evaluator, budget, figures, record["fallback"])
         record["accuracy"] = figures
         record["fallback"]["kept_fp32"] = kept
@@ -160,7 +162,7 @@ class AccuracyFallback(Pass):
         return result
 
     def _fall_back(self, model: Model, ctx: PassContext, state: PrecisionState, evaluator: HeldOutEvaluator,
-                   budget: Budget, figures: dict, fallback: dict[str, Any]) -> tuple[list[str], dict]:
+                   budget: Budget | None, figures: dict, fallback: dict[str, Any]) -> tuple[list[str], dict]:
         def figures_without(names: list[str]) -> tuple[Model, dict]:
             candidate = state.build(state.user_excluded | frozenset(names))
             return candidate, evaluator.figures(candidate)
@@ -188,9 +190,10 @@ class AccuracyFallback(Pass):
             count, candidate, got = passing
             model.graph = candidate.graph
             return ranked[:count], got
+        goal = f"accuracy budget {budget}" if budget else f"the {state.precision} tolerance"
+        failed = (budget.check(best) if budget else []) or [f"outputs outside the {state.precision} tolerance"]
         raise AccuracyError(
-            f"accuracy budget {budget} not met: best {describe(best)} with {min(limit, len(ranked))} of "
-            f"{len(ranked)} {state.precision} layers back in fp32 "
-            f"({'; '.join(budget.check(best) or [f'outputs outside the {state.precision} tolerance'])})",
-            hint="relax the budget, give more representative --calib data, try another --calib-method, "
-                 "or raise --fallback-limit")
+            f"{goal} not met: best {describe(best)} with {min(limit, len(ranked))} of {len(ranked)} "
+            f"{state.precision} layers back in fp32 ({'; '.join(failed)})",
+            hint=("relax the budget, " if budget else "build at a higher precision, ")
+            + "give more representative --calib data, try another --calib-method, or raise --fallback-limit")

@@ -33,11 +33,21 @@ def figures(proto: onnx.ModelProto, model: Model) -> dict:
     return summarize(compare_outputs(run_onnx(Model.from_proto(proto), feeds), run_onnx(model, feeds, optimize=True)))
 
 
-def test_without_budget_accuracy_is_only_recorded() -> None:
-    _, result = build(outlier_mlp())
+def test_with_fallback_off_accuracy_is_only_recorded() -> None:
+    _, result = build(outlier_mlp(), fallback_limit=0.0)
     record = result.manifest["quantization"]
     assert record["accuracy"]["cosine"] < 0.99  # fc2's input range is ruined by the outlier channel
     assert "fallback" not in record and record["nodes"]["int8"] == 3
+
+
+def test_without_budget_the_sensitive_layer_returns_to_fp32_to_meet_the_tolerance() -> None:
+    """A plain INT8 build the final check would refuse is repaired, and says so."""
+    proto = outlier_mlp()
+    model, result = build(proto)
+    record = result.manifest["quantization"]
+    assert record["fallback"]["budget"] == "the int8 tolerance" and record["fallback"]["kept_fp32"] == ["fc2"]
+    assert record["accuracy"]["within_tolerance"] and record["nodes"]["int8"] == 2
+    assert figures(proto, model)["cosine"] >= 0.99  # holds on unseen inputs too
 
 
 def test_the_sensitive_layer_returns_to_fp32_and_the_budget_holds() -> None:

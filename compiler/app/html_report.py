@@ -154,7 +154,7 @@ def _accuracy(report: dict[str, Any]) -> str:
     html = _table(["measured on", "cosine", "max abs", "max rel", "top-1 agreement"], rows, {1, 2, 3, 4})
     if fallback := (report.get("accuracy") or {}).get("fallback"):
         kept = ", ".join(fallback["kept_fp32"]) or "none"
-        html += f"<p>Budget {escape(fallback['budget'])}: kept in fp32: {escape(kept)}</p>"
+        html += f"<p>To meet {escape(fallback['budget'])}: kept in fp32: {escape(kept)}</p>"
     return html
 
 
