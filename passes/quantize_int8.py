@@ -11,7 +11,8 @@
 - For ONNX Runtime (targets advertising ``QDQ_PLACEMENT_QLINEAR``), the outputs of Conv/ConvTranspose/Gemm are quantized
   as well: ORT only runs a convolution in int8 (QLinearConv) when its output is quantized; a ReLU
   after them is absorbed into an unsigned quantizer (see QuantizationPlan.absorbed_activations). So is
-  the sum of a MatMul and its bias, unless it feeds a residual Add (QGemm, see _bias_add).
+  the sum of a MatMul and its bias, unless it feeds a residual Add (QGemm, see _bias_add) or the target
+  runs MatMulIntegerToFloat (float output).
 - For OpenVINO (targets advertising ``QDQ_PLACEMENT_LPT``), as NNCF places them: both inputs of a residual
   Add and the inputs of pooling are quantized, so the CPU plugin fuses the Add into the Conv and pools in u8
   (with one float input, each block's Add runs as a separate float eltwise), and activations that are
@@ -130,6 +131,10 @@ class Placement:
     """Where Q/DQ go beyond TensorRT's rules, as the target's INT8 kernels want them."""
 
     quantize_outputs: bool = False  # ONNX Runtime: Conv/Gemm and residual Add outputs (QLinearConv, QLinearAdd)
+    # ONNX Runtime without MatMulIntegerToFloat: MatMul+bias sums too (QGemm). With it, integer-matmul-fusion turns
+    # the MatMul into one that returns float, and a quantized sum would only add error and two nodes (MiniLM:
+    # 24 extra Q/DQ pairs, one before every GELU).
+    quantize_bias_sums: bool = False
     lpt: bool = False  # OpenVINO: both residual Add inputs, pooling inputs, uint8 non-negative activations
     asymmetric: bool = False  # ONNX Runtime: signed activations get a zero-point (int8, (max - min) / 255)
 
@@ -139,6 +144,7 @@ class Placement:
         if outputs is None:
             outputs = Capability.QDQ_PLACEMENT_QLINEAR in ctx.capabilities
         return cls(quantize_outputs=outputs,
+                   quantize_bias_sums=outputs and Capability.MATMUL_INTEGER_TO_FLOAT not in ctx.capabilities,
                    lpt=Capability.QDQ_PLACEMENT_LPT in ctx.capabilities,
                    asymmetric=Capability.QDQ_ASYMMETRIC_ACTIVATIONS in ctx.capabilities)
 
@@ -159,7 +165,7 @@ def plan_quantization(graph: gs.Graph, excluded: frozenset[str], placement: Plac
         chosen.update(dict.fromkeys(t.name for t in acts))
         if placement.quantize_outputs and node.op in OUTPUT_QUANTIZED_OPS:
             _quantize_output(graph, plan, chosen, node.outputs[0])
-        elif placement.quantize_outputs and (add := _bias_add(node)):
+        elif placement.quantize_bias_sums and (add := _bias_add(node)):
             _quantize_output(graph, plan, chosen, add.outputs[0])
     for node in graph.nodes:
         if node.op != "Add" or node.name in excluded or len(node.inputs) != 2:
@@ -339,7 +345,7 @@ class QuantizeInt8(Pass):
                    "calibrated ranges.")
     requires = frozenset({Capability.CALIBRATION})
     uses = frozenset({Capability.QDQ_PLACEMENT_LPT, Capability.QDQ_PLACEMENT_QLINEAR,
-                      Capability.QDQ_ASYMMETRIC_ACTIVATIONS})
+                      Capability.QDQ_ASYMMETRIC_ACTIVATIONS, Capability.MATMUL_INTEGER_TO_FLOAT})
     options = (EXCLUDE_NODES, EXCLUDE_OP_TYPES, QUANTIZE_OUTPUTS)
     precision = "int8"
 

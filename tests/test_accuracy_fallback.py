@@ -136,3 +136,21 @@ def test_outputs_whose_shape_depends_on_the_values_are_compared() -> None:
     model = Model.from_proto(proto)
     evaluator = HeldOutEvaluator(model, calibration(proto, count=10).split()[1])
     assert evaluator.figures(model)["max_abs"] == 0.0
+
+
+def test_each_sample_is_judged_as_the_final_check_judges_it() -> None:
+    """Pooled over the samples, one small sample's error disappears in the large ones' (cosine ~1); the final
+    check compares sample by sample, so the fallback's figures and its tolerance verdict must too."""
+    shape = [1, 64]
+    reference = Model.from_proto(make_model([helper.make_node("Identity", ["x"], ["y"])], [tensor("x", shape)],
+                                            [tensor("y", shape)]))
+    relu = Model.from_proto(make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", shape)],
+                                       [tensor("y", shape)]))
+    rng = np.random.default_rng(0)
+    large = [{"x": (10 + rng.random(shape)).astype(np.float32)} for _ in range(5)]  # Relu changes nothing
+    small = {"x": (0.1 * rng.standard_normal(shape)).astype(np.float32)}  # Relu drops half of it
+    figures = HeldOutEvaluator(reference, [*large, small]).figures(relu)
+    assert figures["cosine"] < 0.9 and not figures["within_tolerance"]
+    pooled = summarize(compare_outputs({"y": np.concatenate([s["x"] for s in [*large, small]])},
+                                       {"y": np.maximum(np.concatenate([s["x"] for s in [*large, small]]), 0)}))
+    assert pooled["cosine"] > 0.999  # what judging them pooled would have accepted
