@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.layer_sensitivity import rank_layers
 from infer_compile.passes.precision_state import PrecisionState, node_precisions
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 ACCURACY_BUDGET: Option[str | None] = Option(
     "accuracy_budget", str, None, "Return the most sensitive layers to fp32 until e.g. 'cosine>=0.999' or "
@@ -45,39 +48,49 @@ class HeldOutEvaluator:
     over all samples pooled could still leave one sample the final check refuses."""
 
     def __init__(self, reference: Model, samples: Iterable[Feeds], precision: str = "int8") -> None:
-        self.samples = samples  # re-iterable: read again for every model evaluated, not kept
+        self.samples = samples  # re-iterable (layer ranking reads them again)
+        self.batches = list(batched(samples, reference))  # held-out samples only: few
+        self.order = list(range(len(self.batches)))  # the batch that last failed first: it tends to fail again
         self.reference = reference
         self.precision = precision
         # The fp32 reference as numerics.py defines it: unoptimized (also no pre-packed weight copies).
         try:
-            self.expected = self._run(reference, optimize=False)
+            session = ort_session(reference)
+            self.expected = [self._run(session, reference, feeds) for feeds in self.batches]
         except ORT_ERRORS as exc:
             raise samples_do_not_fit(exc) from exc
 
-    def outputs(self, model: Model) -> list[Feeds]:
-        """Per batch; optimized like the deployed artifact, so int8 figures come from ORT's real int8 kernels."""
+    @staticmethod
+    def _run(session: ort.InferenceSession, model: Model, feeds: Feeds) -> Feeds:
+        names = [o.name for o in session.get_outputs()]
+        # fp16 builds may take half-precision inputs
+        return dict(zip(names, session.run(names, in_dtypes(feeds, model.inputs)), strict=True))
+
+    def figures(self, model: Model, *, until_refused: bool = False) -> dict:
+        """The worst sample's figures (top-1 agreement: over all samples, a rate), and ``within_tolerance``: whether
+        every output of every sample is inside the precision's tolerance (what the final check will require).
+
+        ``until_refused``: stop at the first sample outside the tolerance (the verdict is known; ``complete`` is
+        then False and the figures are that sample's). The model runs optimized like the deployed artifact, so
+        int8 figures come from ORT's real int8 kernels."""
+        tolerance = TOLERANCES[self.precision]
+        got: dict[int, Feeds] = {}
         try:
-            return self._run(model, optimize=True)
+            session = ort_session(model, optimize=True)
+            for i in self.order:
+                got[i] = self._run(session, model, self.batches[i])
+                if until_refused and not within(own := compare_outputs(self.expected[i], got[i]), tolerance):
+                    self.order = [i, *(j for j in self.order if j != i)]
+                    return {**summarize(own), "within_tolerance": False, "complete": False}
         except ORT_ERRORS as exc:  # the fp32 reference ran on these samples: the rewritten graph is at fault
             raise AccuracyError(f"the {self.precision} graph does not run in onnxruntime on the held-out "
                                 f"samples ({first_line(exc)})",
                                 hint=f"build without --{self.precision} and report the model") from exc
-
-    def _run(self, model: Model, optimize: bool) -> list[Feeds]:
-        session = ort_session(model, optimize=optimize)
-        names = [o.name for o in session.get_outputs()]
-        # fp16 builds may take half-precision inputs
-        return [dict(zip(names, session.run(names, in_dtypes(feeds, model.inputs)), strict=True))
-                for feeds in batched(self.samples, self.reference)]
-
-    def figures(self, model: Model) -> dict:
-        """The worst sample's figures (top-1 agreement: over all samples, a rate), and ``within_tolerance``: whether
-        every output of every sample is inside the precision's tolerance (what the final check will require)."""
-        got = self.outputs(model)
-        per_sample = [c for ref, out in zip(self.expected, got, strict=True) for c in compare_outputs(ref, out)]
-        pooled = summarize(compare_outputs(_joined(self.expected), _joined(got)))
+        outputs = [got[i] for i in range(len(self.batches))]
+        per_sample = [c for ref, out in zip(self.expected, outputs, strict=True) for c in compare_outputs(ref, out)]
+        pooled = summarize(compare_outputs(_joined(self.expected), _joined(outputs)))
         return {**summarize(per_sample), "top1_agreement": pooled["top1_agreement"],
-                "within_tolerance": within(per_sample, TOLERANCES[self.precision])}
+                "within_tolerance": within(per_sample, tolerance), "complete": True}
 
 
 def _joined(runs: list[Feeds]) -> Feeds:
@@ -174,7 +187,7 @@ class AccuracyFallback(Pass):
                    budget: Budget | None, figures: dict, fallback: dict[str, Any]) -> tuple[list[str], dict]:
         def figures_without(names: list[str]) -> tuple[Model, dict]:
             candidate = state.build(state.user_excluded | frozenset(names))
-            return candidate, evaluator.figures(candidate)
+            return candidate, evaluator.figures(candidate, until_refused=True)
 
         ranked, added_error = rank_layers(state.reference, model, state.candidates, evaluator.samples)
         # The error each layer adds in INT8/FP16 (the report shows it per layer; larger = more sensitive).
@@ -183,7 +196,7 @@ class AccuracyFallback(Pass):
         best, failing, passing = figures, 0, None  # the most layers known to fail, the fewest known to pass
         for count in _group_sizes(limit):
             candidate, got = figures_without(ranked[:count])
-            best = got if score(got, budget) > score(best, budget) else best
+            best = got if got["complete"] and score(got, budget) > score(best, budget) else best
             if _meets(got, budget):
                 passing = count, candidate, got
                 break
