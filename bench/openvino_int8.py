@@ -7,10 +7,11 @@ Per model, all artifacts are built from the same ONNX export and timed in the sa
 (round-robin blocks, median latency, batch 1); ratios are against plain ONNX Runtime on the exported graph:
 - baselines: ORT fp32 on the export, ``quantize_static`` (QDQ, per-channel), OpenVINO with an f32 hint and
   with its defaults (bf16 on CPUs that have it), ``nncf.quantize`` (``ModelType.TRANSFORMER`` for encoders);
-- ours: ONNX Runtime fp32 / int8 (and int8 with ``--accuracy-budget cosine>=0.99``), OpenVINO fp32 / bf16 /
-  int8 (and with the budget), untuned.
+- ours: ONNX Runtime fp32 / int8 / auto, OpenVINO fp32 / bf16 / int8 / auto (transformers also int8 with
+  ``--accuracy-budget cosine>=0.99``), built by the CLI as a user runs it, untuned (``--no-tune``).
 Accuracy: worst held-out sample's cosine vs fp32 (MiniLM: of the mean-pooled sentence embedding, on real
-sentences the calibration never saw), top-1 agreement for classifiers.
+sentences the calibration never saw), top-1 agreement for classifiers. Every build (ours, quantize_static,
+NNCF) runs in its own process: build seconds and its peak RSS.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import argparse
 import shutil
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +30,9 @@ import numpy as np
 # Not named openvino.py: Python puts this folder first on sys.path, and the script would shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int8 import BASELINE_SCRIPT
-from measure import run_measured
+from measure import VENV_BIN, Build, run_measured
 from models import export_model, sample_inputs
 
-from infer_compile.app.build import BuildOptions, compile_model
-from infer_compile.calibration import CalibrationSettings
-from infer_compile.core.errors import InferCompileError
 from infer_compile.core.numerics import Feeds, compare_output
 from infer_compile.passes.autotune import measure
 from infer_compile.targets import load_artifact
@@ -55,6 +52,7 @@ class Row:
     cosine: float = 0.0
     top1: float | None = None
     build_s: float = 0.0
+    peak_rss_mib: float = 0.0
 
 
 def write_calibration(name: str, folder: Path) -> list[Feeds]:
@@ -66,26 +64,35 @@ def write_calibration(name: str, folder: Path) -> list[Feeds]:
     return samples
 
 
+NNCF_SCRIPT = """
+import sys
+import numpy as np, nncf, openvino as ov
+source, folder, out, transformer = sys.argv[1:5]
+from pathlib import Path
+samples = [dict(np.load(p)) for p in sorted(Path(folder).glob("*.npz"))]
+preset = {"model_type": nncf.ModelType.TRANSFORMER} if transformer == "1" else {}
+ov.save_model(nncf.quantize(ov.convert_model(source), nncf.Dataset(samples), **preset), out)
+"""
+
+
 def build(label: str, source: Path, out: Path, target: str, precision: str, calib: Path | None,
-          baseline: str | None, budget: str | None = None) -> Row:
-    """Our artifact, built as the API builds it (min-max calibration, untuned), loaded as `run` loads it."""
-    start = time.perf_counter()
-    options = BuildOptions(target=target, precision=precision, output=out, tune_time=0.0,
-                           calibration=CalibrationSettings(calib) if calib else None,
-                           pass_options={"accuracy_budget": budget} if budget else {})
-    result = compile_model(source, options)
-    return Row(label, load_artifact(result.artifact).run, baseline, build_s=time.perf_counter() - start)
+          baseline: str | None, budget: str | None = None) -> Row | None:
+    """Our artifact, built by the CLI in its own process (min-max calibration, untuned), loaded as `run` loads
+    it; None (with the build's error printed) when the build refuses."""
+    cmd = [str(VENV_BIN / "infer-compile"), str(source), "--target", target, "--precision", precision,
+           "--no-tune", "--no-cache", "-o", str(out), *(["--calib", str(calib)] if calib else []),
+           *(["--accuracy-budget", budget] if budget else [])]
+    made = run_measured(cmd, check=False)
+    if made.exit_code != 0:  # a build that refuses (e.g. accuracy) is a result, not a crash
+        print(f"  {label}: exit {made.exit_code}: {made.output.strip().splitlines()[-1]}", flush=True)
+        return None
+    return Row(label, load_artifact(out).run, baseline, build_s=made.seconds, peak_rss_mib=made.peak_rss_mib)
 
 
-def nncf_int8(source: Path, samples: list[Feeds], transformer: bool) -> tuple[Run, float]:
+def nncf_int8(source: Path, calib: Path, out: Path, transformer: bool) -> tuple[Run, Build]:
     """NNCF's post-training quantization (its transformer preset for encoders), compiled with OpenVINO's defaults."""
-    import nncf
-    import openvino as ov
-
-    start = time.perf_counter()
-    preset = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
-    quantized = nncf.quantize(ov.convert_model(str(source)), nncf.Dataset(samples), **preset)
-    return openvino_run(quantized, {}), time.perf_counter() - start
+    made = run_measured([sys.executable, "-c", NNCF_SCRIPT, str(source), str(calib), str(out), str(int(transformer))])
+    return openvino_run(str(out), {}), made
 
 
 def openvino_run(model: object, config: dict) -> Run:
@@ -133,7 +140,8 @@ def score(row: Row, reference: list[Feeds], evals: list[Feeds]) -> None:
 
 def bench_model(name: str, out: Path, seconds: float) -> list[Row]:
     source = export_model(name, out)
-    calib = write_calibration(name, out / f"calib-{name}")
+    calib = out / f"calib-{name}"
+    write_calibration(name, calib)
     evals = sample_inputs(name, EVAL_SAMPLES, seed=1)
     art = out / f"artifacts-{name}"
     shutil.rmtree(art, ignore_errors=True)  # fresh builds
@@ -143,29 +151,25 @@ def bench_model(name: str, out: Path, seconds: float) -> list[Row]:
     rows = [Row(base, ort_run(source))]
     print(f"[{name}] quantize_static ...", flush=True)
     qs = art / "quantize_static.onnx"
-    made = run_measured([sys.executable, "-c", BASELINE_SCRIPT, str(source), str(out / f"calib-{name}"), str(qs)])
-    rows.append(Row("onnxruntime int8 quantize_static", ort_run(qs), base, build_s=made.seconds))
+    made = run_measured([sys.executable, "-c", BASELINE_SCRIPT, str(source), str(calib), str(qs)])
+    rows.append(Row("onnxruntime int8 quantize_static", ort_run(qs), base, build_s=made.seconds,
+                    peak_rss_mib=made.peak_rss_mib))
     rows.append(Row("openvino fp32 (f32 hint)", openvino_run(str(source), {"INFERENCE_PRECISION_HINT": "f32"}), base))
     rows.append(Row("openvino defaults (bf16 if CPU has it)", openvino_run(str(source), {}), base))
     print(f"[{name}] nncf.quantize ...", flush=True)
-    run, built = nncf_int8(source, calib, transformer)
-    rows.append(Row("openvino int8 nncf", run, base, build_s=built))
-    ours = [("ours onnxruntime fp32", "onnxruntime", "fp32", None),
-            ("ours onnxruntime int8", "onnxruntime", "int8", None), ("ours openvino fp32", "openvino", "fp32", None),
-            ("ours openvino bf16", "openvino", "bf16", None),
-            ("ours openvino int8", "openvino", "int8", None)]
+    run, made = nncf_int8(source, calib, art / "nncf.xml", transformer)
+    rows.append(Row("openvino int8 nncf", run, base, build_s=made.seconds, peak_rss_mib=made.peak_rss_mib))
+    ours = [(target, precision, None) for target in ("onnxruntime", "openvino")
+            for precision in ("fp32", *(["bf16"] if target == "openvino" else []), "int8", "auto")]
     if transformer:
-        ours += [("ours onnxruntime int8 budget 0.99", "onnxruntime", "int8", "cosine>=0.99"),
-                 ("ours openvino int8 budget 0.99", "openvino", "int8", "cosine>=0.99")]
-    for label, target, precision, budget in ours:
+        ours += [("onnxruntime", "int8", "cosine>=0.99"), ("openvino", "int8", "cosine>=0.99")]
+    for target, precision, budget in ours:
+        label = f"ours {target} {precision}" + (f" budget {budget.partition('>=')[2]}" if budget else "")
         suffix = ".xml" if target == "openvino" else ".onnx"
-        path = art / f"{label.replace(' ', '-')}{suffix}"
         print(f"[{name}] building {label} ...", flush=True)
-        try:
-            rows.append(build(label, source, path, target, precision,
-                              out / f"calib-{name}" if precision == "int8" else None, base, budget))
-        except InferCompileError as exc:  # a build that refuses (e.g. accuracy) is a result, not a crash
-            print(f"[{name}] {label}: {exc}", flush=True)
+        row = build(label, source, art / f"{label.replace(' ', '-')}{suffix}", target, precision,
+                    calib if precision in ("int8", "auto") else None, base, budget)
+        rows += [row] if row else []
 
     reference = [rows[0].run(f) for f in evals]
     for row in rows:
@@ -183,13 +187,13 @@ def print_table(name: str, rows: list[Row]) -> None:
     accuracy = "sentence-embedding cosine" if name == "minilm" else "output cosine"
     print(f"\n{name} (batch 1; cosine: worst over {EVAL_SAMPLES} held-out samples, {accuracy} vs fp32)")
     print(f"| {'artifact':<38} | {'median ms':>9} | {'vs ORT fp32':<16} | {'cosine vs fp32':>14} | "
-          f"{'top-1 vs fp32':>13} | {'build s':>7} |")
-    print(f"|{'-' * 40}|{'-' * 11}:|{'-' * 18}|{'-' * 15}:|{'-' * 14}:|{'-' * 8}:|")
+          f"{'top-1 vs fp32':>13} | {'build s':>7} | {'peak RSS MiB':>12} |")
+    print(f"|{'-' * 40}|{'-' * 11}:|{'-' * 18}|{'-' * 15}:|{'-' * 14}:|{'-' * 8}:|{'-' * 13}:|")
     for r in rows:
         ratio = f"{r.median_ms / by_label[r.baseline].median_ms:.2f}x" if r.baseline else "1.00x (baseline)"
         top1 = f"{r.top1:.3f}" if r.top1 is not None else "-"
-        print(f"| {r.label:<38} | {r.median_ms:9.2f} | {ratio:<16} | {r.cosine:14.5f} | {top1:>13} | "
-              f"{r.build_s:7.1f} |")
+        built = f"{r.build_s:7.1f} | {r.peak_rss_mib:12.0f}" if r.build_s else f"{'-':>7} | {'-':>12}"
+        print(f"| {r.label:<38} | {r.median_ms:9.2f} | {ratio:<16} | {r.cosine:14.5f} | {top1:>13} | {built} |")
 
 
 def main() -> None:
