@@ -220,6 +220,8 @@ class OpenVinoTarget(Target):
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
         import openvino as ov
 
+        self._compiled = None
+
         if request.precision == "int8" and not any(n.op == "DequantizeLinear" for n in model.graph.nodes):
             raise UnsupportedError("an OpenVINO INT8 build needs a quantized (Q/DQ) graph, and INT8 found nothing to "
                                    "quantize here (no Conv, Gemm or MatMul with constant weights; LSTM/GRU stay "
@@ -242,8 +244,18 @@ class OpenVinoTarget(Target):
         if request.precision == "int8":
             own["kernels"] = self._check_int8(compiled)
         if export_blob:
-            own["compiled_blob"] = self._export_blob(compiled, stage)
+            own["compiled_blob"] = self._export_blob(compiled, stage)  # the final check loads the blob, as users do
+        else:
+            self._compiled = (stage.artifact, compiled)  # what load() would compile again (seconds for a big model)
         return own
+
+    _compiled: tuple[Path, Any] | None = None  # the last artifact emit compiled, for the final check
+
+    def check_runner(self, artifact: Path, manifest: Manifest) -> Runner:
+        compiled, self._compiled = self._compiled, None
+        if compiled is not None and compiled[0] == artifact:  # the same files and runtime config as load()'s
+            return OvRunner(compiled[1], manifest)
+        return self.load(artifact, manifest)
 
     def _check_int8(self, compiled: Any) -> dict[str, dict[str, int]]:
         kernels = runtime_precisions(compiled)
