@@ -1,7 +1,11 @@
-"""Tensor ranges from calibration data: run the model with intermediate tensors exposed as outputs.
+"""Tensor ranges from calibration data: one onnxruntime session runs the model over every sample.
 
-Samples with a dynamic batch axis are concatenated into batches, so onnxruntime runs few large
-calls; each batch's activations go straight into the per-tensor histograms and are dropped.
+Min-max ranges (the default) are reduced inside the session: a ReduceMin and a ReduceMax per tensor
+are its only extra outputs, so no activation is copied out and the optimized session reuses its
+buffers (a 640x640 sample of an OCR detector would otherwise expose 216 MB per run). Histogram
+calibrators need the values: those tensors are exposed as outputs and each batch's activations go
+straight into the per-tensor histograms and are dropped. Samples with a dynamic batch axis are
+concatenated into batches, so onnxruntime runs few large calls.
 """
 
 from __future__ import annotations
@@ -75,6 +79,47 @@ def exposed(model: Model, names: Iterable[str]) -> Iterator[Model]:
         graph.outputs = outputs
 
 
+# What ``reduced`` computes of each tensor, in this order: its smallest and largest value and its element count.
+_REDUCTIONS = (("ReduceMin", np.float32, {"keepdims": 0}), ("ReduceMax", np.float32, {"keepdims": 0}),
+               ("Size", np.int64, {}))
+
+
+@contextmanager
+def reduced(model: Model, names: list[str]) -> Iterator[list[str]]:
+    """``model`` computing each of ``_REDUCTIONS`` of each tensor in ``names`` as an extra scalar graph output while
+    the block runs (in place, like ``exposed``); yields those outputs' names, ``_REDUCTIONS`` in order per tensor.
+
+    Each tensor's reductions follow its producer in the node order, which onnxruntime executes in: appended
+    at the end instead, they kept every activation alive to the end of the run (peak RSS 224 -> 543 MB on the
+    640x640 OCR detector).
+    """
+    graph = model.graph
+    outputs, nodes = list(graph.outputs), list(graph.nodes)
+    tensors = graph.tensors()
+    taken = set(tensors)
+    readers: dict[str, list[gs.Node]] = {}
+    for name in names:
+        for op, dtype, attrs in _REDUCTIONS:
+            result = f"{name}@{op}"
+            while result in taken:
+                result += "_"
+            taken.add(result)
+            readers.setdefault(name, []).append(gs.Node(op, result, attrs, inputs=[tensors[name]],
+                                                        outputs=[gs.Variable(result, dtype=dtype, shape=[])]))
+    added = [node for name in names for node in readers[name]]
+    produced = {t.name for node in nodes for t in node.outputs}
+    graph.nodes = [*(node for name in names if name not in produced for node in readers[name]),
+                   *(n for node in nodes for n in [node, *(r for t in node.outputs for r in readers.get(t.name, []))])]
+    graph.outputs.extend(node.outputs[0] for node in added)
+    try:
+        yield [node.name for node in added]
+    finally:
+        for node in added:  # unhook them from the tensors they read
+            node.inputs.clear()
+            node.outputs.clear()
+        graph.nodes, graph.outputs = nodes, outputs
+
+
 # What onnxruntime raises when a session cannot be created or run (its exception types derive from Exception).
 ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.RuntimeException,
               ort_state.NotImplemented)
@@ -99,38 +144,68 @@ def run_on_samples(session: ort.InferenceSession, names: list[str], feeds: Feeds
         raise samples_do_not_fit(exc) from exc
 
 
-def run_exposed(model: Model, names: list[str], samples: Iterable[Feeds],
-                consume: Callable[[dict[str, np.ndarray]], None]) -> None:
-    """Calls ``consume`` with the values of the tensors ``names`` (graph inputs included) per batch of
-    samples; only one batch's values are alive at a time (a ResNet-50 sample exposes ~100 MB).
+def calibration_session(model: Model, optimize: bool) -> ort.InferenceSession:
+    """A session measuring ``model``'s activations (what it measures is a graph output: optimizing keeps its
+    values)."""
+    try:
+        return ort_session(model, optimize=optimize)
+    except ORT_ERRORS as exc:
+        raise UnsupportedError(f"calibration: onnxruntime cannot load the graph to measure its activations "
+                               f"({first_line(exc)})", hint="build without --int8/--calib, and report the model"
+                               ) from exc
 
-    The first sample runs alone to measure its activation bytes; the rest run in batches that fit
-    ACTIVATION_BUDGET.
-    """
-    inputs = {s.name for s in model.inputs}
-    inner = [n for n in names if n not in inputs]
-    with exposed(model, inner):
-        try:
-            session = ort_session(model, optimize=False)
-        except ORT_ERRORS as exc:
-            raise UnsupportedError(f"calibration: onnxruntime cannot load the graph to measure its activations "
-                                   f"({first_line(exc)})", hint="build without --int8/--calib, and report the model"
-                                   ) from exc
 
-    def run(feeds: Feeds) -> dict[str, np.ndarray]:
-        values = dict(zip(inner, run_on_samples(session, inner, feeds), strict=True)) if inner else {}
-        return {n: feeds[n] if n in inputs else values[n] for n in names}
-
-    stream = iter(samples)  # one pass: samples may be read from disk as they are used
+def run_in_batches(model: Model, samples: Iterable[Feeds], run: Callable[[Feeds], int]) -> None:
+    """``run`` on every sample: the first alone (it returns the bytes of activations a run measures), the rest
+    in batches that fit ACTIVATION_BUDGET. One pass: samples may be read from disk as they are used."""
+    stream = iter(samples)
     sample = next(stream, None)
     if sample is None:
         return
-    first = run(sample)
-    per_sample = max(sum(v.nbytes for v in first.values()) // max(sample_count(sample), 1), 1)
-    consume(first)
-    del first, sample  # before the next batch runs
+    per_sample = max(run(sample) // max(sample_count(sample), 1), 1)
+    del sample
     for feeds in batched(stream, model, max(1, min(MAX_BATCH, ACTIVATION_BUDGET // per_sample))):
-        consume(run(feeds))
+        run(feeds)
+
+
+def run_exposed(model: Model, names: list[str], samples: Iterable[Feeds],
+                consume: Callable[[dict[str, np.ndarray]], None]) -> None:
+    """Calls ``consume`` with the values of the tensors ``names`` (graph inputs included) per batch of
+    samples; only one batch's values are alive at a time (a ResNet-50 sample exposes ~100 MB)."""
+    inputs = {s.name for s in model.inputs}
+    inner = [n for n in names if n not in inputs]
+    with exposed(model, inner):
+        # Unoptimized: with every activation an output, ORT's blocked conv layout only adds reorders (peak RSS
+        # 382 -> 483 MB on the 640x640 OCR detector, no faster).
+        session = calibration_session(model, optimize=False)
+
+    def run(feeds: Feeds) -> int:
+        got = dict(zip(inner, run_on_samples(session, inner, feeds), strict=True)) if inner else {}
+        values = {n: feeds[n] if n in inputs else got[n] for n in names}
+        consume(values)
+        return sum(v.nbytes for v in values.values())
+
+    run_in_batches(model, samples, run)
+
+
+def tensor_extremes(model: Model, names: list[str], samples: Iterable[Feeds]
+                    ) -> tuple[dict[str, float], dict[str, float]]:
+    """The smallest and the largest value of each tensor in ``names`` (graph inputs included) over ``samples``,
+    each widened to include 0 (always representable); NaN is ignored. Reduced inside the session."""
+    lows, highs = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+    with reduced(model, names) as outputs:
+        session = calibration_session(model, optimize=True)  # as fast as the plain model's inference
+
+    def run(feeds: Feeds) -> int:
+        values = run_on_samples(session, outputs, feeds)
+        count = len(_REDUCTIONS)
+        for name, low, high in zip(names, values[0::count], values[1::count], strict=True):
+            lows[name] = min(lows[name], float(low))  # min(0.0, nan) is 0.0: NaN never widens a range
+            highs[name] = max(highs[name], float(high))
+        return 4 * int(sum(values[2::count]))  # float32 elements
+
+    run_in_batches(model, samples, run)
+    return lows, highs
 
 
 # A name in ``names`` ending in one of these asks for that tensor's signed minimum / maximum (0 included)
@@ -153,10 +228,20 @@ def collect_ranges(model: Model, names: list[str], samples: Iterable[Feeds], met
     magnitudes = [n for n in names if n not in signed]
     tensor_of = {n: n.rpartition("@")[0] for n in signed}
     tensors = list(dict.fromkeys([*magnitudes, *tensor_of.values()]))
-    # Extremes start at 0 (always representable); min-max's amax is max(-low, high), without an |x| copy.
-    tracked = set(tensor_of.values()) | (set() if histogram else set(magnitudes))
+    if histogram:
+        histograms = {name: AbsHistogram() for name in magnitudes}
+        lows, highs = _histograms(model, tensors, samples, histograms, set(tensor_of.values()))
+        amax = {n: pick(histograms[n]) for n in magnitudes}
+    else:
+        lows, highs = tensor_extremes(model, tensors, samples)
+        amax = {n: max(-lows[n], highs[n]) for n in magnitudes}
+    return {**amax, **{n: (lows if n.endswith(SIGNED_MIN) else highs)[tensor_of[n]] for n in signed}}
+
+
+def _histograms(model: Model, tensors: list[str], samples: Iterable[Feeds], histograms: dict[str, AbsHistogram],
+                tracked: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Feeds each tensor's values to its histogram; returns the extremes (0 included) of the ``tracked`` ones."""
     lows, highs = dict.fromkeys(tracked, 0.0), dict.fromkeys(tracked, 0.0)
-    histograms = {name: AbsHistogram() for name in magnitudes} if histogram else {}
 
     def consume(values: dict[str, np.ndarray]) -> None:
         for name in tensors:
@@ -168,8 +253,7 @@ def collect_ranges(model: Model, names: list[str], samples: Iterable[Feeds], met
                 highs[name] = max(highs[name], float(np.nanmax(value)))
 
     run_exposed(model, tensors, samples, consume)
-    amax = {n: pick(histograms[n]) if histogram else max(-lows[n], highs[n]) for n in magnitudes}
-    return {**amax, **{n: (lows if n.endswith(SIGNED_MIN) else highs)[tensor_of[n]] for n in signed}}
+    return lows, highs
 
 
 def channel_maxima(model: Model, names: list[str], samples: Iterable[Feeds]) -> dict[str, np.ndarray]:

@@ -1,0 +1,76 @@
+"""Range collection: min-max reduced inside the onnxruntime session, against the exposed values in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from infer_compile.calibration.collect import collect_ranges, reduced, run_exposed, signed_range_names
+from infer_compile.core.ir import Model
+from infer_compile.core.numerics import random_inputs
+from tests.builders import tiny_cnn
+from tests.precision_models import cleaned
+
+
+def activations(model: Model) -> list[str]:
+    """Every float tensor a node writes, and the input."""
+    return [model.inputs[0].name, *(t.name for n in model.graph.nodes for t in n.outputs)]
+
+
+def samples(model: Model, count: int = 5) -> list[dict[str, np.ndarray]]:
+    return [{k: v * (i + 1) for k, v in random_inputs(model.inputs, seed=i, dims={"batch": 2}).items()}
+            for i in range(count)]
+
+
+def test_reduced_min_max_equal_the_exposed_values() -> None:
+    model = cleaned(tiny_cnn())
+    names, data = activations(model), samples(model)
+    exact: dict[str, list[float]] = {}
+
+    def consume(values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            low, high = exact.get(name, [0.0, 0.0])
+            exact[name] = [min(low, float(value.min())), max(high, float(value.max()))]
+
+    run_exposed(model, names, data, consume)
+    signed = [n for name in names for n in signed_range_names(name)]
+    ranges = collect_ranges(model, [*names, *signed], data, "minmax")
+    for name in names:
+        low, high = exact[name]
+        lo, hi = signed_range_names(name)
+        np.testing.assert_allclose([ranges[lo], ranges[hi], ranges[name]], [low, high, max(-low, high)], rtol=1e-5)
+    # The histogram path (exposed values, numpy) agrees: percentile 100 is the exact max |x|.
+    histogram = collect_ranges(model, names, data, "percentile", percentile=100)
+    np.testing.assert_allclose([histogram[n] for n in names], [ranges[n] for n in names], rtol=1e-5)
+
+
+def test_reductions_follow_their_producers_and_leave_the_graph_as_it_was() -> None:
+    """Appended at the end, the reductions kept every activation alive to the end of the run (the 640x640 OCR
+    detector's peak RSS 224 -> 543 MB): onnxruntime runs the nodes in this order."""
+    model = cleaned(tiny_cnn())
+    names = activations(model)
+    before = (list(model.graph.nodes), list(model.graph.outputs),
+              {name: list(t.outputs) for name, t in model.graph.tensors().items()})
+    with reduced(model, names) as outputs:
+        nodes = model.graph.nodes
+        assert len(outputs) == 3 * len(names) and [o.name for o in model.graph.outputs[-len(outputs):]] == outputs
+        position = {node.name: i for i, node in enumerate(nodes)}
+        for node in nodes:
+            if node.op in ("ReduceMin", "ReduceMax", "Size"):
+                producer = node.inputs[0].inputs
+                earlier = position[producer[0].name] if producer else -1
+                # right after the producer: only the producer's other reductions come between
+                between = nodes[earlier + 1:position[node.name]]
+                assert all(n.op in ("ReduceMin", "ReduceMax", "Size") for n in between), node.name
+    assert (model.graph.nodes, model.graph.outputs) == (before[0], before[1])
+    assert {name: list(t.outputs) for name, t in model.graph.tensors().items()} == before[2]
+    assert not any(isinstance(t, gs.Variable) and "@Reduce" in t.name for t in model.graph.tensors().values())
+
+
+def test_empty_samples_and_nan_leave_ranges_at_zero() -> None:
+    model = cleaned(tiny_cnn())
+    name = model.inputs[0].name
+    empty = [{name: np.zeros((0, 3, 32, 32), np.float32)}]
+    assert collect_ranges(model, [name], empty, "minmax") == {name: 0.0}
+    nan = np.full((1, 3, 32, 32), np.nan, np.float32)
+    assert collect_ranges(model, [name], [{name: nan}], "minmax") == {name: 0.0}
