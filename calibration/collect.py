@@ -89,9 +89,9 @@ def reduced(model: Model, names: list[str]) -> Iterator[list[str]]:
     """``model`` computing each of ``_REDUCTIONS`` of each tensor in ``names`` as an extra scalar graph output while
     the block runs (in place, like ``exposed``); yields those outputs' names, ``_REDUCTIONS`` in order per tensor.
 
-    Each tensor's reductions follow its producer in the node order, which onnxruntime executes in: appended
-    at the end instead, they kept every activation alive to the end of the run (peak RSS 224 -> 543 MB on the
-    640x640 OCR detector).
+    Each tensor's reductions follow its producer in the node order, and the session runs nodes in that order
+    (``in_node_order``): in onnxruntime's default order these leaf nodes ran last, keeping every activation alive
+    to the end of the run (peak RSS 561 MB on the 640x640 PP-OCRv4 detector, 290 MB in node order).
     """
     graph = model.graph
     outputs, nodes = list(graph.outputs), list(graph.nodes)
@@ -146,9 +146,9 @@ def run_on_samples(session: ort.InferenceSession, names: list[str], feeds: Feeds
 
 def calibration_session(model: Model, optimize: bool) -> ort.InferenceSession:
     """A session measuring ``model``'s activations (what it measures is a graph output: optimizing keeps its
-    values)."""
+    values), running the nodes in the graph's order (see ``reduced``)."""
     try:
-        return ort_session(model, optimize=optimize)
+        return ort_session(model, optimize=optimize, in_node_order=True)
     except ORT_ERRORS as exc:
         raise UnsupportedError(f"calibration: onnxruntime cannot load the graph to measure its activations "
                                f"({first_line(exc)})", hint="build without --int8/--calib, and report the model"
@@ -194,7 +194,8 @@ def tensor_extremes(model: Model, names: list[str], samples: Iterable[Feeds]
     each widened to include 0 (always representable); NaN is ignored. Reduced inside the session."""
     lows, highs = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
     with reduced(model, names) as outputs:
-        session = calibration_session(model, optimize=True)  # as fast as the plain model's inference
+        # Optimized: 224-250 ms of CPU per sample vs 267-299 unoptimized (PP-OCRv4 detector, 640x640, 1 thread).
+        session = calibration_session(model, optimize=True)
 
     def run(feeds: Feeds) -> int:
         values = run_on_samples(session, outputs, feeds)

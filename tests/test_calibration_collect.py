@@ -45,8 +45,8 @@ def test_reduced_min_max_equal_the_exposed_values() -> None:
 
 
 def test_reductions_follow_their_producers_and_leave_the_graph_as_it_was() -> None:
-    """Appended at the end, the reductions kept every activation alive to the end of the run (the 640x640 OCR
-    detector's peak RSS 224 -> 543 MB): onnxruntime runs the nodes in this order."""
+    """The calibration session runs nodes in this order: each tensor can be freed once its reductions ran (run
+    last, they kept every activation alive: the 640x640 PP-OCRv4 detector's peak RSS 290 -> 561 MB)."""
     model = cleaned(tiny_cnn())
     names = activations(model)
     before = (list(model.graph.nodes), list(model.graph.outputs),

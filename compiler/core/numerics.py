@@ -20,8 +20,11 @@ from infer_compile.core.ir import Model, TensorSpec, serialized
 Feeds = dict[str, np.ndarray]
 
 
-def ort_session(model: Model, *, optimize: bool = False, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session for ``model``; unoptimized by default (the reference semantics)."""
+def ort_session(model: Model, *, optimize: bool = False, threads: int | None = None,
+                in_node_order: bool = False) -> ort.InferenceSession:
+    """A CPU session for ``model``; unoptimized by default (the reference semantics). ``in_node_order``: run
+    each node as soon as its inputs exist, ties going to the earlier node in the graph (onnxruntime's default
+    order, a depth-first walk back from the graph's outputs, runs a node that only writes a graph output last)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -29,6 +32,8 @@ def ort_session(model: Model, *, optimize: bool = False, threads: int | None = N
     options.log_severity_level = 4  # fatal only: errors reach the caller as exceptions, not also as log lines
     if threads:
         options.intra_op_num_threads = threads
+    if in_node_order:
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     return open_session(model, options)
 
 
