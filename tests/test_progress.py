@@ -78,6 +78,21 @@ def test_a_build_in_a_log_names_its_slow_stages_and_counts_calibration_samples(
                      "onnxruntime: final check (the artifact in its runtime vs the source)"], result.stderr
 
 
+def test_a_long_calibration_in_a_log_prints_its_count_and_the_time_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal: counted work that keeps going prints "N/T sample(s) in S s, about L s left" lines."""
+    from infer_compile.app.cli import PlainProgress
+
+    monkeypatch.setattr(PlainProgress, "every_seconds", 0.0)
+    source = write_tiny_cnn(tmp_path / "m.onnx")
+    result = invoke(source, "-t", "onnxruntime", "--int8", "--calib", "synthetic", "--calib-samples", "10",
+                    "--no-cache", "--no-tune", "-o", tmp_path / "out.onnx")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("calibration (minmax): ")]
+    assert [line.partition(" sample(s)")[0] for line in lines] == [f"calibration (minmax): {n}/8" for n in range(1, 8)]
+    assert all(line.endswith(" s left") for line in lines), lines
+
+
 def test_verbose_shows_third_party_output_live(tmp_path: Path) -> None:
     """A native library's output during the source's loading (here: a --from-python module writing to the
     descriptor) lands in ARTIFACT.log, or on the terminal with --verbose."""

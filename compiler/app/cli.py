@@ -331,13 +331,16 @@ class LiveProgress:
 
 class PlainProgress:
     """Progress for logs: a line for each named stage and each counted work that took ``min_seconds`` or more,
-    when it ends (its time, and the sample count); quick steps, and a failing one, leave no line."""
+    when it ends (its time, and the sample count); quick steps, and a failing one, leave no line. Counted work
+    still running after ``every_seconds`` prints its count and the time left every ``every_seconds``."""
 
     min_seconds = 1.0
+    every_seconds = 15.0
 
     def __init__(self) -> None:
         self.current: tuple[str, float] | None = None
         self.started: dict[str, float] = {}
+        self.told: dict[str, float] = {}  # when a counted work's last line was printed
 
     def stage(self, text: str) -> None:
         self.finish()
@@ -351,10 +354,18 @@ class PlainProgress:
             self._line(f"{text}", time.perf_counter() - started)
 
     def advance(self, label: str, done: int, total: int | None) -> None:
+        now = time.perf_counter()
         if done == 0:
-            self.started[label] = time.perf_counter()
+            self.started[label] = self.told[label] = now
         elif total is not None and done >= total:
-            self._line(f"{label}: {done} sample(s)", time.perf_counter() - self.started.pop(label, time.perf_counter()))
+            self.told.pop(label, None)
+            self._line(f"{label}: {done} sample(s)", now - self.started.pop(label, now))
+        elif label in self.started and now - self.told[label] >= self.every_seconds:
+            self.told[label] = now
+            elapsed = now - self.started[label]
+            left = f", about {elapsed / done * (total - done):.0f} s left" if total else ""
+            err_console.print(f"{escape(label)}: {done}{f'/{total}' if total else ''} sample(s) in {elapsed:.0f} s"
+                              f"{left}", highlight=False, soft_wrap=True)
 
     def _line(self, text: str, seconds: float) -> None:
         if seconds >= self.min_seconds:
