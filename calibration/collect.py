@@ -80,8 +80,8 @@ def exposed(model: Model, names: Iterable[str]) -> Iterator[Model]:
 
 
 # What ``reduced`` computes of each tensor, in this order: its smallest and largest value and its element count.
-_REDUCTIONS = (("ReduceMin", np.float32, {"keepdims": 0}), ("ReduceMax", np.float32, {"keepdims": 0}),
-               ("Size", np.int64, {}))
+_REDUCTIONS: tuple[tuple[str, type[np.generic], dict[str, int]], ...] = (
+    ("ReduceMin", np.float32, {"keepdims": 0}), ("ReduceMax", np.float32, {"keepdims": 0}), ("Size", np.int64, {}))
 
 
 @contextmanager
