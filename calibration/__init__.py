@@ -1,17 +1,21 @@
-"""Calibration: representative input data, the ranges it implies, and their cache."""
+"""Calibration: representative input data, the ranges it implies, and their cache.
 
-from infer_compile.calibration.calibrators import METHODS, AbsHistogram
-from infer_compile.calibration.data import CalibrationData, CalibrationSettings, load_calibration
-from infer_compile.calibration.readers import CalibrationWarning, ImagePreprocess, open_reader, validated
+The names below are imported on first use (PEP 562): the calibration options (``options``) are read to make the
+command line's flags, which must not load numpy-heavy readers, or a cache hit would pay for them.
+"""
 
-__all__ = [
-    "METHODS",
-    "AbsHistogram",
-    "CalibrationData",
-    "CalibrationSettings",
-    "CalibrationWarning",
-    "ImagePreprocess",
-    "load_calibration",
-    "open_reader",
-    "validated",
-]
+import importlib
+from typing import Any
+
+_HOMES = {"METHODS": "calibrators", "AbsHistogram": "calibrators", "CalibrationData": "data",
+          "CalibrationSettings": "data", "load_calibration": "data", "CalibrationWarning": "readers",
+          "ImagePreprocess": "readers", "open_reader": "readers", "validated": "readers"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+__all__ = sorted(_HOMES)

@@ -10,13 +10,13 @@ concatenated into batches, so onnxruntime runs few large calls.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from infer_compile.calibration.cache import cache_key, graph_digest, load_cached_ranges, model_digest, save_ranges
 from infer_compile.calibration.calibrators import AbsHistogram, method, needs_histogram
@@ -25,6 +25,9 @@ from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds, ort_session
 from infer_compile.core.progress import counted
+
+if TYPE_CHECKING:  # onnxruntime is imported when a session runs: a cache hit runs none
+    import onnxruntime as ort
 
 MAX_BATCH = 16
 # Bytes of exposed activations per onnxruntime call: the batch shrinks for models with large
@@ -120,9 +123,14 @@ def reduced(model: Model, names: list[str]) -> Iterator[list[str]]:
         graph.nodes, graph.outputs = nodes, outputs
 
 
-# What onnxruntime raises when a session cannot be created or run (its exception types derive from Exception).
-ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.RuntimeException,
-              ort_state.NotImplemented)
+@functools.cache
+def ort_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises when a session cannot be created or run (its exception types derive from
+    Exception); an ``except`` clause evaluates this only once something was raised."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    return (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.RuntimeException,
+            ort_state.NotImplemented)
 
 
 def first_line(exc: BaseException) -> str:
@@ -140,7 +148,7 @@ def samples_do_not_fit(exc: BaseException) -> UserInputError:
 def run_on_samples(session: ort.InferenceSession, names: list[str], feeds: Feeds) -> list[np.ndarray]:
     try:
         return session.run(names, feeds)
-    except ORT_ERRORS as exc:
+    except ort_errors() as exc:
         raise samples_do_not_fit(exc) from exc
 
 
@@ -149,7 +157,7 @@ def calibration_session(model: Model, optimize: bool) -> ort.InferenceSession:
     values), running the nodes in the graph's order (see ``reduced``)."""
     try:
         return ort_session(model, optimize=optimize, in_node_order=True)
-    except ORT_ERRORS as exc:
+    except ort_errors() as exc:
         raise UnsupportedError(f"calibration: onnxruntime cannot load the graph to measure its activations "
                                f"({first_line(exc)})", hint="build without --int8/--calib, and report the model"
                                ) from exc

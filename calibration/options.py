@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infer_compile.calibration.calibrators import METHODS
-from infer_compile.calibration.data import CalibrationSettings
-from infer_compile.calibration.readers import ImagePreprocess
 from infer_compile.core.options import Option, read
+
+if TYPE_CHECKING:
+    from infer_compile.calibration.data import CalibrationSettings
 
 _CALIB = "calib"
 CALIB: Option[str | None] = Option(
@@ -43,6 +44,9 @@ def calibration_settings(values: Mapping[str, Any]) -> CalibrationSettings | Non
     source = read(values, CALIB)
     if not source:
         return None
+    from infer_compile.calibration.data import CalibrationSettings  # the readers: numpy, image decoding
+    from infer_compile.calibration.readers import ImagePreprocess
+
     path = Path(source)
     cache = read(values, CALIB_CACHE)
     return CalibrationSettings(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infer_compile.calibration.collect import ORT_ERRORS, batched, first_line, samples_do_not_fit
+from infer_compile.calibration.collect import batched, first_line, ort_errors, samples_do_not_fit
 from infer_compile.calibration.data import CalibrationData
 from infer_compile.core.budget import METRICS, Bound, Budget, parse_budget
 from infer_compile.core.capabilities import Capability
@@ -57,7 +57,7 @@ class HeldOutEvaluator:
         try:
             session = ort_session(reference)
             self.expected = [self._run(session, reference, feeds) for feeds in self.batches]
-        except ORT_ERRORS as exc:
+        except ort_errors() as exc:
             raise samples_do_not_fit(exc) from exc
 
     @staticmethod
@@ -82,7 +82,7 @@ class HeldOutEvaluator:
                 if until_refused and not within(own := compare_outputs(self.expected[i], got[i]), tolerance):
                     self.order = [i, *(j for j in self.order if j != i)]
                     return {**summarize(own), "within_tolerance": False, "complete": False}
-        except ORT_ERRORS as exc:  # the fp32 reference ran on these samples: the rewritten graph is at fault
+        except ort_errors() as exc:  # the fp32 reference ran on these samples: the rewritten graph is at fault
             raise AccuracyError(f"the {self.precision} graph does not run in onnxruntime on the held-out "
                                 f"samples ({first_line(exc)})",
                                 hint=f"build without --{self.precision} and report the model") from exc

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
@@ -25,15 +24,19 @@ from infer_compile.targets.base import (
     TargetRequest,
     Tuner,
     TuningCandidate,
+    package_version,
     thread_counts,
 )
+
+if TYPE_CHECKING:  # onnxruntime is imported where a session is made: a cache hit makes none
+    import onnxruntime as ort
 
 # Session settings applied when an artifact is loaded; autotuning may replace them in the manifest.
 DEFAULT_SESSION = {"graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "ORT_SEQUENTIAL",
                    "intra_op_num_threads": 0, "inter_op_num_threads": 0}
 # The ORT format bakes in optimizations; "extended" stays valid on any x86/ARM CPU (layout
 # transformations from "all" are specific to the build machine's CPU).
-ORT_FORMAT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+ORT_FORMAT_LEVEL = "ORT_ENABLE_EXTENDED"
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
@@ -42,6 +45,8 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 
 
 def session_options(settings: dict[str, Any]) -> ort.SessionOptions:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     merged = {**DEFAULT_SESSION, **settings}
@@ -68,6 +73,8 @@ SESSION_OPTIONS: Option[dict[str, Any] | None] = Option(
 
 class OrtRunner(Runner):
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
         self.session = ort.InferenceSession(str(path), session_options(settings),
                                             providers=["CPUExecutionProvider"])
         self.inputs = _specs(self.session.get_inputs())
@@ -121,10 +128,11 @@ class OnnxRuntimeTarget(Target):
     description = "Optimized ONNX (or .ort) for ONNX Runtime; runs anywhere."
 
     def availability(self) -> Availability:
-        return Availability(True, f"onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())})")
+        # Read from the package metadata, not the module: a cache hit builds nothing and imports no runtime.
+        return Availability(True, f"onnxruntime {package_version('onnxruntime')} (CPUExecutionProvider)")
 
     def tool_versions(self) -> dict[str, str]:
-        return {"onnxruntime": ort.__version__}
+        return {"onnxruntime": package_version("onnxruntime") or "unknown"}
 
     def tuner(self, request: TargetRequest) -> Tuner:
         return OrtTuner()
@@ -141,14 +149,15 @@ class OnnxRuntimeTarget(Target):
     def _emit_ort_format(self, model: Model, stage: StagedOutput, settings: dict[str, Any]) -> dict[str, Any]:
         source = stage.sibling(".source.onnx")
         save_onnx(model, source)
-        options = session_options(settings)
-        options.graph_optimization_level = ORT_FORMAT_LEVEL
+        import onnxruntime as ort
+
+        options = session_options({**settings, "graph_optimization_level": ORT_FORMAT_LEVEL})
         options.optimized_model_filepath = str(stage.artifact)
         options.add_session_config_entry("session.save_model_format", "ORT")
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         for leftover in stage.dir.glob(".source.onnx*"):
             leftover.unlink()
-        settings = {**settings, "graph_optimization_level": "ORT_ENABLE_EXTENDED"}
+        settings = {**settings, "graph_optimization_level": ORT_FORMAT_LEVEL}
         return {"format": "ort", "session_options": settings}
 
     def load(self, artifact: Path, manifest: Manifest | None) -> Runner:

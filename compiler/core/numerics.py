@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 
 from infer_compile.core.errors import AccuracyError, UserInputError
 from infer_compile.core.ir import Model, TensorSpec, serialized
+
+if TYPE_CHECKING:  # onnxruntime is imported where a session is made: a cache hit makes none
+    import onnxruntime as ort
 
 Feeds = dict[str, np.ndarray]
 
@@ -25,6 +27,8 @@ def ort_session(model: Model, *, optimize: bool = False, threads: int | None = N
     """A CPU session for ``model``; unoptimized by default (the reference semantics). ``in_node_order``: run
     each node as soon as its inputs exist, ties going to the earlier node in the graph (onnxruntime's default
     order, a depth-first walk back from the graph's outputs, runs a node that only writes a graph output last)."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -44,6 +48,8 @@ def open_session(model: Model, options: ort.SessionOptions) -> ort.InferenceSess
     opening a session copies no weight bytes (no protobuf, bytes or session-owned duplicates), and
     no model hits protobuf's 2 GB limit.
     """
+    import onnxruntime as ort
+
     weights = model.weight_constants()
     values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(c.values)) for c in weights]
     options.add_external_initializers([c.name for c in weights], values)
