@@ -25,6 +25,7 @@ from infer_compile.frontends import SourceOptions
 from infer_compile.targets import load_artifact
 from tests.artifact_helpers import invoke, write_tiny_cnn
 from tests.builders import tiny_cnn
+from tests.hidden_imports import cli_imports
 
 
 def build(model: Path, output: Path, cache: Path | str, **options):
@@ -160,6 +161,18 @@ def test_cli_cache_options_and_default_location(tmp_path: Path, build_cache: Pat
     elsewhere = tmp_path / "shared-cache"
     invoke(source, "-t", "onnxruntime", "--no-tune", "-o", out, "--cache-dir", elsewhere)
     assert len(entries(elsewhere)) == 1
+
+
+def test_a_cache_hit_imports_no_runtime_or_framework(tmp_path: Path) -> None:
+    """A hit copies the stored artifact: loading a runtime or a framework would only slow it down (start-up,
+    bench/startup.py)."""
+    source, out = write_tiny_cnn(tmp_path / "m.onnx"), tmp_path / "out" / "m.onnx"
+    args = [source, "-t", "onnxruntime", "--no-tune", "-o", out]
+    assert invoke(*args).exit_code == 0
+    done, imported = cli_imports(args)
+    assert done.returncode == 0 and "cache       hit" in done.stdout, done.stderr
+    assert imported.isdisjoint({"onnxruntime", "torch", "tensorflow", "openvino", "transformers", "tf2onnx",
+                                "onnx2tf", "nncf"}), imported
 
 
 def _first_entry(tmp_path: Path) -> tuple[Path, Path, Path]:
