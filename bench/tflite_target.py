@@ -9,7 +9,7 @@ full integer, calibrated on 32 samples drawn like the evaluation ones). Conversi
 (export, passes, conversion, final check); latency is the median of interleaved round-robin runs in the same
 process (batch 1, all CPUs); cosine is the worst over held-out samples vs onnxruntime fp32 (MiniLM: of the
 mean-pooled sentence embedding). MobileNetV2 and the MiniLM encoder (real all-MiniLM-L6-v2 weights) are full size;
-ViT, ConvNeXt and the GPT-2 decoder are the tiny configs of tests/hf_tiny.py.
+ViT, ConvNeXt and the GPT-2 decoder are the one-layer configs of tests/hf_models.py (TINY).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from infer_compile.core.errors import InferCompileError  # noqa: E402
 from infer_compile.frontends.base import SourceOptions  # noqa: E402
 from infer_compile.passes.autotune import measure  # noqa: E402
 from infer_compile.targets import load_artifact  # noqa: E402
-from tests import hf_tiny  # noqa: E402
+from tests import hf_models  # noqa: E402
 
 BASELINE = "onnxruntime fp32"
 ROUTES = ("onnx2tf", "litert-torch")
@@ -45,7 +45,7 @@ ZOO = ("mobilenetv2", "minilm")  # full size, from bench/models.py
 def samples(name: str, count: int, seed: int) -> list[dict[str, np.ndarray]]:
     if name in ZOO:
         return sample_inputs(name, count, seed)
-    return hf_tiny.samples(hf_tiny.ARCHITECTURES[name], count, seed)
+    return hf_models.samples(hf_models.TINY[name][0], count, seed)
 
 
 def _zoo_entry(name: str) -> tuple:
@@ -64,7 +64,7 @@ def minilm() -> tuple:
 
 
 def entry(name: str) -> str:
-    return f"{__file__}:{name}" if name in ZOO else f"{hf_tiny.__file__}:{name}"
+    return f"{__file__}:{name}" if name in ZOO else f"{hf_models.__file__}:tiny_{name}"
 
 
 def write_calibration(name: str, folder: Path) -> None:

@@ -1,8 +1,12 @@
-"""Real architectures at tiny sizes, built in code (transformers configs, random weights, no downloads), as
-users hold them: the model itself, returning what it returns (Hugging Face ModelOutputs, nested tuples).
+"""Real architectures at tiny sizes, built in code (transformers configs, random weights, no downloads).
 
+As users hold them: the model itself, returning what it returns (Hugging Face ModelOutputs, nested tuples).
 Each name has a factory (``--arch tests.hf_models:vit``) and an entry point returning (model, example inputs)
 (``--from-python tests.hf_models:build_vit``); ``MODELS`` lists them for bench/breadth.py and the tests.
+
+As one-tensor models (``TINY``: one layer, called with keyword arguments, returning logits or embeddings), for
+the TFLite tests and bench/tflite_target.py: entry points ``tiny_vit`` ..., with calibration samples drawn like
+their example inputs (``--calib tests.hf_models:calib_image``).
 """
 
 from __future__ import annotations
@@ -10,19 +14,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 IMAGE = (1, 3, 32, 32)
 TOKENS = (1, 16)
 VOCAB = 128
-SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
-def vit() -> nn.Module:
+def small(layers: int) -> dict[str, int]:
+    return {"hidden_size": 32, "num_hidden_layers": layers, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def vit(layers: int = 2) -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
-    return ViTForImageClassification(ViTConfig(**SMALL, image_size=32, patch_size=8, num_labels=10))
+    return ViTForImageClassification(ViTConfig(**small(layers), image_size=32, patch_size=8, num_labels=10))
 
 
 def convnext() -> nn.Module:
@@ -32,10 +40,10 @@ def convnext() -> nn.Module:
                                                          image_size=32, num_labels=10))
 
 
-def bert() -> nn.Module:
+def bert(layers: int = 2) -> nn.Module:
     from transformers import BertConfig, BertModel
 
-    return BertModel(BertConfig(**SMALL, vocab_size=VOCAB, max_position_embeddings=64))
+    return BertModel(BertConfig(**small(layers), vocab_size=VOCAB, max_position_embeddings=64))
 
 
 def distilbert() -> nn.Module:
@@ -45,10 +53,10 @@ def distilbert() -> nn.Module:
                                             max_position_embeddings=64))
 
 
-def gpt2() -> nn.Module:
+def gpt2(layers: int = 2) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=layers, n_head=2,
                                       use_cache=False))
 
 
@@ -138,3 +146,94 @@ build_vit, build_convnext, build_bert, build_distilbert, build_gpt2 = map(
     _entry, ("vit", "convnext", "bert", "distilbert", "gpt2"))
 build_t5_encoder, build_whisper_encoder, build_yolo_like, build_lstm, build_gru = map(
     _entry, ("t5_encoder", "whisper_encoder", "yolo_like", "lstm", "gru"))
+
+
+class Image(nn.Module):
+    """An image model called as transformers models are (keyword arguments), returning its logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+class Tokens(Image):
+    """An encoder over token ids and their mask, returning the token embeddings."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class Decoder(Image):
+    """A causal language model without cache, returning the next-token logits at every position."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.model(input_ids=input_ids).logits
+
+
+class SentenceEmbedding(nn.Module):
+    """A MiniLM-class sentence encoder: BERT, mean pooling over the mask, L2-normalized (exports ReduceL2)."""
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert.eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, p=2, dim=1)
+
+
+def _image(seed: int) -> tuple[torch.Tensor]:
+    return (torch.randn(IMAGE, generator=torch.Generator().manual_seed(seed)),)
+
+
+def _tokens(seed: int, mask: bool = True) -> tuple[torch.Tensor, ...]:
+    ids = torch.randint(0, VOCAB, TOKENS, generator=torch.Generator().manual_seed(seed))
+    return (ids, torch.ones_like(ids)) if mask else (ids,)
+
+
+# Input names and a maker of example inputs from a seed, per kind of model input.
+INPUTS = {"image": (("pixel_values",), _image), "tokens": (("input_ids", "attention_mask"), _tokens),
+          "ids": (("input_ids",), lambda seed: _tokens(seed, mask=False))}
+# The one-tensor models: name -> (the kind of inputs it takes, its maker).
+TINY: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+    "vit": ("image", lambda: Image(vit(layers=1))), "convnext": ("image", lambda: Image(convnext())),
+    "bert": ("tokens", lambda: Tokens(bert(layers=1))),
+    "minilm": ("tokens", lambda: SentenceEmbedding(bert(layers=1))),
+    "gpt2": ("ids", lambda: Decoder(gpt2(layers=1)))}
+
+
+def tiny(name: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The one-tensor model ``name`` and its example inputs (what a --from-python entry point returns)."""
+    kind, make = TINY[name]
+    torch.manual_seed(0)
+    return make(), INPUTS[kind][1](0)
+
+
+def _tiny_entry(name: str) -> Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+    return lambda: tiny(name)
+
+
+tiny_vit, tiny_convnext, tiny_bert, tiny_minilm, tiny_gpt2 = map(_tiny_entry, TINY)
+
+
+def samples(kind: str, count: int = 24, seed: int = 100) -> list[dict[str, np.ndarray]]:
+    """``count`` feeds drawn like the example inputs (images N(0, 1), token ids uniform over the vocabulary)."""
+    names, make = INPUTS[kind]
+    return [{name: t.numpy() for name, t in zip(names, make(seed + i), strict=True)} for i in range(count)]
+
+
+def calib_image() -> list[dict[str, np.ndarray]]:
+    return samples("image")
+
+
+def calib_tokens() -> list[dict[str, np.ndarray]]:
+    return samples("tokens")
+
+
+def calib_ids() -> list[dict[str, np.ndarray]]:
+    return samples("ids")

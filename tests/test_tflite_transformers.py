@@ -22,7 +22,7 @@ pytest.importorskip("transformers", reason="the architectures are built from tra
 pytest.importorskip("ai_edge_litert", reason="the TFLite target needs the [tflite] extra")
 torch = pytest.importorskip("torch", reason="the sources are PyTorch modules ([torch] extra)")
 
-from tests import hf_tiny  # noqa: E402  (imports torch)
+from tests import hf_models  # noqa: E402  (imports torch)
 
 pytestmark = pytest.mark.slow
 # Against PyTorch on fresh inputs: cosine of the stacked outputs (issue 17's bars).
@@ -42,12 +42,12 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str, str],
     def get(arch: str, converter: str, precision: str) -> Path:
         key = (arch, converter, precision)
         if key not in built:
-            kind = hf_tiny.ARCHITECTURES[arch]
-            calib = CalibrationSettings(f"tests.hf_tiny:calib_{kind}") if precision == "int8" else None
+            kind = hf_models.TINY[arch][0]
+            calib = CalibrationSettings(f"tests.hf_models:calib_{kind}") if precision == "int8" else None
             options = BuildOptions(target="tflite", precision=precision, output=out / f"{'-'.join(key)}.tflite",
-                                   source=SourceOptions(python_entry=f"tests.hf_tiny:{arch}"), calibration=calib,
+                                   source=SourceOptions(python_entry=f"tests.hf_models:tiny_{arch}"), calibration=calib,
                                    target_options={"converter": converter})
-            built[key] = compile_model(Path(hf_tiny.__file__), options).artifact
+            built[key] = compile_model(Path(hf_models.__file__), options).artifact
         return built[key]
 
     return get
@@ -63,9 +63,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def assert_matches_pytorch(arch: str, artifact: Path, precision: str) -> None:
-    module, _ = getattr(hf_tiny, arch)()
+    module, _ = hf_models.tiny(arch)
     runner = load_artifact(artifact)
-    feeds = hf_tiny.samples(hf_tiny.ARCHITECTURES[arch], count=6, seed=500)  # not among the calibration samples
+    feeds = hf_models.samples(hf_models.TINY[arch][0], count=6, seed=500)  # not among the calibration samples
     with torch.no_grad():
         ref = np.stack([module(*[torch.from_numpy(v) for v in f.values()]).numpy() for f in feeds])
     got = np.stack([next(iter(runner.run(f).values())) for f in feeds])
@@ -79,7 +79,7 @@ def assert_matches_pytorch(arch: str, artifact: Path, precision: str) -> None:
 
 
 # BERT fp32 is built by test_a_pytorch_user_needs_no_tensorflow (one build less).
-LITERT_CASES = [(arch, precision) for arch in hf_tiny.ARCHITECTURES for precision in ("fp32", "int8")
+LITERT_CASES = [(arch, precision) for arch in hf_models.TINY for precision in ("fp32", "int8")
                 if (arch, precision) != ("bert", "fp32")]
 
 
@@ -153,5 +153,5 @@ def test_int8_io_is_refused_on_the_litert_torch_route(tmp_path: Path) -> None:
                            source=SourceOptions(python_entry="tests.torch_models:build_encoder"),
                            calibration=CalibrationSettings("synthetic"), target_options={"int8_io": True})
     with pytest.raises(UserInputError, match="--tflite-int8-io applies to the onnx2tf route only"):
-        compile_model(Path(hf_tiny.__file__), options)
+        compile_model(Path(hf_models.__file__), options)
     assert [p.name for p in tmp_path.iterdir() if p.suffix != ".log"] == []  # m.tflite.log: the exporter's output
