@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infer_compile.core.progress import LOG_HEADER, counted, reporting, stage, third_party_output
+from infer_compile.core.progress import LOG_HEADER, counted, reporting, stage, terminal, third_party_output
 from tests.artifact_helpers import invoke, write_tiny_cnn
 
 
@@ -35,16 +36,26 @@ def test_counted_work_reports_every_unit_and_nothing_without_a_listener() -> Non
                                ("stage", "tflite: onnx2tf conversion")]
 
 
-def test_native_output_goes_to_the_log_not_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_third_party_output_goes_to_the_log_not_the_terminal(tmp_path: Path,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "m.onnx.log"
+    library = logging.getLogger("a_library")
     with third_party_output(log):
         os.write(2, b"I0000 tensorflow/core: a C++ log line\n")  # as native libraries write: to the descriptor
         os.write(1, b"onnx2tf: a converter's print\n")
-        print("our own progress", file=sys.stderr)  # Python's stderr keeps the terminal
+        # A library imported during the build makes its logging handler then (torch, transformers, absl do).
+        library.addHandler(logging.StreamHandler())
+        library.warning("a library's logging record")
+        print("our own progress", file=terminal())  # the CLI's error console writes here
     out, err = capfd.readouterr()
-    assert "C++ log line" not in err and "converter's print" not in out and "our own progress" in err
+    assert "our own progress" in err
+    assert not any(noise in out + err for noise in ("C++ log line", "converter's print", "logging record"))
     text = log.read_text()
-    assert text.startswith(LOG_HEADER) and "a C++ log line" in text and "a converter's print" in text
+    assert text.startswith(LOG_HEADER)
+    assert all(noise in text for noise in ("a C++ log line", "a converter's print", "a library's logging record"))
+    library.warning("after the build")  # the handler made during it still works: it writes to stderr now
+    assert "after the build" in capfd.readouterr().err and "after the build" not in log.read_text()
+    library.handlers.clear()
     with third_party_output(tmp_path / "quiet.log"):
         pass
     assert not (tmp_path / "quiet.log").exists()  # nothing printed: no log
@@ -98,15 +109,20 @@ def test_verbose_shows_third_party_output_live(tmp_path: Path) -> None:
     descriptor) lands in ARTIFACT.log, or on the terminal with --verbose."""
     pytest.importorskip("torch")
     (tmp_path / "net.py").write_text(
-        "import os\nimport torch\n\ndef build():\n    os.write(2, b'NATIVE-NOISE\\n')\n    torch.manual_seed(0)\n"
+        "import logging, os, warnings\nimport torch\n\ndef build():\n    os.write(2, b'NATIVE-NOISE\\n')\n"
+        "    logging.getLogger('some.library').warning('LOGGED-NOISE')\n"
+        "    warnings.warn('WARNED-NOISE', UserWarning, stacklevel=1)\n    torch.manual_seed(0)\n"
         "    return torch.nn.Sequential(torch.nn.Linear(4, 3)).eval(), (torch.randn(2, 4),)\n")
     args = ["-m", "infer_compile.app.cli", "--from-python", "net.py:build", "-t", "onnxruntime", "--no-cache",
             "--no-tune"]
     quiet = subprocess.run([sys.executable, *args, "-o", "quiet.onnx"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr
-    assert "NATIVE-NOISE" not in quiet.stderr and "NATIVE-NOISE" in (tmp_path / "quiet.onnx.log").read_text()
+    log = (tmp_path / "quiet.onnx.log").read_text()
+    for noise in ("NATIVE-NOISE", "LOGGED-NOISE", "WARNED-NOISE"):
+        assert noise not in quiet.stderr and noise in log, quiet.stderr
     loud = subprocess.run([sys.executable, *args, "-o", "loud.onnx", "--verbose"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0, loud.stderr
-    assert "NATIVE-NOISE" in loud.stderr and not (tmp_path / "loud.onnx.log").exists()
+    assert all(noise in loud.stderr for noise in ("NATIVE-NOISE", "LOGGED-NOISE", "WARNED-NOISE"))
+    assert not (tmp_path / "loud.onnx.log").exists()

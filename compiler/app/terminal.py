@@ -14,11 +14,21 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from infer_compile.core import progress
 from infer_compile.core.errors import BuildWarning, ExitCode, InferCompileError, Terminated
+
+
+class _UserStderr:
+    """The stderr our own messages go to: sys.stderr, or while a build captures what third-party libraries print
+    (core.progress.third_party_output), the terminal kept aside from it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(progress.terminal(), name)
+
 
 # Logs and pipes are not terminals: give them room instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
+err_console = Console(file=_UserStderr())  # type: ignore[arg-type]  (a stream by delegation)
 
 
 
