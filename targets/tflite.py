@@ -283,7 +283,7 @@ class TfliteTarget(Target):
     name = "tflite"
     aliases = ("litert",)
     suffix = ".tflite"
-    conversion = "onnx2tf conversion, then TFLiteConverter"
+    conversion = "preparing the conversion"
     precisions = frozenset({"fp32", "fp16", "int8"})
     dynamic_shapes = False  # onnx2tf emits static shapes; we pin symbolic dims at build time
     options = (INT8_MODE, INT8_IO, KEEP_NCHW, CONVERTER)
@@ -342,7 +342,7 @@ class TfliteTarget(Target):
         rewrites: dict[str, int] = {}
         attempts: list[dict[str, Any]] = []
         if route == "onnx2tf":
-            rewrites = self._write(stage.artifact, model, keys, inputs, probe, tf_samples, request, settings)
+            rewrites = self._write(stage.artifact, model, keys, inputs, probe, tf_samples, count, request, settings)
         else:
             attempts = _write_litert(stage.artifact, request, settings, inputs, probe, samples, tf_samples)
         inputs = _checked_inputs(TfliteRunner(stage.artifact).input_details, inputs)
@@ -358,9 +358,11 @@ class TfliteTarget(Target):
                 "io": {"inputs": [b.to_json() for b in inputs], "outputs": [b.to_json() for b in outputs]}}
 
     def _write(self, artifact: Path, model: Model, keys: dict[str, str], inputs: list[Binding], probe: Feeds,
-               tf_samples: Iterable[Feeds], request: TargetRequest, settings: TfliteSettings) -> dict[str, int]:
+               tf_samples: Iterable[Feeds], count: int, request: TargetRequest, settings: TfliteSettings
+               ) -> dict[str, int]:
         """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact`` through onnx2tf; returns
-        the ops rewritten for onnx2tf. ``tf_samples``: calibration feeds by signature key, in the TFLite layout."""
+        the ops rewritten for onnx2tf. ``tf_samples``: the ``count`` calibration feeds by signature key, in the
+        TFLite layout."""
         renamed = model.copy()
         for tensor in [*renamed.graph.inputs, *renamed.graph.outputs]:
             tensor.name = keys[tensor.name]
@@ -370,7 +372,7 @@ class TfliteTarget(Target):
             keras_model = to_keras(renamed, Path(tmp), {b.key: probe[b.name] for b in inputs},
                                    {b.key: b.perm for b in inputs}, pinned)
             artifact.write_bytes(tflite_bytes(keras_model, request.precision, settings.int8_mode, settings.int8_io,
-                                              tf_samples))
+                                              tf_samples, count))
         return rewrites
 
     def load(self, artifact: Path, manifest: Manifest | None) -> Runner:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from infer_compile.core import progress
 from infer_compile.core.errors import UnsupportedError, one_line
 from infer_compile.core.ir import Model, save_onnx
 from infer_compile.core.numerics import Feeds
@@ -164,6 +165,7 @@ def to_keras(model: Model, workdir: Path, probe: Feeds, perms: dict[str, tuple[i
     if first is not None and first.ndim == 4:  # the case where onnx2tf would download its sample images
         np.save(workdir / ONNX2TF_SAMPLE_FILE, first.astype(np.float32))
     overwrite = [f"{name}:{','.join(map(str, shape))}" for name, shape in pinned_shapes.items()]
+    progress.stage("tflite: onnx2tf converting the ONNX graph to a Keras model")
     with _onnx2tf_process_state(workdir) as log:
         try:
             keras_model = onnx2tf.convert(
@@ -217,9 +219,9 @@ def _serving_function(tf: Any, keras_model: Any) -> tuple[Any, Any]:
 
 
 def tflite_bytes(keras_model: Any, precision: str, int8_mode: str, int8_io: bool,
-                 samples: Iterable[Feeds] | None) -> bytes:
-    """Convert the Keras model at ``precision``; ``samples`` (full INT8) are keyed by signature input name
-    and already in the TensorFlow layout."""
+                 samples: Iterable[Feeds] | None, sample_count: int | None = None) -> bytes:
+    """Convert the Keras model at ``precision``; ``samples`` (full INT8; ``sample_count`` of them, for the
+    progress display) are keyed by signature input name and already in the TensorFlow layout."""
     tf = _tensorflow()
     function, holder = _serving_function(tf, keras_model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
@@ -230,11 +232,15 @@ def tflite_bytes(keras_model: Any, precision: str, int8_mode: str, int8_io: bool
     elif precision == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic range (int8 weights)
         if int8_mode == "full":
-            converter.representative_dataset = lambda: iter(samples or [])
+            # TFLiteConverter pulls the samples one by one while it calibrates: each one reports progress.
+            converter.representative_dataset = lambda: progress.counted(
+                samples or [], "tflite: TFLiteConverter int8 calibration", sample_count)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
+    full_int8 = precision == "int8" and int8_mode == "full"
+    progress.stage(f"tflite: TFLiteConverter writing the {precision}{' (calibrating)' if full_int8 else ''} flatbuffer")
     try:
         return converter.convert()
     except Exception as exc:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from infer_compile.core import progress
 from infer_compile.core.errors import UnsupportedError, one_line
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds
@@ -92,6 +93,7 @@ def float_model(module: Any, example: list[np.ndarray], channels_last: list[int]
     lists the inputs laid out NHWC in the artifact."""
     import torch
 
+    progress.stage("tflite: litert-torch converting the PyTorch module")
     with _quiet():
         import litert_torch
     args = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
@@ -124,8 +126,10 @@ def quantize(model: bytes, quant_recipe: Any, samples: Iterable[Feeds] | None, c
     try:
         with _quiet():
             if calibration is None and samples is not None:
+                progress.stage("tflite: ai-edge-quantizer calibrating")
                 calibration = tool.calibrate({"serving_default": [
                     {key: value.astype(dtypes[key]) for key, value in sample.items()} for sample in samples]})
+            progress.stage("tflite: ai-edge-quantizer quantizing")
             return bytes(tool.quantize(calibration).quantized_model), calibration
     except Exception as exc:
         raise UnsupportedError(f"ai-edge-quantizer could not quantize the model: {one_line(exc, limit=240)}",
