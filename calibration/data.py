@@ -176,11 +176,13 @@ def sample_count(sample: Feeds) -> int:
     return int(first.shape[0]) if first is not None and first.ndim > 0 else 1
 
 
-def load_calibration(settings: CalibrationSettings, inputs: list[TensorSpec]) -> CalibrationData:
+def load_calibration(settings: CalibrationSettings, inputs: list[TensorSpec],
+                     synthetic: Callable[[int], Feeds] | None = None) -> CalibrationData:
     """Validate up to ``max_samples`` samples in one pass (counted and hashed, not kept: the passes read
-    them again as they need them); warn loudly when they are few or synthetic."""
+    them again as they need them); warn loudly when they are few or synthetic (``synthetic``: how to draw
+    those, seed -> sample)."""
     reader = open_reader(str(settings.source), inputs, preprocess=settings.preprocess,
-                         synthetic_count=settings.max_samples)
+                         synthetic_count=settings.max_samples, synthetic=synthetic)
     samples = ReaderSamples(reader, inputs, settings.max_samples)
     summary = summarize_samples(samples)
     if not summary.rows:

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from infer_compile import __version__
 from infer_compile.app import build_options as declared_build
 from infer_compile.app.cache import CacheHit, default_cache_dir, open_cache, source_files
-from infer_compile.app.examples import example_inputs, reference_outputs
+from infer_compile.app.examples import example_inputs, graph_inputs, reference_outputs
 from infer_compile.app.outputs import check_output, resolve_output
 from infer_compile.app.settings import check_pass_options, check_target_options, sort_options
 from infer_compile.app.verification import FinalCheck, FinalCheckFailed
@@ -210,7 +210,9 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     model = lowered.model
     check_shape_ranges(options.shape_ranges, model.inputs)
     nodes_before = model.node_count
-    calibration = load_calibration(options.calibration, model.inputs) if options.calibration else None
+    # Synthetic samples are drawn as the example inputs are: integer inputs within what the graph indexes.
+    calibration = None if options.calibration is None else load_calibration(
+        options.calibration, model.inputs, synthetic=lambda seed: graph_inputs(model, seed=seed))
     request.calibration = calibration.samples if calibration else None
     request.source_module = lowered.module
     shape_overrides = opt_sizes(options.shape_ranges)
