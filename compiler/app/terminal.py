@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ class _UserStderr:
 
 # Logs and pipes are not terminals: give them room instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(file=_UserStderr())  # type: ignore[arg-type]  (a stream by delegation)
+err_console = Console(file=cast(IO[str], _UserStderr()))  # a stream by delegation
 
 
 
