@@ -6,8 +6,11 @@
   Conv+Add in int8 (for ONNX Runtime also the Add's output: QLinearAdd).
 - Symmetric signed int8 (zero-point 0), scale = amax / 127 from the calibrator; uint8 (amax / 255) only
   where a target's placement below says. Targets advertising ``QDQ_ASYMMETRIC_ACTIVATIONS`` (ONNX Runtime)
-  get asymmetric int8 for signed activations instead: scale = (max - min) / 255 and a zero-point, as
-  quantize_static does; all 256 levels used even when a tensor is skewed (the network input, residual sums).
+  get asymmetric uint8 for signed activations instead: scale = (max - min) / 255 and a zero-point, as
+  quantize_static's QUInt8 does; all 256 levels used even when a tensor is skewed (the network input, residual
+  sums). uint8, not int8 with a zero-point (the same values): ORT fuses a QLinearConv/QLinearAdd only when its
+  input and output share one type, and every activation after a ReLU is uint8 (MobileNetV2: with int8 signed
+  activations 15 of its 52 convolutions and all 10 residual Adds ran in float, between DequantizeLinears).
 - For ONNX Runtime (targets advertising ``QDQ_PLACEMENT_QLINEAR``), the outputs of Conv/ConvTranspose/Gemm are quantized
   as well: ORT only runs a convolution in int8 (QLinearConv) when its output is quantized; a ReLU
   after them is absorbed into an unsigned quantizer (see QuantizationPlan.absorbed_activations). So is
@@ -65,7 +68,7 @@ POOLING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalM
 # Ops whose output is non-negative when their first input is.
 SIGN_KEEPING_OPS = POOLING_OPS | {"ReduceMean", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis)
-INT8_MIN, INT8_MAX = -128, 127
+INT8_MAX = 127
 UINT8_MAX = 255
 
 
@@ -82,7 +85,7 @@ class QuantizationPlan:
     # their 16-bit pair sums; unsigned values keep 8 bits and stay small.
     absorbed_activations: dict[str, gs.Node] = field(default_factory=dict)  # output name -> its ReLU
     unsigned: set[str] = field(default_factory=set)  # activations quantized to uint8 (absorbed ones too)
-    asymmetric: bool = False  # activations not in ``unsigned`` get int8 with a zero-point
+    asymmetric: bool = False  # activations not in ``unsigned`` get uint8 with a zero-point
     range_of: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -136,7 +139,7 @@ class Placement:
     # 24 extra Q/DQ pairs, one before every GELU).
     quantize_bias_sums: bool = False
     lpt: bool = False  # OpenVINO: both residual Add inputs, pooling inputs, uint8 non-negative activations
-    asymmetric: bool = False  # ONNX Runtime: signed activations get a zero-point (int8, (max - min) / 255)
+    asymmetric: bool = False  # ONNX Runtime: signed activations get a zero-point (uint8, (max - min) / 255)
 
     @classmethod
     def for_context(cls, ctx: PassContext) -> Placement:
@@ -289,9 +292,9 @@ def _activation_quantizer(plan: QuantizationPlan, name: str, ranges: dict[str, f
 
 
 def _asymmetric_quantizer(low: float, high: float) -> tuple[np.float32, np.ndarray]:
-    """int8 covering [low, high] (0 inside it) with all 256 levels: zero-point = -128 - low / scale."""
+    """uint8 covering [low, high] (0 inside it) with all 256 levels: zero-point = -low / scale."""
     scale = _scale(high - low, UINT8_MAX)
-    return scale, np.array(np.clip(np.round(INT8_MIN - low / scale), INT8_MIN, INT8_MAX), np.int8)
+    return scale, np.array(np.clip(np.round(-low / scale), 0, UINT8_MAX), np.uint8)
 
 
 def _quantize_activation(graph: gs.Graph, tensor: gs.Variable, scale_value: np.float32, zero_point: np.ndarray,

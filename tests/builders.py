@@ -141,6 +141,37 @@ def text_detector(seed: int = 0, widths: tuple[int, ...] = (16, 32, 64, 128, 256
                       [tensor("maps", ["batch", 1, "height", "width"])], init, opset=OPSET, name="text_detector")
 
 
+def inverted_residual(seed: int = 0, channels: int = 8, expand: int = 3, classes: int = 10) -> onnx.ModelProto:
+    """MobileNetV2's block: 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, linear 1x1 projection (signed output)
+    added to the block input, then a 1x1 conv + ReLU6, global pool and a classifier Gemm (the logits)."""
+    rng = np.random.default_rng(seed)
+    hidden = channels * expand
+
+    def conv_w(cout: int, cin: int, k: int) -> np.ndarray:
+        return rng.normal(0, (2.0 / (cin * k * k)) ** 0.5, (cout, cin, k, k)).astype(np.float32)
+
+    init = {"w_expand": conv_w(hidden, channels, 1), "b_expand": rng.normal(0, 0.1, hidden).astype(np.float32),
+            "w_dw": conv_w(hidden, 1, 3), "b_dw": rng.normal(0, 0.1, hidden).astype(np.float32),
+            "w_project": conv_w(channels, hidden, 1), "b_project": rng.normal(0, 0.1, channels).astype(np.float32),
+            "w_head": conv_w(2 * channels, channels, 1), "b_head": rng.normal(0, 0.1, 2 * channels).astype(np.float32),
+            "fc_w": rng.normal(0, 0.3, (classes, 2 * channels)).astype(np.float32),
+            "fc_b": rng.normal(0, 0.1, classes).astype(np.float32),
+            "zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)}
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w_expand", "b_expand"], ["e"], name="expand"), n("Clip", ["e", "zero", "six"], ["e6"]),
+        n("Conv", ["e6", "w_dw", "b_dw"], ["d"], name="depthwise", group=hidden, pads=[1, 1, 1, 1]),
+        n("Clip", ["d", "zero", "six"], ["d6"]),
+        n("Conv", ["d6", "w_project", "b_project"], ["p"], name="project"),
+        n("Add", ["x", "p"], ["block"], name="residual"),
+        n("Conv", ["block", "w_head", "b_head"], ["h"], name="head"), n("Clip", ["h", "zero", "six"], ["h6"]),
+        n("GlobalAveragePool", ["h6"], ["pool"], name="pool"), n("Flatten", ["pool"], ["flat"], name="flatten"),
+        n("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    return make_model(nodes, [tensor("x", ["batch", channels, 8, 8])], [tensor("logits", ["batch", classes])], init,
+                      name="inverted_residual")
+
+
 CHAIN_WIDTH = 8192  # one 8192x8192 fp32 weight is 256 MiB
 
 

@@ -16,6 +16,7 @@ from infer_compile.passes.integer_matmul import IntegerMatMulFusion
 from infer_compile.passes.precision_state import node_precisions
 from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.targets.onnxruntime import OnnxRuntimeTarget
+from tests.builders import inverted_residual
 from tests.passes_helpers import assert_missed, op_counts
 from tests.precision_models import calibration, cleaned, held_out, small_transformer
 
@@ -43,6 +44,22 @@ def test_weighted_matmuls_become_integer_kernels_with_the_same_outputs() -> None
     figures = summarize(compare_outputs(run_onnx(qdq, feeds), run_onnx(model, feeds)))
     assert figures["cosine"] > 0.99999, figures  # the same integer arithmetic; only float rounding differs
     assert node_precisions(model)["int8"] == node_precisions(qdq)["int8"]
+
+
+def test_a_classifier_gemm_with_float_logits_runs_on_an_integer_kernel() -> None:
+    """The logits are a graph output, so not quantized and ORT would not make it a QGemm: it ran a float Gemm
+    that dequantized its int8 weights on every run. Its transposed [N, K] weights are stored [K, N]."""
+    proto = inverted_residual()
+    model, ctx = _quantized(proto)
+    qdq = model.copy()
+    result = IntegerMatMulFusion().run(model, ctx)
+    assert result.counts == {"gemm_integer_to_float": 1}
+    (fc,) = [n for n in model.graph.nodes if n.op == "MatMulIntegerToFloat"]
+    assert fc.inputs[1].values.shape == (16, 10) and fc.inputs[3].values.shape == (10,)  # [K, N], per column
+    assert fc.outputs[0].name == "logits" and not op_counts(model)["Gemm"]
+    feeds = held_out(proto)
+    figures = summarize(compare_outputs(run_onnx(qdq, feeds), run_onnx(model, feeds)))
+    assert figures["cosine"] > 0.99999, figures
 
 
 def test_a_float_matmul_is_left_alone_and_says_why() -> None:

@@ -18,7 +18,7 @@ from infer_compile.core.numerics import compare_outputs, run_onnx, summarize
 from infer_compile.passes import PassContext, PassResult
 from infer_compile.passes.quantize_int8 import QuantizeInt8
 from infer_compile.targets import get_target
-from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.builders import inverted_residual, make_model, nested_if, tensor, tiny_cnn
 from tests.passes_helpers import assert_nested_if_preserved
 from tests.precision_models import calibration, cleaned, held_out, mixed_types, small_transformer
 
@@ -175,9 +175,18 @@ def test_already_quantized_or_old_opset_models() -> None:
         QuantizeInt8().run(old, ctx)
 
 
-def test_onnxruntime_style_absorbs_relus_and_gets_real_int8_kernels(tmp_path: Path) -> None:
+def ort_optimized_ops(model: Model, folder: Path) -> list[str]:
+    """The op types of ``model`` as ONNX Runtime's CPU provider runs it (after its graph optimizations)."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [node.op_type for node in onnx.load(str(folder / "optimized.onnx")).graph.node]
+
+
+def test_onnxruntime_style_absorbs_relus_and_gets_real_int8_kernels(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     n = helper.make_node
     nodes = [n("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["r1"], name="relu1"),
@@ -191,12 +200,22 @@ def test_onnxruntime_style_absorbs_relus_and_gets_real_int8_kernels(tmp_path: Pa
     out_q = [c for c in by_op(model, "Conv")[0].outputs[0].outputs if c.op == "QuantizeLinear"]
     assert out_q and out_q[0].inputs[2].values.dtype == np.uint8 and out_q[0].inputs[2].values == 0
     assert accuracy(proto, model)["cosine"] >= 0.999
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
-    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    ops = ort_optimized_ops(model, tmp_path)
     assert ops.count("QLinearConv") == 2 and "Conv" not in ops, ops
+
+
+def test_onnxruntime_runs_a_mobilenet_block_on_integer_kernels_throughout(tmp_path: Path) -> None:
+    """The linear projection's output and the block input are signed: as uint8 with a zero-point they share the
+    unsigned post-ReLU6 activations' type, so ORT fuses every Conv into a QLinearConv and the residual Add into a
+    QLinearAdd (signed int8 left the projections and the Add in float, between DequantizeLinears)."""
+    proto = inverted_residual()
+    model, _ = quantize(proto, "onnxruntime")
+    zero_points = {n.inputs[2].values.dtype for n in by_op(model, "QuantizeLinear")}
+    assert zero_points == {np.dtype(np.uint8)}, zero_points
+    assert accuracy(proto, model)["cosine"] >= 0.999
+    ops = ort_optimized_ops(model, tmp_path)
+    assert ops.count("QLinearConv") == 4 and ops.count("QLinearAdd") == 1, ops
+    assert "Conv" not in ops and "Add" not in ops, ops
 
 
 
@@ -209,9 +228,9 @@ def test_onnxruntime_quantizes_skewed_activations_asymmetrically() -> None:
     asymmetric, _ = quantize(proto, "onnxruntime")
     symmetric, _ = quantize(proto, caps=get_target("onnxruntime").capabilities
                             - {Capability.QDQ_ASYMMETRIC_ACTIVATIONS})
-    # s lies in (0, 1): with a zero-point its int8 codes cover [0, max] instead of [-max, max], twice the resolution.
+    # s lies in (0, 1): with a zero-point its 256 codes cover [0, max] instead of [-max, max], twice the resolution.
     scale, zero = dq_input(by_op(asymmetric, "Conv")[0]).inputs[1:]
-    assert zero.values.dtype == np.int8 and zero.values == -128 and 0.9 / 255 < scale.values < 1.0 / 255
+    assert zero.values.dtype == np.uint8 and zero.values == 0 and 0.9 / 255 < scale.values < 1.0 / 255
     assert dq_input(by_op(symmetric, "Conv")[0]).inputs[2].values == 0
     better, worse = accuracy(proto, asymmetric), accuracy(proto, symmetric)
     assert better["max_abs"] < 0.9 * worse["max_abs"], (better, worse)
@@ -219,8 +238,6 @@ def test_onnxruntime_quantizes_skewed_activations_asymmetrically() -> None:
 
 
 def test_onnxruntime_runs_matmul_plus_bias_as_qgemm(tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     proto = small_transformer()
     for io in (proto.graph.input[0], proto.graph.output[0]):  # static shapes: ORT fuses MatMul+Add into a Gemm
         io.type.tensor_type.shape.dim[0].dim_value = 4
@@ -231,10 +248,7 @@ def test_onnxruntime_runs_matmul_plus_bias_as_qgemm(tmp_path: Path) -> None:
     (bias_q,) = [c for c in {n.name: n for n in model.graph.nodes}["ffn1_bias"].outputs[0].outputs]
     assert bias_q.op == "QuantizeLinear" and bias_q.inputs[2].values.dtype == np.uint8
     assert accuracy(proto, model)["cosine"] >= 0.995
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
-    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    ops = ort_optimized_ops(model, tmp_path)
     assert "QGemm" in ops and "Gemm" not in ops, " ".join(ops)
 
 

@@ -33,8 +33,9 @@ class Capability(StrEnum):
     QDQ_PLACEMENT_LPT = "qdq-placement:lpt"
     # ONNX Runtime runs QLinearConv/QLinearAdd only when the op's output is quantized too.
     QDQ_PLACEMENT_QLINEAR = "qdq-placement:qlinear-outputs"
-    # Signed activations get an asymmetric int8 quantizer (zero-point, scale = (max - min) / 255) instead of a
-    # symmetric one: ONNX Runtime takes any zero-point; TensorRT needs zero-point 0.
+    # Signed activations get an asymmetric uint8 quantizer (zero-point, scale = (max - min) / 255) instead of a
+    # symmetric int8 one: ONNX Runtime takes any zero-point, and its x86 int8 kernels read uint8 activations
+    # (a QLinearConv fuses only when its input and output share one type); TensorRT needs zero-point 0.
     QDQ_ASYMMETRIC_ACTIVATIONS = "qdq-activations:asymmetric"
 
 
