@@ -67,8 +67,7 @@ def _integer_matmul(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> Outcome
     operands = _integer_operands(node)
     if isinstance(operands, Miss):
         return operands
-    activation, weight = operands
-    weights = constant(weight.inputs[0])
+    activation, weight, weights = operands
     bias = _column_bias(node, weights.shape[1])
     output = node.outputs[0]
     if bias:
@@ -89,24 +88,24 @@ def _integer_gemm(graph: gs.Graph, node: gs.Node, ctx: PassContext) -> Outcome:
     operands = _integer_operands(node, transposed=bool(attrs.get("transB", 0)))
     if isinstance(operands, Miss):
         return operands
-    activation, weight = operands
-    weights = constant(weight.inputs[0])
+    activation, weight, weights = operands
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    rows = weights.shape[0] if attrs.get("transB", 0) else weights.shape[1]
-    if bias is not None and ((values := constant(bias)) is None or values.dtype != np.float32 or values.size != rows):
+    values = None if bias is None else constant(bias)
+    columns = weights.shape[0] if attrs.get("transB", 0) else weights.shape[1]
+    if bias is not None and (values is None or values.dtype != np.float32 or values.size != columns):
         return Miss("the bias is not a constant float32 vector per output column")
     quantized = weight.inputs[:3]
     if attrs.get("transB", 0):  # [N, K] -> [K, N]: its per-row scales become the per-column ones
         quantized[0] = gs.Constant(f"{weight.inputs[0].name}_transposed", np.ascontiguousarray(weights.T))
-    if bias is not None and constant(bias).ndim != 1:
-        bias = gs.Constant(f"{bias.name}_vector", constant(bias).reshape(-1))
+    if bias is not None and values is not None and values.ndim != 1:
+        bias = gs.Constant(f"{bias.name}_vector", values.reshape(-1))
     _replace(graph, node, activation, quantized, bias, node.outputs[0])
     return True
 
 
-def _integer_operands(node: gs.Node, transposed: bool = False) -> tuple[gs.Node, gs.Node] | Miss:
-    """(activation DequantizeLinear, weight DequantizeLinear) when ``node`` reads a per-tensor quantized
-    activation and constant 2-D int8 weights quantized per tensor or per output column."""
+def _integer_operands(node: gs.Node, transposed: bool = False) -> tuple[gs.Node, gs.Node, np.ndarray] | Miss:
+    """(activation DequantizeLinear, weight DequantizeLinear, the int8 weights) when ``node`` reads a per-tensor
+    quantized activation and constant 2-D int8 weights quantized per tensor or per output column."""
     activation, weight = (_dequantized(t) for t in node.inputs[:2])
     if activation is None or weight is None:
         return Miss("an input is not a DequantizeLinear with constant scale and zero point")
@@ -119,7 +118,7 @@ def _integer_operands(node: gs.Node, transposed: bool = False) -> tuple[gs.Node,
         return Miss("the weight is not quantized per tensor or per output column")
     if a_scale.size != 1 or a_zero.size != 1:
         return Miss("the activation is not quantized per tensor")
-    return a, b
+    return a, b, weights
 
 
 def _replace(graph: gs.Graph, node: gs.Node, activation: gs.Node, weight: list[gs.Tensor], bias: gs.Tensor | None,
