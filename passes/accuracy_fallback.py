@@ -12,13 +12,14 @@ down to the fewest that pass. If it still fails after
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infer_compile.calibration.collect import batched, first_line, ort_errors, samples_do_not_fit
+from infer_compile.calibration.collect import first_line, ort_errors, samples_do_not_fit
 from infer_compile.calibration.data import CalibrationData
 from infer_compile.core.budget import METRICS, Bound, Budget, parse_budget
 from infer_compile.core.capabilities import Capability
@@ -44,19 +45,19 @@ FALLBACK_LIMIT = Option("fallback_limit", float, 0.5, "The largest share of the 
 
 class HeldOutEvaluator:
     """Figures (max abs, cosine, top-1 agreement) of a model vs the fp32 reference on held-out samples, judged
-    per sample (per batch) as the build's final check judges the artifact: a fallback that meets the tolerance
-    over all samples pooled could still leave one sample the final check refuses."""
+    sample by sample as the build's final check judges the artifact: a fallback that meets the tolerance over all
+    samples pooled could still leave one sample the final check refuses. One sample runs at a time (batching the
+    held-out samples of a 640x640 detector multiplied its activation memory)."""
 
     def __init__(self, reference: Model, samples: Iterable[Feeds], precision: str = "int8") -> None:
-        self.samples = samples  # re-iterable (layer ranking reads them again)
-        self.batches = list(batched(samples, reference))  # held-out samples only: few
-        self.order = list(range(len(self.batches)))  # the batch that last failed first: it tends to fail again
+        self.samples = samples  # re-iterable: read again for every model evaluated, not kept
         self.reference = reference
         self.precision = precision
+        self.failed_last: int | None = None  # the sample that last failed runs first: it tends to fail again
         # The fp32 reference as numerics.py defines it: unoptimized (also no pre-packed weight copies).
         try:
-            session = ort_session(reference)
-            self.expected = [self._run(session, reference, feeds) for feeds in self.batches]
+            session = ort_session(reference, arena=False)
+            self.expected = [self._run(session, reference, feeds) for feeds in samples]
         except ort_errors() as exc:
             raise samples_do_not_fit(exc) from exc
 
@@ -65,6 +66,12 @@ class HeldOutEvaluator:
         names = [o.name for o in session.get_outputs()]
         # fp16 builds may take half-precision inputs
         return dict(zip(names, session.run(names, in_dtypes(feeds, model.inputs)), strict=True))
+
+    def _in_order(self) -> Iterator[tuple[int, Feeds]]:
+        first = self.failed_last
+        if first is not None:
+            yield first, next(itertools.islice(self.samples, first, None))
+        yield from ((i, feeds) for i, feeds in enumerate(self.samples) if i != first)
 
     def figures(self, model: Model, *, until_refused: bool = False) -> dict:
         """The worst sample's figures (top-1 agreement: over all samples, a rate), and ``within_tolerance``: whether
@@ -76,17 +83,17 @@ class HeldOutEvaluator:
         tolerance = TOLERANCES[self.precision]
         got: dict[int, Feeds] = {}
         try:
-            session = ort_session(model, optimize=True)
-            for i in self.order:
-                got[i] = self._run(session, model, self.batches[i])
+            session = ort_session(model, optimize=True, arena=False)
+            for i, feeds in self._in_order():
+                got[i] = self._run(session, model, feeds)
                 if until_refused and not within(own := compare_outputs(self.expected[i], got[i]), tolerance):
-                    self.order = [i, *(j for j in self.order if j != i)]
+                    self.failed_last = i
                     return {**summarize(own), "within_tolerance": False, "complete": False}
         except ort_errors() as exc:  # the fp32 reference ran on these samples: the rewritten graph is at fault
             raise AccuracyError(f"the {self.precision} graph does not run in onnxruntime on the held-out "
                                 f"samples ({first_line(exc)})",
                                 hint=f"build without --{self.precision} and report the model") from exc
-        outputs = [got[i] for i in range(len(self.batches))]
+        outputs = [got[i] for i in range(len(self.expected))]
         per_sample = [c for ref, out in zip(self.expected, outputs, strict=True) for c in compare_outputs(ref, out)]
         pooled = summarize(compare_outputs(_joined(self.expected), _joined(outputs)))
         return {**summarize(per_sample), "top1_agreement": pooled["top1_agreement"],
@@ -94,7 +101,7 @@ class HeldOutEvaluator:
 
 
 def _joined(runs: list[Feeds]) -> Feeds:
-    """Each output over all batches: along the batch axis when the batches agree beyond it, else flattened
+    """Each output over all samples: along the batch axis when the samples agree beyond it, else flattened
     (outputs whose shape depends on the values, e.g. NonZero, or without a batch axis)."""
     joined = {}
     for name in runs[0]:

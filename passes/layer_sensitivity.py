@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.calibration.collect import batched, exposed
+from infer_compile.calibration.collect import exposed
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds, in_dtypes, ort_session
 from infer_compile.passes.graph_utils import producer
@@ -85,8 +85,9 @@ def rank_layers(reference: Model, reduced: Model, candidates: list[str],
     ref_names = sorted({r for r, _ in pairs})
     red_names = sorted({q for _, q in pairs})
     with exposed(reference, ref_names), exposed(reduced, red_names):
-        ref_session, red_session = ort_session(reference), ort_session(reduced, optimize=True)
-        for feeds in batched(samples, reference):
+        ref_session = ort_session(reference, arena=False)
+        red_session = ort_session(reduced, optimize=True, arena=False)
+        for feeds in samples:  # one at a time: every layer's input and output of both graphs is exposed
             ref_values = dict(zip(ref_names, ref_session.run(ref_names, feeds), strict=True))
             red_values = dict(zip(red_names, red_session.run(red_names, in_dtypes(feeds, reduced.inputs)),
                                   strict=True))

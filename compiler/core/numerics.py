@@ -23,13 +23,17 @@ Feeds = dict[str, np.ndarray]
 
 
 def ort_session(model: Model, *, optimize: bool = False, threads: int | None = None,
-                in_node_order: bool = False) -> ort.InferenceSession:
+                in_node_order: bool = False, arena: bool = True) -> ort.InferenceSession:
     """A CPU session for ``model``; unoptimized by default (the reference semantics). ``in_node_order``: run
     each node as soon as its inputs exist, ties going to the earlier node in the graph (onnxruntime's default
-    order, a depth-first walk back from the graph's outputs, runs a node that only writes a graph output last)."""
+    order, a depth-first walk back from the graph's outputs, runs a node that only writes a graph output last).
+    ``arena`` False: activations are freed after each run instead of kept in a growing arena, for sessions that
+    run a few times while others hold memory (the INT8 accuracy check of a 640x640 detector: peak RSS 444 -> 342
+    MB)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
