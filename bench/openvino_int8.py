@@ -86,7 +86,8 @@ def build(label: str, source: Path, out: Path, target: str, precision: str, cali
     if made.exit_code != 0:  # a build that refuses (e.g. accuracy) is a result, not a crash
         print(f"  {label}: exit {made.exit_code}: {made.output.strip().splitlines()[-1]}", flush=True)
         return None
-    return Row(label, load_artifact(out).run, baseline, build_s=made.seconds, peak_rss_mib=made.peak_rss_mib)
+    run = ort_run(out) if target == "onnxruntime" else load_artifact(out).run  # untuned: no session settings
+    return Row(label, run, baseline, build_s=made.seconds, peak_rss_mib=made.peak_rss_mib)
 
 
 def nncf_int8(source: Path, calib: Path, out: Path, transformer: bool) -> tuple[Run, Build]:
@@ -115,6 +116,9 @@ def ort_run(path: Path) -> Run:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Idle threads do not spin: a dozen sessions timed round-robin in one process otherwise slow each other down
+    # (two byte-identical artifacts timed 3.64 and 7.07 ms in one run).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
