@@ -25,7 +25,16 @@ from infer_compile.core.budget import METRICS, Bound, Budget, parse_budget
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import AccuracyError
 from infer_compile.core.ir import Model
-from infer_compile.core.numerics import TOLERANCES, Feeds, compare_outputs, in_dtypes, ort_session, summarize, within
+from infer_compile.core.numerics import (
+    TOLERANCES,
+    Feeds,
+    OutputComparison,
+    compare_outputs,
+    in_dtypes,
+    ort_session,
+    summarize,
+    within,
+)
 from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.layer_sensitivity import rank_layers
@@ -51,7 +60,6 @@ class HeldOutEvaluator:
 
     def __init__(self, reference: Model, samples: Iterable[Feeds], precision: str = "int8") -> None:
         self.samples = samples  # re-iterable: read again for every model evaluated, not kept
-        self.reference = reference
         self.precision = precision
         self.failed_last: int | None = None  # the sample that last failed runs first: it tends to fail again
         # The fp32 reference as numerics.py defines it: unoptimized (also no pre-packed weight copies).
@@ -82,20 +90,21 @@ class HeldOutEvaluator:
         int8 figures come from ORT's real int8 kernels."""
         tolerance = TOLERANCES[self.precision]
         got: dict[int, Feeds] = {}
+        compared: dict[int, list[OutputComparison]] = {}
         try:
             session = ort_session(model, optimize=True, arena=False)
             for i, feeds in self._in_order():
                 got[i] = self._run(session, model, feeds)
-                if until_refused and not within(own := compare_outputs(self.expected[i], got[i]), tolerance):
+                compared[i] = compare_outputs(self.expected[i], got[i])
+                if until_refused and not within(compared[i], tolerance):
                     self.failed_last = i
-                    return {**summarize(own), "within_tolerance": False, "complete": False}
+                    return {**summarize(compared[i]), "within_tolerance": False, "complete": False}
         except ort_errors() as exc:  # the fp32 reference ran on these samples: the rewritten graph is at fault
             raise AccuracyError(f"the {self.precision} graph does not run in onnxruntime on the held-out "
                                 f"samples ({first_line(exc)})",
                                 hint=f"build without --{self.precision} and report the model") from exc
-        outputs = [got[i] for i in range(len(self.expected))]
-        per_sample = [c for ref, out in zip(self.expected, outputs, strict=True) for c in compare_outputs(ref, out)]
-        pooled = summarize(compare_outputs(_joined(self.expected), _joined(outputs)))
+        per_sample = [c for i in range(len(self.expected)) for c in compared[i]]
+        pooled = summarize(compare_outputs(_joined(self.expected), _joined([got[i] for i in range(len(got))])))
         return {**summarize(per_sample), "top1_agreement": pooled["top1_agreement"],
                 "within_tolerance": within(per_sample, tolerance), "complete": True}
 
