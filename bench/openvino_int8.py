@@ -39,6 +39,7 @@ from infer_compile.targets import load_artifact
 
 CALIBRATION_SAMPLES = 32
 EVAL_SAMPLES = 16
+TRANSFORMERS = ("minilm", "bert-base")  # quantized by NNCF with its transformer preset
 
 Run = Callable[[Feeds], Feeds]
 
@@ -150,7 +151,7 @@ def bench_model(name: str, out: Path, seconds: float) -> list[Row]:
     art = out / f"artifacts-{name}"
     shutil.rmtree(art, ignore_errors=True)  # fresh builds
     art.mkdir(parents=True)
-    transformer = name in ("minilm", "bert-base")
+    transformer = name in TRANSFORMERS
     base = "onnxruntime fp32 (export)"
     rows = [Row(base, ort_run(source))]
     print(f"[{name}] quantize_static ...", flush=True)

@@ -232,6 +232,8 @@ def signed_range_names(name: str) -> tuple[str, str]:
 def collect_ranges(model: Model, names: list[str], samples: Iterable[Feeds], method_name: str,
                    percentile: float = 99.99) -> dict[str, float]:
     """amax per tensor in ``names`` by the calibrator ``method_name`` (signed extremes for SIGNED_MIN/MAX names)."""
+    if not names:  # nothing to quantize (e.g. only LSTM/GRU): a session asked for no outputs returns all of them
+        return {}
     pick, histogram = method(method_name, percentile), needs_histogram(method_name)
     signed = [n for n in names if n.endswith((SIGNED_MIN, SIGNED_MAX))]
     magnitudes = [n for n in names if n not in signed]

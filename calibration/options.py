@@ -67,8 +67,8 @@ def describe_precision(record: dict[str, Any] | None, final_check: dict[str, Any
     parts = [" / ".join(f"{nodes.get(p, 0)} {p.upper()}" for p in ("int8", "fp16", "fp32")) + " nodes"]
     if nodes and not nodes.get("int8") and not nodes.get("fp16"):
         parts[0] = f"no layer runs in reduced precision: the artifact is fp32 ({parts[0]})"
-    if weights := record.get("weights_mib"):
-        parts.append("weights " + ", ".join(f"{mib:g} MiB {dtype}" for dtype, mib in weights.items() if mib >= 0.01))
+    if weights := [f"{mib:g} MiB {dtype}" for dtype, mib in record.get("weights_mib", {}).items() if mib >= 0.01]:
+        parts.append("weights " + ", ".join(weights))
     if "method" in record:
         cached = " (ranges from cache)" if record.get("ranges_from_cache") else ""
         parts.append(f"{record['method']} calibration on {record['samples']} samples "

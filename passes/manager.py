@@ -7,7 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from infer_compile.core.errors import AccuracyError, InferCompileError, PassError, UserInputError, one_line
+from infer_compile.core.errors import (
+    AccuracyError,
+    InferCompileError,
+    PassError,
+    UnsupportedError,
+    UserInputError,
+    one_line,
+)
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import (
     TOLERANCES,
@@ -114,8 +121,8 @@ class PassManager:
                 # be silently absent, so tests catch it (and tests/test_capabilities.py checks the vocabulary).
                 seen = replace(ctx, earlier=tuple(earlier), capabilities=ctx.capabilities & (p.requires | p.uses))
                 result = p.run(model, seen)
-            except (KeyboardInterrupt, UserInputError, AccuracyError):
-                raise  # bad options/data and unmet accuracy budgets are the user's to fix, not a pass failure
+            except (KeyboardInterrupt, UserInputError, UnsupportedError, AccuracyError):
+                raise  # bad options/data, what a pass refuses and unmet budgets are not a pass failure
             except Exception as exc:
                 raise PassError(p.name, ran, exc) from exc
             record = PassRecord(p.name, "applied" if result.modified else "unchanged", dict(result.counts),

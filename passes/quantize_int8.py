@@ -365,6 +365,9 @@ class QuantizeInt8(Pass):
         placement = Placement.for_context(ctx)
         user_excluded = frozenset(exclude_nodes | {n.name for n in model.graph.nodes if n.op in exclude_ops})
         full = plan_quantization(model.graph, frozenset(), placement)
+        if not full.nodes:  # refused before calibrating: an "int8" artifact that is all fp32 would misname itself
+            raise UnsupportedError("INT8 found nothing to quantize here (no Conv, Gemm or MatMul with constant "
+                                   "weights; LSTM/GRU stay float)", hint="build --bf16 or --fp16 for speed, or fp32")
         ranges, cached = calibrated_ranges(model, full.calibrated, data)
         reference = model.copy_sharing_weights()
 

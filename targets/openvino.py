@@ -223,10 +223,9 @@ class OpenVinoTarget(Target):
         self._compiled = None
 
         if request.precision == "int8" and not any(n.op == "DequantizeLinear" for n in model.graph.nodes):
-            raise UnsupportedError("an OpenVINO INT8 build needs a quantized (Q/DQ) graph, and INT8 found nothing to "
-                                   "quantize here (no Conv, Gemm or MatMul with constant weights; LSTM/GRU stay "
-                                   "float)",
-                                   hint="build --bf16 or --fp16 for speed, or fp32")
+            raise UnsupportedError("an OpenVINO INT8 build needs a quantized (Q/DQ) graph, and this one has no "
+                                   "DequantizeLinear (was quantize-int8 skipped?)",
+                                   hint="build without --skip-pass quantize-int8, or build --bf16, --fp16 or fp32")
         ov.save_model(_to_ov(model), str(stage.artifact), compress_to_fp16=request.precision == "fp16")
         config = dict(request.options.get(OvTuner.option_key, {}))
         precision = config.pop(PRECISION_HINT, self._precisions(request)[0])

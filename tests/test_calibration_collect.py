@@ -74,3 +74,4 @@ def test_empty_samples_and_nan_leave_ranges_at_zero() -> None:
     assert collect_ranges(model, [name], empty, "minmax") == {name: 0.0}
     nan = np.full((1, 3, 32, 32), np.nan, np.float32)
     assert collect_ranges(model, [name], [{name: nan}], "minmax") == {name: 0.0}
+    assert collect_ranges(model, [], samples(model), "minmax") == {}  # a session asked for nothing returns all

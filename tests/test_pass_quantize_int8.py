@@ -294,3 +294,28 @@ def test_empty_calibration_samples_do_not_break_the_batching() -> None:
                        {"w": np.ones((8, 8), np.float32)})
     model, _ = quantize(proto, "onnxruntime", data=calibration(proto, batch=0))
     assert any(n.op == "QuantizeLinear" for n in model.graph.nodes)
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
+def test_nothing_to_quantize_is_refused_before_calibrating(target: str, tmp_path: Path) -> None:
+    # An LSTM alone: no Conv/Gemm/MatMul with constant weights. An "int8" artifact computing in fp32 would
+    # misname itself (and the empty set of tensors to measure once crashed calibration with exit 70).
+    from typer.testing import CliRunner
+
+    from infer_compile.app.cli import app
+    from infer_compile.core.errors import ExitCode
+
+    if target == "openvino":
+        pytest.importorskip("openvino")
+    rng = np.random.default_rng(0)
+    source = tmp_path / "lstm.onnx"
+    onnx.save(make_model([helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=4)],
+                         [tensor("x", [5, 1, 3])], [tensor("y", [5, 1, 1, 4])],
+                         {"w": rng.normal(size=(1, 16, 3)).astype(np.float32),
+                          "r": rng.normal(size=(1, 16, 4)).astype(np.float32)}), source)
+    out = tmp_path / "out" / ("m.xml" if target == "openvino" else "m.onnx")
+    result = CliRunner().invoke(app, [str(source), "-t", target, "--int8", "--calib", "synthetic", "-o", str(out),
+                                      "--no-tune", "--no-cache"])
+    assert result.exit_code == ExitCode.USER_ERROR, result.output
+    assert "INT8 found nothing to quantize" in result.output and "--bf16 or --fp16" in result.output
+    assert not out.exists() and "Traceback" not in result.output
