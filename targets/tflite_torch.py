@@ -98,14 +98,14 @@ def float_model(module: Any, example: list[np.ndarray], channels_last: list[int]
         import litert_torch
     args = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
     if channels_last:
-        module = litert_torch.to_channel_last_io(module, args=channels_last).eval()
+        module = litert_torch.to_channel_last_io(module, args=channels_last)
         args = [a.permute(0, *range(2, a.dim()), 1).contiguous() if i in channels_last else a
                 for i, a in enumerate(args)]
     with tempfile.TemporaryDirectory(prefix="infer-compile-litert-") as tmp:
         path = Path(tmp) / "model.tflite"
         try:
             with _quiet():
-                litert_torch.convert(module.eval(), tuple(args)).export(str(path))
+                litert_torch.convert(module, tuple(args)).export(str(path))  # in eval mode (the frontend's)
         except Exception as exc:  # torch.export and the lowering raise many types: each is "cannot convert"
             raise UnsupportedError(f"litert-torch could not convert the module: {one_line(exc, limit=240)}",
                                    hint="build with --tflite-converter onnx2tf") from exc

@@ -140,6 +140,27 @@ def test_a_pytorch_user_needs_no_tensorflow(tmp_path: Path) -> None:
     assert _cosine(expected, got) >= COSINE["fp32"]
 
 
+@needs_litert_torch
+@pytest.mark.parametrize("saved", ["pt2", "python"])
+def test_litert_torch_route_takes_model_outputs_as_saved(saved: str, tmp_path: Path) -> None:
+    """A transformers model returning its ModelOutput (a dict: litert-torch names the output `logits`, the graph
+    too), from --from-python and from a .pt2 program (whose module refuses eval()): both failed before."""
+    module, example = hf_models.MODELS["convnext"].build()
+    if saved == "pt2":
+        source, python_entry = tmp_path / "convnext.pt2", None
+        torch.export.save(torch.export.export(module, example), source)
+    else:
+        source, python_entry = Path(hf_models.__file__), "tests.hf_models:build_convnext"
+    options = BuildOptions(target="tflite", output=tmp_path / "m.tflite", target_options={"converter": "litert-torch"},
+                           source=SourceOptions(python_entry=python_entry))
+    artifact = compile_model(source, options).artifact
+    feeds = {"pixel_values": np.random.default_rng(7).normal(size=example[0].shape).astype(np.float32)}
+    with torch.no_grad():
+        expected = module(torch.from_numpy(feeds["pixel_values"])).logits.numpy()
+    got = load_artifact(artifact).run(feeds)
+    assert list(got) == ["logits"] and _cosine(expected, got["logits"]) >= COSINE["fp32"]
+
+
 def test_litert_torch_route_refuses_other_sources(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
     options = BuildOptions(target="tflite", output=tmp_path / "m.tflite", target_options={"converter": "litert-torch"})
     with pytest.raises(UserInputError, match="converts PyTorch modules only"):

@@ -281,7 +281,7 @@ def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
         if failures:  # the default exporter failed first: say why, in the manifest
             details["exporter_failures"] = {name: exc.message for name, exc in failures}
         module = None if job.kind == TORCHSCRIPT else job.program.module() if job.kind == TORCH_EXPORT else job.program
-        return LoweredModel(model, "pytorch", details, module=module)
+        return LoweredModel(model, "pytorch", details, module=module and flat_outputs(module))
     raise _export_failure(failures, job, options, source, log.getvalue())
 
 
@@ -379,6 +379,24 @@ def _run_torch(job: ExportJob, source: str) -> tuple[list[np.ndarray], list[str]
     if not leaves:
         raise UnsupportedError(f"{source}: forward() returns no tensors", hint="return the output tensors")
     return [t.detach().cpu().numpy() for _, t in leaves], output_names([path for path, _ in leaves], job.names)
+
+
+def flat_outputs(module: Any) -> Any:
+    """``module`` returning the tensors of its result as a flat tuple, in the order of the ONNX graph's outputs
+    (``_tensor_leaves``): a converter that names outputs itself (litert-torch keeps a dict's keys) then agrees with
+    the graph by position. In eval mode, as the module it wraps (a .pt2 program's module refuses eval())."""
+    import torch
+
+    class FlatOutputs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.source = module
+            self.training = False
+
+        def forward(self, *args: Any) -> tuple[Any, ...]:
+            return tuple(tensor for _, tensor in _tensor_leaves(self.source(*args), ()))
+
+    return FlatOutputs()
 
 
 def _tensor_leaves(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:
