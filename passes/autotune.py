@@ -133,7 +133,7 @@ def _summary(latencies: list[float]) -> dict[str, Any]:
 # -- INT8 layer selection -------------------------------------------------------------------------
 
 
-def _dequantize_constant(dq: gs.Node) -> np.ndarray | None:
+def dequantize_constant(dq: gs.Node) -> np.ndarray | None:
     """The float values of DequantizeLinear(constant), or None when its inputs are not all constants."""
     if dq.attrs.get("block_size", 0) or not all(isinstance(t, gs.Constant) for t in dq.inputs if t.name):
         return None
@@ -170,7 +170,7 @@ def _float_source(tensor: gs.Tensor) -> FloatSource | None:
     if dq is None or dq.op != "DequantizeLinear":
         return None
     if isinstance(dq.inputs[0], gs.Constant):
-        return _dequantize_constant(dq)
+        return dequantize_constant(dq)
     q = producer(dq.inputs[0])
     if q is None or q.op != "QuantizeLinear":
         return None

@@ -1,30 +1,31 @@
 """Bias correction: give back the mean output shift INT8 rounding puts on each quantized layer.
 
 Rounding weights and inputs is not zero-mean per output channel: a layer's INT8 output is on average off
-by a per-channel constant (NNCF's fast bias correction; Nagel et al., 2019). Each quantized layer is run
-alone, with its Q/DQ, on the inputs the fp32 model gives it on the calibration samples; the mean of
-fp32 output - INT8 output per channel is added to the layer's bias (Conv's B, Gemm's C, or the constant
-Add after a MatMul). Each layer is corrected on fp32 inputs, so the corrections do not depend on one
-another and hold whichever layers end up in INT8 (the accuracy fallback may return some to fp32).
+by a per-channel constant (NNCF's fast bias correction; Nagel et al., 2019). Each quantized layer's INT8 twin
+(its Q/DQ and rounded weights) runs beside it in one session of the fp32 model on the calibration samples,
+reading the same fp32 input; the mean of fp32 output - INT8 output per channel, reduced in the session, is
+added to the layer's bias (Conv's B, Gemm's C, or the constant Add after a MatMul). Each layer is corrected on
+fp32 inputs, so the corrections do not depend on one another and hold whichever layers end up in INT8 (the
+accuracy fallback may return some to fp32).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from infer_compile.calibration.collect import run_exposed
+from infer_compile.calibration.collect import calibration_session, run_in_batches, run_on_samples
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
-from infer_compile.core.numerics import Feeds, ort_session
+from infer_compile.core.numerics import Feeds
 from infer_compile.core.options import Option
-from infer_compile.passes.autotune import isolate, quantized_layers
+from infer_compile.passes.autotune import dequantize_constant, quantized_layers
 from infer_compile.passes.base import Pass, PassContext, PassResult
-from infer_compile.passes.graph_utils import constant, constant_bias_add, new_constant
+from infer_compile.passes.graph_utils import constant, constant_bias_add, new_constant, producer, rank
 from infer_compile.passes.precision_state import PrecisionState
 
 # By default convolutions only, by measurement. Convolutions: a mean over every position of every sample,
@@ -39,8 +40,7 @@ BIAS_CORRECTION: Option[bool | None] = Option(
     precisions=frozenset({"int8"}))
 CONVOLUTIONS = frozenset({"Conv", "ConvTranspose"})
 # The correction is a per-channel mean over every position of every sample: a few samples pin it down (8 images
-# of 224x224 give 400k positions per channel), and each sample costs one run of every quantized layer alone
-# (the 640x640 text detector: 12 s of a 19 s INT8 build on 26 samples).
+# of 224x224 give 400k positions per channel), and each costs a run of the model with a twin of every layer.
 MAX_SAMPLES = 8
 
 
@@ -51,41 +51,127 @@ def _bias(node: gs.Node) -> tuple[gs.Node, int] | None:
     return constant_bias_add(node) if node.op == "MatMul" else None
 
 
-def _channel_axis(node: gs.Node) -> int:
-    return 1 if node.op in ("Conv", "ConvTranspose") else -1
-
-
 def bias_corrections(quantized: Model, reference: Model, samples: Iterable[Feeds],
                      ops: frozenset[str] | None = None) -> dict[str, np.ndarray]:
     """Per quantized layer with a bias (by node name; of the op types ``ops``, default all): the mean
-    fp32 - INT8 output per channel."""
-    layers = {}
+    fp32 - INT8 output per channel over ``samples``, measured in one session (see ``_with_int8_twins``)."""
+    measuring = reference.copy_sharing_weights()
+    outputs = _with_int8_twins(measuring, quantized, ops)
+    if not outputs:
+        return {}
+    names = [name for layer in outputs.values() for name in layer]
+    # Optimized: only per-channel means leave the session, so ORT's conv layouts and buffer reuse apply.
+    session = calibration_session(measuring, optimize=True)
+    sums: dict[str, np.ndarray] = {}
+    counts = dict.fromkeys(outputs, 0)
+
+    def run(feeds: Feeds) -> int:
+        values = dict(zip(names, run_on_samples(session, names, feeds), strict=True))
+        for layer, (fp32, int8, size) in outputs.items():
+            channels = values[fp32].shape[0 if values[fp32].ndim == 1 else 1]
+            count = int(values[size]) // max(channels, 1)  # positions (every axis but the channel's) in this batch
+            shift = (values[fp32].astype(np.float64) - values[int8]).reshape(-1, channels).mean(axis=0)  # GAP: per item
+            sums[layer] = sums.get(layer, 0) + shift * count
+            counts[layer] += count
+        return 4 * sum(int(values[size]) for *_, size in outputs.values())
+
+    run_in_batches(measuring, samples, run)
+    return {name: (sums[name] / counts[name]).astype(np.float32) for name in sums if counts[name]}
+
+
+def _with_int8_twins(model: Model, quantized: Model, ops: frozenset[str] | None) -> dict[str, tuple[str, str, str]]:
+    """Beside each fp32 layer of ``model`` (a copy of the fp32 graph) that ``quantized`` runs in INT8 with a bias,
+    its INT8 twin: the same layer with that graph's input quantizers (on the fp32 input) and rounded weights,
+    without its output quantizer (it may clamp like an absorbed ReLU the fp32 output has not had yet). The graph's
+    outputs become the per-channel means of both layers' outputs, reduced in the session, and the element count.
+    Returns {layer name: (fp32 mean, INT8 mean, count)}; the twins follow their layers in the node order, which the
+    session runs (``calibration_session``): each fp32 input can be freed as soon as its layer and twin ran."""
+    graph = model.graph
+    tensors, fp32_nodes = graph.tensors(), {node.name: node for node in graph.nodes}
+    taken = set(tensors) | set(fp32_nodes)
+
+    def fresh(hint: str) -> str:
+        name = hint
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
+    def variable(hint: str, dtype: type[np.generic] | None = None) -> gs.Variable:
+        return gs.Variable(fresh(hint), dtype=dtype)
+
+    twins: dict[str, list[gs.Node]] = {}
+    outputs: dict[str, tuple[str, str, str]] = {}
     for index in quantized_layers(quantized.graph):
         node = quantized.graph.nodes[index]
-        if ops is not None and node.op not in ops:
+        fp32 = fp32_nodes.get(node.name)
+        if (ops is not None and node.op not in ops) or _bias(node) is None or fp32 is None or fp32.op != node.op:
             continue
-        # Without the output's quantizer: it may clamp like an absorbed ReLU, which the fp32 output has not had yet.
-        alone = isolate(quantized, index, output_quantizer=False) if _bias(node) is not None else None
-        if alone is not None:
-            # One thread: dozens of sessions with their own spinning thread pools would starve the reference run.
-            layers[node.name] = (node, alone, ort_session(alone, optimize=True, threads=1))
-    if not layers:
-        return {}
-    names = list(dict.fromkeys(t.name for _, alone, _ in layers.values() for t in alone.inputs))
-    outputs = {name: node.outputs[0].name for name, (node, _, _) in layers.items()}
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = dict.fromkeys(layers, 0)
+        nodes: list[gs.Node] = []
+        inputs = _twin_inputs(node, fp32, tensors, nodes, variable, fresh)
+        channel_rank = None if node.op in CONVOLUTIONS else rank(fp32.outputs[0])
+        if inputs is None or (node.op not in CONVOLUTIONS and not channel_rank):
+            continue
+        twin_out = variable(f"{node.name}@int8")
+        nodes.append(gs.Node(node.op, fresh(f"{node.name}@int8"), dict(node.attrs), inputs=inputs, outputs=[twin_out]))
+        # Two means rather than the mean of a difference: GlobalAveragePool reads ORT's blocked conv layout, a Sub
+        # needs the fp32 output reordered (640x640 detector, per sample: reorders + Sub 36 ms, reorders + means 25).
+        means = (variable(f"{node.name}@mean", np.float32), variable(f"{twin_out.name}@mean", np.float32))
+        size = variable(f"{node.name}@size", np.int64)
+        nodes += [*(_channel_mean(t, mean, channel_rank, fresh, model.opset)
+                    for t, mean in zip((fp32.outputs[0], twin_out), means, strict=True)),
+                  gs.Node("Size", fresh(f"{node.name}@size"), inputs=[twin_out], outputs=[size])]
+        twins[fp32.name] = nodes
+        outputs[node.name] = (means[0].name, means[1].name, size.name)
+    graph.nodes = [n for node in graph.nodes for n in [node, *twins.get(node.name, [])]]
+    measured = {name for layer in outputs.values() for name in layer}
+    graph.outputs = [t for node in graph.nodes for t in node.outputs if t.name in measured]
+    return outputs
 
-    def consume(values: dict[str, np.ndarray]) -> None:
-        for name, (node, alone, session) in layers.items():
-            got = session.run(None, {t.name: values[t.name] for t in alone.inputs})[0]
-            axis = _channel_axis(node) % got.ndim
-            diff = np.moveaxis(values[outputs[name]] - got, axis, -1).reshape(-1, got.shape[axis])
-            sums[name] = sums.get(name, 0) + diff.astype(np.float64).sum(axis=0)
-            counts[name] += diff.shape[0]
 
-    run_exposed(reference, [*names, *outputs.values()], samples, consume)
-    return {name: (sums[name] / counts[name]).astype(np.float32) for name in sums if counts[name]}
+def _twin_inputs(node: gs.Node, fp32: gs.Node, tensors: dict[str, gs.Tensor], nodes: list[gs.Node],
+                 variable: Callable[[str], gs.Variable], fresh: Callable[[str], str]) -> list[gs.Tensor] | None:
+    """The INT8 layer ``node``'s inputs rebuilt over the fp32 graph's tensors (appending the Q/DQ nodes to
+    ``nodes``): a rounded weight as its dequantized fp32 values, a quantized activation through copies of its
+    QuantizeLinear/DequantizeLinear, anything else as the fp32 layer reads it. None when one cannot be rebuilt."""
+    inputs: list[gs.Tensor] = []
+    for position, tensor in enumerate(node.inputs):
+        dq = producer(tensor)
+        if dq is None or dq.op != "DequantizeLinear":
+            inputs.append(fp32.inputs[position])
+            continue
+        q = producer(dq.inputs[0])
+        if q is None:  # a weight: its rounded values, in fp32 (computes what DequantizeLinear gives)
+            weight = dequantize_constant(dq)
+            if weight is None:
+                return None
+            inputs.append(gs.Constant(fresh(f"{tensor.name}@rounded"), weight))
+            continue
+        source = tensors.get(q.inputs[0].name)
+        if q.op != "QuantizeLinear" or source is None or not all(isinstance(t, gs.Constant) or not t.name
+                                                                  for t in [*q.inputs[1:], *dq.inputs[1:]]):
+            return None
+        quantized, dequantized = variable(f"{tensor.name}@q"), variable(f"{tensor.name}@dq")
+        nodes += [gs.Node("QuantizeLinear", fresh(f"{q.name}@twin"), dict(q.attrs), inputs=[source, *q.inputs[1:]],
+                          outputs=[quantized]),
+                  gs.Node("DequantizeLinear", fresh(f"{dq.name}@twin"), dict(dq.attrs),
+                          inputs=[quantized, *dq.inputs[1:]], outputs=[dequantized])]
+        inputs.append(dequantized)
+    return inputs
+
+
+def _channel_mean(tensor: gs.Variable, out: gs.Variable, tensor_rank: int | None, fresh: Callable[[str], str],
+                  opset: int) -> gs.Node:
+    """The mean per channel of ``tensor``: per item over the positions (GlobalAveragePool, [N, C, 1, ...]) for a
+    convolution's output (``tensor_rank`` None), over every axis but the last for a linear layer's ([C])."""
+    if tensor_rank is None:
+        return gs.Node("GlobalAveragePool", fresh(f"{out.name}"), inputs=[tensor], outputs=[out])
+    axes = list(range(tensor_rank - 1))
+    if opset < 18:
+        return gs.Node("ReduceMean", fresh(f"{out.name}"), {"axes": axes, "keepdims": 0}, inputs=[tensor],
+                       outputs=[out])
+    return gs.Node("ReduceMean", fresh(f"{out.name}"), {"keepdims": 0},
+                   inputs=[tensor, gs.Constant(fresh(f"{out.name}@axes"), np.array(axes, np.int64))], outputs=[out])
 
 
 def apply_bias_corrections(graph: gs.Graph, corrections: dict[str, np.ndarray]) -> int:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper
 
+from infer_compile.calibration import CalibrationData, CalibrationSettings
+from infer_compile.calibration.collect import run_exposed
 from infer_compile.core.ir import Model
-from infer_compile.core.numerics import run_onnx
+from infer_compile.core.numerics import ort_session, random_inputs, run_onnx
 from infer_compile.passes import PassContext, PassManager
-from infer_compile.passes.bias_correction import BiasCorrection
+from infer_compile.passes.autotune import isolate, quantized_layers
+from infer_compile.passes.bias_correction import BiasCorrection, bias_corrections
 from infer_compile.passes.quantize_int8 import QuantizeInt8
-from tests.builders import make_model, tensor
+from tests.builders import inverted_residual, make_model, tensor, text_detector
 from tests.precision_models import calibration, cleaned, held_out
 
 
@@ -56,3 +60,45 @@ def test_by_default_convolutions_are_corrected_and_linear_layers_are_not() -> No
     corrected, counts = _mean_shift(conv, correct=None)
     assert counts == {"biases_corrected": 1} and without > 0.02 and corrected < without / 5, (without, corrected)
     assert _mean_shift(_biased_rounding(), correct=None)[1] == {"biases_corrected": 0}
+
+
+def _shift_of_each_layer_alone(quantized: Model, reference: Model, samples: list) -> dict[str, np.ndarray]:
+    """The definition, computed the slow way: each INT8 layer alone (its input Q/DQ and rounded weights, no output
+    quantizer) in its own onnxruntime session, fed the fp32 model's values of its input; the mean of fp32 output -
+    INT8 output per channel."""
+    layers = {}
+    for index in quantized_layers(quantized.graph):
+        node = quantized.graph.nodes[index]
+        alone = isolate(quantized, index, output_quantizer=False)
+        assert alone is not None
+        layers[node.name] = (alone, ort_session(alone), node.outputs[0].name, 1 if "Conv" in node.op else -1)
+    sums: dict[str, np.ndarray] = {}
+    names = [n for alone, _, output, _ in layers.values() for n in [*(t.name for t in alone.inputs), output]]
+
+    def consume(values: dict[str, np.ndarray]) -> None:
+        for name, (alone, session, output, axis) in layers.items():
+            got = session.run(None, {t.name: values[t.name] for t in alone.inputs})[0]
+            diff = np.moveaxis(values[output] - got, axis, -1).reshape(-1, got.shape[axis]).astype(np.float64)
+            total, count = sums.get(name, (0.0, 0))
+            sums[name] = (total + diff.sum(axis=0), count + diff.shape[0])
+
+    run_exposed(reference, names, samples, consume)
+    return {name: total / count for name, (total, count) in sums.items()}
+
+
+@pytest.mark.parametrize("proto", [text_detector(widths=(4, 8), neck=8), inverted_residual()],
+                         ids=["strided-convs-and-transposed", "depthwise-and-gemm"])
+def test_the_shifts_measured_in_one_session_are_each_layer_run_alone(proto: onnx.ModelProto) -> None:
+    """One session of the fp32 graph with each layer's INT8 twin beside it gives what running every INT8 layer
+    alone on the fp32 inputs gives: strided and padded convolutions, a transposed one, a depthwise one, a Gemm."""
+    model = cleaned(proto)
+    dims = {"batch": 2, "height": 64, "width": 96}
+    samples = [random_inputs(model.inputs, seed=i, dims=dims) for i in range(3)]
+    data = CalibrationData(samples, CalibrationSettings("synthetic"), "3 test samples")
+    reference = QuantizeInt8().run(model, PassContext(target="trt", calibration=data)).handoff.reference
+    expected = _shift_of_each_layer_alone(model, reference, samples)
+    got = bias_corrections(model, reference, samples)
+    assert set(got) == set(expected) and len(got) >= 5
+    for name, shift in expected.items():
+        assert np.abs(shift).max() > 1e-4, name  # the rounding does shift every layer
+        np.testing.assert_allclose(got[name], shift, rtol=0, atol=1e-3 * np.abs(shift).max() + 1e-7, err_msg=name)
