@@ -31,6 +31,8 @@ class PassContext:
     shape_overrides: Mapping[str, int] = field(default_factory=dict)
     # The build's example inputs (user's, held-out calibration samples or graph-aware random; feeds by input name).
     examples: list[Any] = field(default_factory=list)
+    # The source graph's outputs on ``examples`` when the build computed them (the final check's reference), else [].
+    example_outputs: list[Any] = field(default_factory=list)
     # The target's Tuner (targets.base.Tuner) when autotuning was asked for; passes never import targets.
     tuner: Any = None
     tune_time: float = 0.0  # seconds autotuning may spend (--tune-time)

@@ -154,3 +154,30 @@ def test_each_sample_is_judged_as_the_final_check_judges_it() -> None:
     pooled = summarize(compare_outputs({"y": np.concatenate([s["x"] for s in [*large, small]])},
                                        {"y": np.maximum(np.concatenate([s["x"] for s in [*large, small]]), 0)}))
     assert pooled["cosine"] > 0.999  # what judging them pooled would have accepted
+
+
+def test_reference_outputs_the_build_has_are_reused_for_the_same_samples() -> None:
+    """The final check's reference outputs on the first held-out samples stand in for the fp32 run on them; a
+    sample that is not the one they were computed on is run."""
+    proto = outlier_mlp()
+    model = Model.from_proto(proto)
+    samples = list(calibration(proto, count=10).split()[1])
+    assert len(samples) >= 2
+    known = {"logits": np.full((4, 10), 7.0, np.float32)}  # not what the model computes: seen only if reused
+    copy = {name: value.copy() for name, value in samples[0].items()}  # read again: equal, not the same object
+    other = {name: value + 1 for name, value in samples[1].items()}
+    expected = HeldOutEvaluator(model, samples, known=[(copy, known), (other, known)]).expected
+    assert expected[0] is known
+    np.testing.assert_allclose(expected[1]["logits"], run_onnx(model, samples[1])["logits"], rtol=1e-6)
+
+
+def test_top1_agreement_is_pooled_over_the_samples_of_class_scores_only() -> None:
+    proto = outlier_mlp()
+    model = Model.from_proto(proto)
+    samples = list(calibration(proto, count=10).split()[1])
+    assert HeldOutEvaluator(model, samples).figures(model)["top1_agreement"] == 1.0  # logits [batch, 10]
+    shape = [1, 3, 8, 8]  # an image-shaped output: no top-1
+    identity = Model.from_proto(make_model([helper.make_node("Identity", ["x"], ["maps"])], [tensor("x", shape)],
+                                           [tensor("maps", shape)]))
+    images = [{"x": np.random.default_rng(i).random(shape, np.float32)} for i in range(3)]
+    assert HeldOutEvaluator(identity, images).figures(identity)["top1_agreement"] is None

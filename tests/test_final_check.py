@@ -84,6 +84,21 @@ def test_matching_infinities_pass_and_a_new_nan_fails() -> None:
     assert not within([compare_output("y", ref, np.array([1.0, np.inf, np.nan, 2.0]))], TOLERANCES["fp32"])
 
 
+def test_finite_outputs_and_outputs_with_matching_infinities_get_the_same_figures() -> None:
+    """Finite outputs take a shorter path; a matching infinity, which compares as 0 and is left out of the
+    reference's spread and scale, must leave every figure of the finite values as it was."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=1000).astype(np.float32)
+    got = ref + rng.normal(scale=0.01, size=1000).astype(np.float32)
+    finite = compare_output("y", ref, got)
+    r, g = ref.astype(np.float64), got.astype(np.float64)
+    assert finite.max_abs == np.abs(r - g).max() and finite.scale == np.abs(r).max() and finite.spread == r.std()
+    assert finite.cosine == pytest.approx(np.dot(r, g) / np.linalg.norm(r) / np.linalg.norm(g), abs=1e-12)
+    with_inf = compare_output("y", np.append(ref, np.inf), np.append(got, np.inf))
+    for figure in ("max_abs", "max_rel", "cosine", "spread", "scale"):
+        assert getattr(with_inf, figure) == pytest.approx(getattr(finite, figure), rel=1e-12), figure
+
+
 def test_sequence_outputs_compare_element_wise_and_optionals_by_presence() -> None:
     rng = np.random.default_rng(2)
     ref = {"seq": [rng.normal(size=(2, 3)), rng.normal(size=(4,))], "opt": None}

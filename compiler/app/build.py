@@ -230,7 +230,7 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     def context() -> PassContext:
         return PassContext(target=target.name, capabilities=target.capabilities, calibration=calibration,
                            options=pass_values, tune_time=options.tune_time, shape_overrides=shape_overrides,
-                           examples=feeds, status=status)
+                           examples=feeds, example_outputs=reference or [], status=status)
 
     ctx = context()
     ctx.tuner = target.tuner(request) if options.tune_time > 0 else None
