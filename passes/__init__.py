@@ -1,18 +1,28 @@
-"""Graph passes over the IR and the manager that runs them."""
+"""Graph passes over the IR and the manager that runs them.
 
-from infer_compile.passes.base import Pass, PassContext, PassResult
-from infer_compile.passes.manager import PassManager, PassRecord, PipelineResult
-from infer_compile.passes.pipeline import all_passes, build_pipeline, default_passes, pass_options
+The names below are imported on first use (PEP 562): the passes' options (``options``) and a build's records
+(``base.PassRecord``) are read on every start, a cache hit included, which must not load the passes (numpy, onnx,
+graphsurgeon).
+"""
 
-__all__ = [
-    "Pass",
-    "PassContext",
-    "PassManager",
-    "PassRecord",
-    "PassResult",
-    "PipelineResult",
-    "all_passes",
-    "build_pipeline",
-    "default_passes",
-    "pass_options",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infer_compile.passes.base import Pass, PassContext, PassRecord, PassResult
+    from infer_compile.passes.manager import PassManager, PipelineResult
+    from infer_compile.passes.pipeline import all_passes, build_pipeline, default_passes, pass_options
+
+_HOMES = {"Pass": "base", "PassContext": "base", "PassRecord": "base", "PassResult": "base",
+          "PassManager": "manager", "PipelineResult": "manager", "all_passes": "pipeline", "build_pipeline": "pipeline",
+          "default_passes": "pipeline", "pass_options": "pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+__all__ = ["Pass", "PassContext", "PassManager", "PassRecord", "PassResult", "PipelineResult", "all_passes",
+           "build_pipeline", "default_passes", "pass_options"]

@@ -36,21 +36,14 @@ from infer_compile.core.numerics import (
     summarize,
     within,
 )
-from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.layer_sensitivity import rank_layers
+from infer_compile.passes.options import ACCURACY_BUDGET, FALLBACK_LIMIT
 from infer_compile.passes.precision_state import PrecisionState, node_precisions
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-ACCURACY_BUDGET: Option[str | None] = Option(
-    "accuracy_budget", str, None, "Return the most sensitive layers to fp32 until e.g. 'cosine>=0.999' or "
-    "'top1-agreement>=0.99' holds vs fp32 on held-out samples (exit 3 if it cannot).",
-    parse=lambda text: str(parse_budget(text)), precisions=frozenset({"int8", "fp16"}), needs="calib")
-FALLBACK_LIMIT = Option("fallback_limit", float, 0.5, "The largest share of the layers that may go back to fp32 "
-                        "to meet --accuracy-budget or the precision's tolerance before the build gives up (0-1; 0: "
-                        "none).", minimum=0.0, precisions=frozenset({"int8", "fp16"}), needs="calib")
 
 
 class HeldOutEvaluator:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar
 
 from infer_compile.core.capabilities import Capability
-from infer_compile.core.ir import Model
 from infer_compile.core.options import Option, read
+
+if TYPE_CHECKING:  # light: a cache hit reads the build's PassRecords without loading the IR (onnx, graphsurgeon)
+    from infer_compile.core.ir import Model
 
 T = TypeVar("T")
 
@@ -68,6 +70,24 @@ class MissSummary(TypedDict):
 
     count: int
     examples: list[str]
+
+
+@dataclass
+class PassRecord:
+    """One line of the build table / report."""
+
+    name: str
+    status: str  # "applied", "unchanged" or "skipped"
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    nodes_before: int = 0
+    nodes_after: int = 0
+    reason: str = ""  # why it was skipped
+    verification: dict | None = None  # worst-case figures vs the graph before this pass
+    misses: dict[str, dict[str, MissSummary]] = field(default_factory=dict)  # rule -> why it did not fire -> nodes
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
 
 
 @dataclass

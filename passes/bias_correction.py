@@ -22,22 +22,12 @@ from infer_compile.calibration.collect import calibration_session, run_in_batche
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds
-from infer_compile.core.options import Option
 from infer_compile.passes.autotune import dequantize_constant, quantized_layers
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import constant, constant_bias_add, new_constant, producer, rank
+from infer_compile.passes.options import BIAS_CORRECTION
 from infer_compile.passes.precision_state import PrecisionState
 
-# By default convolutions only, by measurement. Convolutions: a mean over every position of every sample,
-# and MobileNetV2's worst held-out cosine rises from 0.99956 to 0.99995 on OpenVINO (NNCF, which corrects by
-# default: 0.99977) and 0.99952 -> 0.99996 on ONNX Runtime. Linear layers (MatMul/Gemm): on MiniLM (ONNX Runtime)
-# it lifts the worst unseen cosine of a plain INT8 build from 0.956 to 0.970, but raises the worst single error
-# (max abs 0.42 -> 0.63 with 15-24 layers in fp32), so the 'cosine>=0.99' budget build that passes without it
-# fails its int8 tolerance with it: they are corrected only when asked (True).
-BIAS_CORRECTION: Option[bool | None] = Option(
-    "bias_correction", bool, None, "INT8: add back each layer's mean output shift from rounding to its bias "
-    "(measured on the calibration samples) [default: convolutions only; --no-bias-correction: none].",
-    precisions=frozenset({"int8"}))
 CONVOLUTIONS = frozenset({"Conv", "ConvTranspose"})
 # The correction is a per-channel mean over every position of every sample: a few samples pin it down (8 images
 # of 224x224 give 400k positions per channel), and each costs a run of the model with a twin of every layer.

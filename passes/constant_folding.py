@@ -6,15 +6,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from infer_compile.core.ir import Model
-from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_graph_io, known_shape, new_constant, replace_tensor
+from infer_compile.passes.options import FOLD_SIZE_LIMIT
 from infer_compile.passes.rewrite import Miss, Outcome
-
-# Folded tensors larger than this stay as computations: folding e.g. a Tile or Expand of a
-# small constant can blow a model up by gigabytes.
-FOLD_SIZE_LIMIT = Option("fold_size_limit", int, 64, "Largest tensor constant folding may create, in MiB.",
-                         minimum=0)
 
 
 def static_shape(node: gs.Node) -> np.ndarray | None:

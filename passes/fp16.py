@@ -25,19 +25,14 @@ import onnx_graphsurgeon as gs
 from infer_compile.calibration.collect import value_maxima
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds
-from infer_compile.core.options import Option, name_list
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import is_float32, numpy_dtype
+from infer_compile.passes.options import FP16_BLOCK, KEEP_IO_TYPES
 from infer_compile.passes.precision_state import PrecisionState, name_unnamed_nodes, node_precisions
 
 # As onnxconverter-common's float16 converter blocks them (index-like, or with outputs whose precision matters
 # beyond fp16's), plus Softmax/LogSoftmax: exp() of inputs that fp16 rounds (steps of 8 at 10000) is far off;
 # and MeanVarianceNormalization, which onnxruntime runs as its ONNX function body, with a float32 epsilon.
-_FP16 = frozenset({"fp16"})
-KEEP_IO_TYPES = Option("keep_io_types", bool, False, "FP16: keep graph inputs and outputs float32.", precisions=_FP16)
-FP16_BLOCK: Option[list[str]] = Option(
-    "fp16_block", list, [], "FP16: keep these op types or node names in fp32 (repeatable, comma lists).",
-    parse=name_list, precisions=_FP16)
 DEFAULT_BLOCKED_OPS = frozenset({
     "Range", "NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "CumSum", "RandomNormal",
     "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "If", "Loop", "Scan",

@@ -26,25 +26,7 @@ from infer_compile.core.numerics import (
     run_onnx,
     summarize,
 )
-from infer_compile.passes.base import MissSummary, Pass, PassContext, PassResult
-
-
-@dataclass
-class PassRecord:
-    """One line of the build table / report."""
-
-    name: str
-    status: str  # "applied", "unchanged" or "skipped"
-    counts: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    nodes_before: int = 0
-    nodes_after: int = 0
-    reason: str = ""  # why it was skipped
-    verification: dict | None = None  # worst-case figures vs the graph before this pass
-    misses: dict[str, dict[str, MissSummary]] = field(default_factory=dict)  # rule -> why it did not fire -> nodes
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+from infer_compile.passes.base import Pass, PassContext, PassRecord, PassResult
 
 
 @dataclass

@@ -38,9 +38,9 @@ from infer_compile.calibration.data import CalibrationData
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import UnsupportedError, UserInputError
 from infer_compile.core.ir import Model
-from infer_compile.core.options import Option, name_list
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import bypass_node, clip_bounds, is_float32, is_graph_io, producer
+from infer_compile.passes.options import EXCLUDE_NODES, EXCLUDE_OP_TYPES, QUANTIZE_OUTPUTS
 from infer_compile.passes.precision_state import (
     PrecisionState,
     name_unnamed_nodes,
@@ -49,17 +49,6 @@ from infer_compile.passes.precision_state import (
 
 # The layers INT8 quantizes (weights per channel, activations per tensor); autotune chooses per layer among them.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-_INT8 = frozenset({"int8"})
-EXCLUDE_NODES: Option[list[str]] = Option(
-    "exclude_nodes", list, [], "INT8: keep these ONNX node names in float (repeatable, comma lists).",
-    parse=name_list, precisions=_INT8)
-EXCLUDE_OP_TYPES: Option[list[str]] = Option(
-    "exclude_op_types", list, [], "INT8: keep these op types in float, e.g. MatMul (repeatable).", parse=name_list,
-    precisions=_INT8)
-# Default: what the target's placement capability says (ONNX Runtime: yes).
-QUANTIZE_OUTPUTS: Option[bool | None] = Option(
-    "quantize_outputs", bool, None, "INT8: also quantize Conv/Gemm and residual Add outputs (QLinearConv/QLinearAdd) "
-    "[default: as the target prefers].", precisions=_INT8)
 # Ops whose output ORT needs quantized to pick its int8 kernel (QLinearConv, QGemm).
 OUTPUT_QUANTIZED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
 # Pooling whose input OpenVINO wants quantized. ReduceMean only when it pools non-negative activations: a

@@ -19,16 +19,10 @@ import onnx_graphsurgeon as gs
 from infer_compile.calibration.collect import channel_maxima
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.ir import Model
-from infer_compile.core.options import Option
 from infer_compile.passes.base import Pass, PassContext, PassResult
 from infer_compile.passes.graph_utils import add_node, constant, is_float32, new_constant, produced_by
+from infer_compile.passes.options import SMOOTHQUANT
 
-_INT8 = frozenset({"int8"})
-# 0.5 measured best for MiniLM on ONNX Runtime (worst held-out cosine 0.947 at 0, 0.956 at 0.5, 0.930 at
-# 0.75, 0.833 at 0.95): higher alphas flatten calibration ranges that unseen sentences then exceed.
-SMOOTHQUANT = Option(
-    "smoothquant", float, 0.5, "INT8: SmoothQuant migration strength alpha for MatMul/Gemm inputs, 0-1 "
-    "(0 = off; higher moves more of the activation range into the weights).", minimum=0.0, precisions=_INT8)
 # Scales are clamped so that a dead channel (max |x| = 0) or a zero weight row does not divide by zero.
 MIN_SCALE = 1e-5
 

@@ -3,6 +3,10 @@
 A target declares what it can do, says plainly whether it can run here, emits its files into
 a staging area (``Target.compile`` makes that atomic and adds the manifest), and loads its own
 artifacts back as a ``Runner``. Targets never import each other.
+
+Target modules import numpy, the IR (onnx, graphsurgeon) and their runtime inside the functions that use them: the
+command line reads every target's declarations (options, suffixes, versions) on each start, a cache hit included,
+which needs none of those (tests/test_cache.py checks it).
 """
 
 from __future__ import annotations
@@ -14,20 +18,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from infer_compile.core import progress
-from infer_compile.core.artifacts import StagedOutput, staged_output
+from infer_compile.core.artifacts import StagedOutput, file_digest, staged_output
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import TargetUnavailableError, UserInputError
-from infer_compile.core.ir import Model, TensorSpec, file_digest
 from infer_compile.core.manifest import ArtifactFiles, BuildFacts, Manifest
-from infer_compile.core.numerics import Feeds
 from infer_compile.core.options import Option, checked
 from infer_compile.core.shapes import ShapeRange
-from infer_compile.passes import Pass, default_passes
+
+if TYPE_CHECKING:
+    from infer_compile.core.ir import Model, TensorSpec
+    from infer_compile.core.numerics import Feeds
+    from infer_compile.passes import Pass
 
 # Judges a staged artifact (compiler.verification.FinalCheck): called with a loader of its runner, the
 # target's name and the precision to judge by; returns the check's manifest record or raises.
@@ -101,6 +105,8 @@ def _checking_feeds(run: Callable[[Runner, Feeds], Feeds]) -> Callable[[Runner, 
 def check_feeds(specs: list[TensorSpec], feeds: Any) -> None:
     """Refuse feeds that do not fit ``specs``: unknown or missing names, other dtypes, other sizes of fixed dims.
     Runs before every inference: the messages are built only when something is wrong."""
+    import numpy as np
+
     def takes() -> str:
         return "; ".join(s.describe() for s in specs)
 
@@ -245,6 +251,8 @@ class Target(ABC):
     def passes(self, precision: str) -> list[type[Pass]]:
         """The pass stages for a build at ``precision``: the default ones, for a runtime that takes the Q/DQ
         or fp16 graph; a target lowering precision with its own converter takes the fp32 stages instead."""
+        from infer_compile.passes import default_passes
+
         return default_passes(precision)
 
     def needs_calibration(self, request: TargetRequest) -> bool:

@@ -9,13 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
-from infer_compile.core.ir import Model, TensorSpec, save_onnx
 from infer_compile.core.manifest import Manifest, target_field
-from infer_compile.core.numerics import Feeds, open_session
 from infer_compile.core.options import Option
 from infer_compile.targets.base import (
     Availability,
@@ -28,8 +24,11 @@ from infer_compile.targets.base import (
     thread_counts,
 )
 
-if TYPE_CHECKING:  # onnxruntime is imported where a session is made: a cache hit makes none
+if TYPE_CHECKING:  # onnxruntime, numpy and the IR are imported where they are used: a cache hit uses none
     import onnxruntime as ort
+
+    from infer_compile.core.ir import Model, TensorSpec
+    from infer_compile.core.numerics import Feeds
 
 # Session settings applied when an artifact is loaded; autotuning may replace them in the manifest.
 DEFAULT_SESSION = {"graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "ORT_SEQUENTIAL",
@@ -38,10 +37,10 @@ DEFAULT_SESSION = {"graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode
 # transformations from "all" are specific to the build machine's CPU).
 ORT_FORMAT_LEVEL = "ORT_ENABLE_EXTENDED"
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
-              "tensor(uint64)": np.uint64, "tensor(uint32)": np.uint32, "tensor(uint16)": np.uint16,
-              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(string)": np.object_}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+              "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16",
+              "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "object"}
 
 
 def session_options(settings: dict[str, Any]) -> ort.SessionOptions:
@@ -59,10 +58,14 @@ def session_options(settings: dict[str, Any]) -> ort.SessionOptions:
 
 def _specs(args: list[Any]) -> list[TensorSpec]:
     """ORT's input/output descriptions; a sequence ('seq(tensor(float))') by its element type, without a shape."""
-    return [TensorSpec(a.name, None, np.dtype(_ORT_TYPES.get(a.type[4:-1], np.float32)), sequence=True)
+    import numpy as np
+
+    from infer_compile.core.ir import TensorSpec
+
+    return [TensorSpec(a.name, None, np.dtype(_ORT_TYPES.get(a.type[4:-1], "float32")), sequence=True)
             if a.type.startswith("seq(") else
             TensorSpec(a.name, tuple(d if isinstance(d, int) else (d or None) for d in a.shape),
-                       np.dtype(_ORT_TYPES.get(a.type, np.float32))) for a in args]
+                       np.dtype(_ORT_TYPES.get(a.type, "float32"))) for a in args]
 
 
 SESSION_OPTIONS: Option[dict[str, Any] | None] = Option(
@@ -108,6 +111,8 @@ class OrtTuner(Tuner):
         ]
 
     def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
+        from infer_compile.core.numerics import open_session
+
         session = open_session(model, session_options(settings))
         return lambda feeds: session.run(None, feeds)
 
@@ -138,6 +143,8 @@ class OnnxRuntimeTarget(Target):
         return OrtTuner()
 
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
+        from infer_compile.core.ir import save_onnx
+
         settings = dict(request.options.get(OrtTuner.option_key, {}))
         if stage.artifact.suffix == ".ort":
             return self._emit_ort_format(model, stage, settings)
@@ -147,9 +154,12 @@ class OnnxRuntimeTarget(Target):
         return {"format": "onnx", "session_options": settings}
 
     def _emit_ort_format(self, model: Model, stage: StagedOutput, settings: dict[str, Any]) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        from infer_compile.core.ir import save_onnx
+
         source = stage.sibling(".source.onnx")
         save_onnx(model, source)
-        import onnxruntime as ort
 
         options = session_options({**settings, "graph_optimization_level": ORT_FORMAT_LEVEL})
         options.optimized_model_filepath = str(stage.artifact)

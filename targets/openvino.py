@@ -16,16 +16,12 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeGuard
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import BuildWarning, UnsupportedError, one_line
-from infer_compile.core.ir import Model, TensorSpec, serialized
 from infer_compile.core.manifest import Manifest, target_field
-from infer_compile.core.numerics import Feeds
 from infer_compile.core.options import Option, read
 from infer_compile.targets.base import (
     Availability,
@@ -37,6 +33,10 @@ from infer_compile.targets.base import (
     package_version,
     thread_counts,
 )
+
+if TYPE_CHECKING:  # numpy and the IR are imported where they are used (targets/base.py)
+    from infer_compile.core.ir import Model, TensorSpec
+    from infer_compile.core.numerics import Feeds
 
 DEVICE = "CPU"
 INSTALL_HINT = "pip install 'infer-compile[openvino]'"
@@ -102,6 +102,8 @@ _OV_LOCATION = re.compile(r"^(Exception from|Check '.*' failed at) src/\S+:\d+:?
 def _to_ov(model: Model) -> Any:
     import openvino as ov
 
+    from infer_compile.core.ir import serialized
+
     try:
         return ov.convert_model(io.BytesIO(serialized(model)))
     except Exception as exc:  # OpenVINO's frontend refusing a graph is a limit of the target, not a crash
@@ -116,6 +118,10 @@ def _ov_reason(exc: Exception) -> str:
 
 
 def _spec(port: Any, names: set[str]) -> TensorSpec:
+    import numpy as np
+
+    from infer_compile.core.ir import TensorSpec
+
     known = sorted(port.get_names() & names)
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
     return TensorSpec(known[0] if known else port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
@@ -130,6 +136,8 @@ class OvRunner(Runner):
         self.outputs = [_spec(p, names) for p in compiled.outputs]
 
     def run(self, feeds: Feeds) -> Feeds:
+        import numpy as np
+
         result = self.request.infer({spec.name: feeds[spec.name] for spec in self.inputs})
         return {spec.name: np.array(result[port]) for spec, port in zip(self.outputs, self.compiled.outputs,
                                                                          strict=True)}
@@ -207,9 +215,8 @@ class OpenVinoTarget(Target):
         return Availability(True, f"openvino {version}, CPU: {name}")
 
     def tool_versions(self) -> dict[str, str]:
-        import openvino as ov
-
-        return {"openvino": ov.__version__}
+        # From the package metadata, as availability() shows it: the cache key of a hit imports no runtime.
+        return {"openvino": package_version("openvino") or "unknown"}
 
     def _precisions(self, request: TargetRequest) -> list[str]:
         return inference_precisions(request.precision, cpu_capabilities())

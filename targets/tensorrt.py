@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from infer_compile.core.artifacts import StagedOutput, atomic_write_bytes
 from infer_compile.core.errors import TargetUnavailableError, UnsupportedError, UserInputError
-from infer_compile.core.ir import Model, save_onnx
 from infer_compile.core.manifest import Manifest, target_field
 from infer_compile.targets.base import Availability, Runner, Target, TargetRequest
 from infer_compile.targets.tensorrt_settings import (
@@ -35,8 +34,10 @@ from infer_compile.targets.tensorrt_settings import (
     version_tuple,
 )
 
-if TYPE_CHECKING:  # annotations only: tensorrt is imported where a build or load needs it
+if TYPE_CHECKING:  # annotations only: tensorrt and the IR are imported where a build or load needs them
     import tensorrt as trt
+
+    from infer_compile.core.ir import Model
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +249,11 @@ class TensorRtTarget(Target):
         return {} if isinstance(gpu, str) else {"gpu": gpu.name, "compute_capability": gpu.compute_capability}
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Also the option values and whether this TensorRT and GPU can build them, before the pipeline runs."""
+        """Also the option values and, where TensorRT can build (the build checks that later, after the cache),
+        whether this TensorRT and GPU can build them, before the pipeline runs."""
         checked = super().check_options(options)
         settings = settings_from_options("fp32", checked)
-        if self.builds_here:
+        if self.builds_here and self.availability().available:
             check_build_platform(settings, this_platform())
         return checked
 
@@ -270,6 +272,8 @@ class TensorRtTarget(Target):
         return settings
 
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
+        from infer_compile.core.ir import save_onnx
+
         settings = self.settings(model, request)
         platform = this_platform()
         check_build_platform(settings, platform)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from infer_compile.core.artifacts import StagedOutput
+from infer_compile.core.artifacts import StagedOutput, file_digest
 from infer_compile.core.errors import TargetUnavailableError, UserInputError
-from infer_compile.core.ir import Model, file_digest, load_onnx, save_onnx
+from infer_compile.core.ir import Model, load_onnx, save_onnx
 from infer_compile.core.manifest import BuildFacts, Manifest
 from infer_compile.targets.base import Availability, FinalCheck, Runner, TargetRequest
 from infer_compile.targets.tensorrt import CACHE_SEED, INSTALL_HINT, PRESET_SETTINGS, TensorRtTarget

@@ -16,14 +16,16 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from infer_compile.core.errors import TargetUnavailableError, UnsupportedError, UserInputError
-from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.options import Option, read
 from infer_compile.core.shapes import ShapeRange
+
+if TYPE_CHECKING:  # numpy and the IR are imported where they are used (targets/base.py)
+    import numpy as np
+
+    from infer_compile.core.ir import Model, TensorSpec
 
 # TensorRT's own default builder optimization level, and the highest it accepts.
 DEFAULT_OPT_LEVEL = 3
@@ -233,6 +235,8 @@ def settings_from_options(precision: str, options: Mapping[str, Any], profiles: 
 
 def check_graph_precision(model: Model, precision: str) -> None:
     """A strongly typed network runs the types in the graph: reduced precision must be written there."""
+    import numpy as np
+
     if precision == "int8" and not any(node.op in QDQ_OPS for node in model.graph.nodes):
         missing = "QuantizeLinear/DequantizeLinear nodes"
     elif precision == "fp16" and not any(t.dtype is not None and np.dtype(t.dtype) == np.float16
@@ -391,6 +395,8 @@ def _version_compat_problems(built: BuildPlatform, here: BuildPlatform) -> list[
 
 def check_feed_shapes(profiles: tuple[InputProfile, ...], feeds: Mapping[str, np.ndarray]) -> None:
     """Reject inputs outside the engine's optimization profile before TensorRT does, with the range."""
+    import numpy as np
+
     for profile in profiles:
         shape = tuple(np.shape(feeds[profile.name])) if profile.name in feeds else None
         if shape is None:

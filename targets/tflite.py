@@ -28,29 +28,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from infer_compile.calibration.data import Reiterable
 from infer_compile.core.artifacts import StagedOutput
 from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import BuildWarning, TargetUnavailableError, UnsupportedError, UserInputError
-from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.manifest import Manifest, target_field
-from infer_compile.core.numerics import (
-    TOLERANCES,
-    Feeds,
-    compare_outputs,
-    out_of_tolerance,
-    random_inputs,
-    run_onnx,
-    summarize,
-)
 from infer_compile.core.options import Option, read
 from infer_compile.core.shapes import ShapeRange, opt_sizes
-from infer_compile.passes import Pass, default_passes
-from infer_compile.targets import tflite_torch
 from infer_compile.targets.base import (
     Availability,
     Runner,
@@ -59,13 +44,13 @@ from infer_compile.targets.base import (
     package_version,
     thread_counts,
 )
-from infer_compile.targets.tflite_convert import (
-    channels_last,
-    input_perm,
-    rewrite_for_onnx2tf,
-    tflite_bytes,
-    to_keras,
-)
+
+if TYPE_CHECKING:  # numpy, the IR and the converters are imported where they are used (targets/base.py)
+    import numpy as np
+
+    from infer_compile.core.ir import Model, TensorSpec
+    from infer_compile.core.numerics import Feeds
+    from infer_compile.passes import Pass
 
 INSTALL_HINT = ("pip install 'infer-compile[tflite]' then pip install --no-deps onnx2tf==1.29.24 "
                 "tf-keras==2.21.0")
@@ -129,6 +114,8 @@ class Binding:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Binding:
+        import numpy as np
+
         perm = data.get("perm")
         return cls(data["name"], data["signature_key"], tuple(data["shape"]), np.dtype(data["dtype"]),
                    None if perm is None else tuple(perm))
@@ -137,10 +124,14 @@ class Binding:
         return array if self.perm is None else array.transpose(self.perm)
 
     def from_tflite(self, array: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         return array if self.perm is None else array.transpose(np.argsort(self.perm))
 
 
 def _quantize(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    import numpy as np
+
     scale, zero = detail["quantization"]
     dtype = np.dtype(detail["dtype"])
     if scale == 0 or not np.issubdtype(dtype, np.integer) or np.issubdtype(array.dtype, np.integer):
@@ -151,10 +142,14 @@ def _quantize(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 def _user_dtype(detail: dict[str, Any]) -> np.dtype:
     """What users feed or get for a signature tensor: float32 where the runner (de)quantizes."""
+    import numpy as np
+
     return np.dtype(np.float32) if detail["quantization"][0] else np.dtype(detail["dtype"])
 
 
 def _dequantize(array: np.ndarray, detail: dict[str, Any], dtype: np.dtype) -> np.ndarray:
+    import numpy as np
+
     scale, zero = detail["quantization"]
     if scale == 0 or not np.issubdtype(dtype, np.floating):
         return array
@@ -167,6 +162,8 @@ class TfliteRunner(Runner):
     def __init__(self, path: Path, inputs: list[Binding] | None = None,
                  outputs: list[Binding] | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
+
+        from infer_compile.core.ir import TensorSpec
 
         # All CPUs this process may use, as ONNX Runtime does by default (LiteRT would pick its own).
         interpreter = Interpreter(model_path=str(path), num_threads=max(thread_counts()))
@@ -186,6 +183,8 @@ class TfliteRunner(Runner):
 
     def run_raw(self, feeds: Feeds) -> Feeds:
         """Signature outputs as TFLite returns them (TFLite layout, dequantized), by source output name."""
+        import numpy as np
+
         args = {b.key: _quantize(np.ascontiguousarray(b.to_tflite(np.asarray(feeds[b.name]))),
                                  self.input_details[b.key]) for b in self._inputs}
         raw = self._runner(**args)
@@ -202,6 +201,7 @@ class TfliteRunner(Runner):
 
 def tensor_types(path: Path) -> dict[str, int]:
     """How many tensors (weights and activations) of each dtype the .tflite holds: shows what got quantized."""
+    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     counts = collections.Counter(np.dtype(t["dtype"]).name for t in Interpreter(model_path=str(path))
@@ -268,6 +268,10 @@ def _signature_names(model: Model) -> dict[str, str]:
 
 def _output_perm(name: str, reference: np.ndarray, got: np.ndarray) -> tuple[int, ...] | None:
     """The permutation onnx2tf applied to an output: from the shapes, by the numbers when both layouts fit."""
+    import numpy as np
+
+    from infer_compile.targets.tflite_convert import channels_last
+
     rank = reference.ndim
     candidates: list[tuple[int, ...] | None] = [None] if got.shape == reference.shape else []
     if 3 <= rank <= 5 and got.shape == reference.transpose(channels_last(rank)).shape:
@@ -293,6 +297,8 @@ class TfliteTarget(Target):
     description = "TFLite flatbuffer for the LiteRT interpreter (mobile/edge); via onnx2tf or litert-torch."
 
     def availability(self) -> Availability:
+        from infer_compile.targets import tflite_torch
+
         missing = _onnx2tf_missing()
         litert = all(_importable(m) for m in tflite_torch.MODULES) and _importable("ai_edge_litert")
         if missing and not litert:
@@ -303,12 +309,16 @@ class TfliteTarget(Target):
                                                                f"(the onnx2tf route misses {', '.join(missing)})")
 
     def tool_versions(self) -> dict[str, str]:
+        from infer_compile.targets import tflite_torch
+
         return {dist: version for dist in (*REQUIRED.values(), *tflite_torch.DISTRIBUTIONS)
                 if (version := package_version(dist))}
 
     def passes(self, precision: str) -> list[type[Pass]]:
         # TFLiteConverter lowers precision from our calibration samples: every precision takes the fp32 stages
         # (GELU fused there too: unfused, onnx2tf's erf stand-in divides, which breaks full INT8).
+        from infer_compile.passes import default_passes
+
         return default_passes("fp32")
 
     def check_request(self, request: TargetRequest) -> None:
@@ -319,6 +329,11 @@ class TfliteTarget(Target):
         return request.precision == "int8" and TfliteSettings.from_request(request).int8_mode == "full"
 
     def emit(self, model: Model, stage: StagedOutput, request: TargetRequest) -> dict[str, Any]:
+        from infer_compile.calibration.data import Reiterable
+        from infer_compile.core.numerics import random_inputs
+        from infer_compile.targets import tflite_torch
+        from infer_compile.targets.tflite_convert import input_perm
+
         settings = TfliteSettings.from_request(request)
         shapes = static_shapes(model.inputs, request.shape_ranges)
         calibration = request.calibration or []
@@ -363,6 +378,8 @@ class TfliteTarget(Target):
         """Convert a copy of ``model`` (I/O renamed to signature keys) into ``artifact`` through onnx2tf; returns
         the ops rewritten for onnx2tf. ``tf_samples``: the ``count`` calibration feeds by signature key, in the
         TFLite layout."""
+        from infer_compile.targets.tflite_convert import rewrite_for_onnx2tf, tflite_bytes, to_keras
+
         renamed = model.copy()
         for tensor in [*renamed.graph.inputs, *renamed.graph.outputs]:
             tensor.name = keys[tensor.name]
@@ -391,6 +408,8 @@ def _dims_by_input(model: Model, shapes: dict[str, tuple[int, ...]]) -> dict[str
 
 def _warn_layout_changes(inputs: list[Binding]) -> None:
     """Say which inputs the .tflite takes in another layout than the source (the manifest records it too)."""
+    import numpy as np
+
     for b in inputs:
         if b.perm is not None:
             tflite_shape = "x".join(map(str, b.to_tflite(np.empty(b.shape)).shape))
@@ -402,6 +421,8 @@ def _warn_layout_changes(inputs: list[Binding]) -> None:
 
 def _checked_inputs(details: dict[str, dict[str, Any]], inputs: list[Binding]) -> list[Binding]:
     """The input bindings, with the layout corrected where onnx2tf kept an input as it was."""
+    import numpy as np
+
     checked = []
     for b in inputs:
         if b.key not in details:
@@ -422,6 +443,8 @@ def _bind_outputs(artifact: Path, model: Model, inputs: list[Binding], keys: dic
                   probe: Feeds) -> list[Binding]:
     """Output bindings from one run of the source and the artifact on ``probe`` (how close the artifact comes
     is the build's final check)."""
+    from infer_compile.core.numerics import run_onnx
+
     runner = TfliteRunner(artifact, inputs)
     try:
         raw = runner.run_raw(probe)
@@ -446,6 +469,8 @@ def _onnx2tf_missing() -> list[str]:
 
 def choose_route(request: TargetRequest, converter: str) -> tuple[str, str]:
     """The route this build takes, and why (shown in the build table and recorded in the manifest)."""
+    from infer_compile.targets import tflite_torch
+
     module = request.source_module
     if converter == "onnx2tf":
         route, reason = "onnx2tf", "--tflite-converter onnx2tf"
@@ -466,15 +491,13 @@ def choose_route(request: TargetRequest, converter: str) -> tuple[str, str]:
     return route, reason
 
 
-# Half the INT8 tolerance's worst error: the final check judges the artifact on other samples (a tiny GPT-2 within
-# the full tolerance on these failed it on the held-out ones, 1.12x the spread).
-_INT8_WITH_MARGIN = dataclasses.replace(TOLERANCES["int8"], max_error=TOLERANCES["int8"].max_error / 2)
-
-
 def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettings, inputs: list[Binding],
                   probe: Feeds, samples: Iterable[Feeds], tf_samples: Iterable[Feeds]) -> list[dict[str, Any]]:
     """Convert the PyTorch module into ``artifact`` through litert-torch; for full INT8, the attempts made (op
     types left float, cosine vs the float model), the last one written."""
+    from infer_compile.core.numerics import TOLERANCES, compare_outputs, out_of_tolerance, summarize
+    from infer_compile.targets import tflite_torch
+
     model = tflite_torch.float_model(request.source_module, [probe[b.name] for b in inputs],
                                      [i for i, b in enumerate(inputs) if b.perm is not None])
     artifact.write_bytes(model)
@@ -485,6 +508,9 @@ def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettin
         artifact.write_bytes(tflite_torch.quantize(model, tflite_torch.recipe(request.precision, settings.int8_mode),
                                                    None)[0])
         return []
+    # Half the INT8 tolerance's worst error: the final check judges the artifact on other samples (a tiny GPT-2
+    # within the full tolerance on these failed it on the held-out ones, 1.12x the spread).
+    with_margin = dataclasses.replace(TOLERANCES["int8"], max_error=TOLERANCES["int8"].max_error / 2)
     checks = list(islice(samples, 8))
     reference = [TfliteRunner(artifact, inputs).run_raw(f) for f in checks]
     attempts: list[dict[str, Any]] = []
@@ -501,7 +527,7 @@ def _write_litert(artifact: Path, request: TargetRequest, settings: TfliteSettin
         attempts.append({"op_types": modes or "all static", "cosine_vs_float": round(cosine, 6)})
         if cosine > best[0]:
             best = (cosine, quantized)
-        if not out_of_tolerance(comparisons, _INT8_WITH_MARGIN):
+        if not out_of_tolerance(comparisons, with_margin):
             return attempts
     artifact.write_bytes(best[1])  # none within tolerance: the closest (the final check judges it)
     return attempts

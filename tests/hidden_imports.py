@@ -24,7 +24,7 @@ def run_cli_without(package: str, args: list[str]) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
 
 
-# The top-level packages in sys.modules once the command has finished, as the last line of stdout.
+# The modules in sys.modules once the command has finished, as the last line of stdout.
 _REPORT = """
 import json, sys
 from infer_compile.app.cli import main
@@ -32,12 +32,18 @@ sys.argv = ["infer-compile", *{args!r}]
 try:
     main()
 finally:
-    print(json.dumps(sorted({{name.partition(".")[0] for name in sys.modules}})))
+    print(json.dumps(sorted(sys.modules)))
 """
 
 
 def cli_imports(args: list[str]) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """`infer-compile ARGS` in a fresh interpreter: the finished process and the top-level packages it imported."""
+    """`infer-compile ARGS` in a fresh interpreter: the finished process and the modules it imported (full names:
+    ``top_level`` gives their packages)."""
     script = _REPORT.format(args=[str(a) for a in args])
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     return done, set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def top_level(modules: set[str]) -> set[str]:
+    """The top-level packages of ``modules``: {"numpy.linalg", "onnx"} -> {"numpy", "onnx"}."""
+    return {name.partition(".")[0] for name in modules}

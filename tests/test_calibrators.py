@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from infer_compile.calibration.calibrators import (
+    METHODS,
     SMOOTHING,
     AbsHistogram,
     entropy_amax,
@@ -14,6 +15,7 @@ from infer_compile.calibration.calibrators import (
     mse_amax,
     percentile_amax,
 )
+from infer_compile.calibration.options import CALIB_METHOD
 from infer_compile.core.errors import UserInputError
 
 N = 400_000
@@ -143,3 +145,9 @@ def test_zeros_of_a_relu_do_not_pull_the_entropy_range_down(rng: np.random.Gener
     assert relu.zeros == np.count_nonzero(values <= 0)
     assert entropy_amax(relu) == pytest.approx(entropy_amax(histogram(np.abs(values))), rel=0.05)
     assert percentile_amax(relu, 50.0) == pytest.approx(0.0, abs=relu.top / relu.bins)  # zeros still count
+
+
+def test_every_calibrator_is_a_calib_method_choice() -> None:
+    """--calib-method's choices are declared without importing the calibrators (numpy): they must name the same
+    methods, in the same order."""
+    assert tuple(METHODS) == CALIB_METHOD.choices

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import infer_compile.app.build
+import infer_compile.app.build_steps
 from infer_compile.app.examples import Examples, example_inputs, graph_inputs, reference_outputs
 from infer_compile.core.errors import AccuracyError, UserInputError
 from infer_compile.core.ir import Model
@@ -264,7 +265,7 @@ def broken_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
         at = next(i for i, p in enumerate(passes) if p.name == "batchnorm-folding") + 1
         return [*passes[:at], ScaleFirstConv(1.05), *passes[at:]]
 
-    monkeypatch.setattr(infer_compile.app.build, "build_pipeline", pipeline)
+    monkeypatch.setattr(infer_compile.app.build_steps, "build_pipeline", pipeline)
 
 
 def test_broken_pass_fails_the_build_naming_it_and_writes_nothing(broken_pipeline, tiny_cnn_onnx: Path,

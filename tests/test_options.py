@@ -16,6 +16,8 @@ from infer_compile.app.settings import declared, groups
 from infer_compile.core.errors import ExitCode, UserInputError
 from infer_compile.core.manifest import read_manifest
 from infer_compile.core.options import Option, name_list
+from infer_compile.passes import pass_options
+from infer_compile.passes.options import PASS_OPTIONS
 from tests.artifact_helpers import assert_user_error, invoke
 from tests.builders import make_model, tensor
 
@@ -23,6 +25,12 @@ from tests.builders import make_model, tensor
 def test_keys_are_unique_across_every_owner() -> None:
     keys = [option.key for group in groups() for option in group.options]
     assert len(keys) == len(set(keys)) == len(declared())
+
+
+def test_every_pass_option_is_declared_in_the_light_options_module() -> None:
+    """The CLI collects the passes' options from passes/options.py without importing the passes: a pass must
+    declare its options there (in pipeline order, as `--help` lists them)."""
+    assert tuple(pass_options().values()) == PASS_OPTIONS
 
 
 def test_every_declared_command_line_option_is_a_compile_flag() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from infer_compile.app.build import BuildOptions, compile_model
 from infer_compile.core import ir
+from infer_compile.core.artifacts import file_digest
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.ir import Model
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, within
@@ -39,8 +40,8 @@ def test_onnx_artifact_runs_and_matches_source(source: Path, tmp_path: Path) -> 
     _assert_matches_source(source, tmp_path / "m.onnx")
     manifest = result.manifest.to_json()  # as written
     assert manifest["target"] == "onnxruntime" and manifest["format"] == "onnx"
-    assert manifest["source"]["sha256"] == ir.file_digest(source)
-    assert manifest["artifact"]["sha256"] == ir.file_digest(tmp_path / "m.onnx")
+    assert manifest["source"]["sha256"] == file_digest(source)
+    assert manifest["artifact"]["sha256"] == file_digest(tmp_path / "m.onnx")
     assert manifest["inputs"][0]["shape"] == ["batch", 3, 32, 32]
     assert "identity-elimination" in manifest["passes"]
     assert manifest["tool_versions"]["onnxruntime"]

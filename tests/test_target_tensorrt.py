@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 from infer_compile.app.build import BuildOptions, compile_model
 from infer_compile.app.cli import app
 from infer_compile.calibration import CalibrationSettings
+from infer_compile.core.artifacts import file_digest
 from infer_compile.core.errors import ExitCode, TargetUnavailableError, UnsupportedError, UserInputError
-from infer_compile.core.ir import Model, file_digest, load_onnx
+from infer_compile.core.ir import Model, load_onnx
 from infer_compile.core.manifest import read_manifest
 from infer_compile.core.numerics import TOLERANCES, compare_outputs, random_inputs, run_onnx, summarize, within
 from infer_compile.core.shapes import ShapeRange

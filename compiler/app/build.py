@@ -1,4 +1,9 @@
-"""One build: source model -> frontend -> pass pipeline -> target artifact + manifest."""
+"""One build: source model -> frontend -> pass pipeline -> target artifact + manifest.
+
+This module resolves the build (options, target, output) and asks the build cache; the steps of a fresh build are in
+``build_steps``, imported on a miss. A cache hit thus loads no frontend, pass, target runtime, numpy, onnx or
+graphsurgeon (tests/test_cache.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -7,35 +12,29 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
+from typing import TYPE_CHECKING, Any
 
 from infer_compile import __version__
 from infer_compile.app import build_options as declared_build
 from infer_compile.app.cache import CacheHit, default_cache_dir, open_cache, source_files
-from infer_compile.app.examples import example_inputs, graph_inputs, reference_outputs
 from infer_compile.app.outputs import check_output, resolve_output
-from infer_compile.app.settings import check_pass_options, check_target_options, sort_options
-from infer_compile.app.verification import FinalCheck, FinalCheckFailed
-from infer_compile.calibration import CalibrationSettings, load_calibration
-from infer_compile.calibration.cache import read_cache_file
+from infer_compile.app.settings import check_target_options, sort_options
 from infer_compile.calibration.options import calibration_settings
-from infer_compile.core.errors import AccuracyError, InferCompileError, UserInputError
-from infer_compile.core.ir import file_digest
-from infer_compile.core.manifest import BuildFacts, Manifest, written_manifest
-from infer_compile.core.numerics import Feeds
-from infer_compile.core.options import Option, checked, read
-from infer_compile.core.progress import third_party_output
-from infer_compile.core.shapes import ShapeRange, opt_sizes
-from infer_compile.frontends import LoweredModel, SourceOptions, load_source
+from infer_compile.core.errors import UserInputError
+from infer_compile.core.manifest import Manifest, written_manifest
+from infer_compile.core.options import Option, read
+from infer_compile.core.shapes import ShapeRange
+from infer_compile.frontends import SourceOptions
 from infer_compile.frontends.specs import check_shape_ranges, source_options
-from infer_compile.passes import PassContext, PassManager, PassRecord, build_pipeline, pass_options
-from infer_compile.passes.manager import PassBrokeOutputs, ProgressHook
-from infer_compile.passes.precision_state import node_precisions, weight_storage
+from infer_compile.passes.base import PassRecord
 from infer_compile.targets import Target, TargetRequest, auto_target, get_target
+from infer_compile.targets.base import package_version
+
+if TYPE_CHECKING:
+    from infer_compile.calibration import CalibrationSettings
+    from infer_compile.core.numerics import Feeds
+    from infer_compile.frontends import LoweredModel
+    from infer_compile.passes.manager import ProgressHook
 
 
 @dataclass
@@ -162,102 +161,49 @@ def resolve_target(name: str) -> tuple[Target, str]:
 
 
 def tool_versions() -> dict[str, str]:
-    return {"infer-compile": __version__, "onnx": onnx.__version__, "onnx-graphsurgeon": gs.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    # From the package metadata, not the modules: the cache key of a hit is made without importing them.
+    return {"infer-compile": __version__, **{dist: package_version(dist) or "unknown"
+                                             for dist in ("onnx", "onnx-graphsurgeon", "numpy")},
+            "python": platform.python_version()}
+
+
+@dataclass
+class BuildPlan:
+    """A build as resolved and checked before the cache is asked: the target (``reason``: why it was chosen), what
+    is asked of it, and the artifact path."""
+
+    source: Path
+    options: BuildOptions
+    target: Target
+    reason: str
+    request: TargetRequest
+    output: Path
 
 
 def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | None = None,
                   status: Callable[[str], None] | None = None) -> BuildResult:
-    """Build ``source`` as ``options`` say; raises InferCompileError subclasses for user problems."""
+    """Build ``source`` as ``options`` say; raises InferCompileError subclasses for user problems.
+
+    The cache is asked before anything heavy loads. What a fresh build checks beyond the request and the output
+    path (the target is available, the pass options apply to this pipeline) runs on a miss: the cache key holds
+    every input of those checks (the options, the target's tool versions and hardware, infer-compile's code), and
+    an entry exists only for a build that passed them.
+    """
     if options.precision == "auto":
         from infer_compile.app.precision_choice import compile_auto  # it builds through this function
 
         return compile_auto(Path(source), options)
     start = time.perf_counter()
-    source = Path(source)
-    base, reason = resolve_target(options.target)
-    target = base.deferred() if options.defer else base
-    request = TargetRequest(options.precision, options=dict(options.target_options))
-    # Fail on an unusable target or precision before any expensive work.
-    target.require_available()
-    target.check_request(request)
-    request.options = check_target_options(options.target_options, target)
-    pass_values = checked(pass_options().values(), options.pass_options, "pass option")
-    options = replace(options, shape_ranges=check_shape_ranges(options.shape_ranges))  # given as tuples, say
-    request.shape_ranges = dict(options.shape_ranges)
-    if target.needs_calibration(request) and options.calibration is None:
-        raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
-                             "(representative inputs); --calib synthetic only for smoke tests")
-    pipeline = build_pipeline(options.precision, options.skip_passes, target.passes(options.precision))
-    check_pass_options(pass_values, pipeline, options.precision, target, options.calibration is not None)
-    suffixes = tuple(dict.fromkeys((*base.output_suffixes, target.suffix)))  # --defer: the bundle's too
-    output = resolve_output(options.output, source, base, suffixes)
-    if options.defer:  # -o names the final artifact; the bundle is written beside it under the bundle's suffix
-        output = output.with_suffix(target.suffix)
-    check_output(output, source_files(source))
-    if options.calibration and options.calibration.cache:
-        read_cache_file(options.calibration.cache)  # refused now, not after calibrating, if not ours
+    plan = plan_build(Path(source), options)
     cache = open_cache(options.cache_dir) if options.cache_dir else None
     if cache:
-        key = cache.key(source, options, target, output, {**tool_versions(), **target.tool_versions()})
-        if hit := cache.fetch(key, output):
-            return BuildResult.from_cache(hit, target.name, reason, time.perf_counter() - start)
+        key = cache.key(plan.source, plan.options, plan.target, plan.output,
+                        {**tool_versions(), **plan.target.tool_versions()})
+        if hit := cache.fetch(key, plan.output):
+            return BuildResult.from_cache(hit, plan.target.name, plan.reason, time.perf_counter() - start)
+    from infer_compile.app.build_steps import build_artifact
 
-    log = None if options.verbose else log_path(output)
-    with third_party_output(log):
-        lowered = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges), log_path=log,
-                                              verbose=options.verbose))
-    model = lowered.model
-    check_shape_ranges(options.shape_ranges, model.inputs)
-    nodes_before = model.node_count
-    # Synthetic samples are drawn as the example inputs are: integer inputs within what the graph indexes.
-    calibration = None if options.calibration is None else load_calibration(
-        options.calibration, model.inputs, synthetic=lambda seed: graph_inputs(model, seed=seed))
-    request.calibration = calibration.samples if calibration else None
-    request.source_module = lowered.module
-    shape_overrides = opt_sizes(options.shape_ranges)
-    runs_checks = options.final_check or options.verify_passes
-    # Only built when something runs the model: the checks, or autotuning.
-    examples = example_inputs(model, given=options.inputs, held_out=calibration.split()[1] if calibration else None,
-                              dims=shape_overrides) if runs_checks or options.tune_time > 0 else None
-    checking = time.perf_counter()
-    reference = reference_outputs(model, examples) if examples and runs_checks else None
-    check = None
-    if options.final_check and examples and reference:
-        check = FinalCheck(examples, reference, time.perf_counter() - checking)
-    feeds = examples.feeds if examples else []
-
-    def context() -> PassContext:
-        return PassContext(target=target.name, capabilities=target.capabilities, calibration=calibration,
-                           options=pass_values, tune_time=options.tune_time, shape_overrides=shape_overrides,
-                           examples=feeds, example_outputs=reference or [], status=status)
-
-    ctx = context()
-    ctx.tuner = target.tuner(request) if options.tune_time > 0 else None
-    ran = PassManager(pipeline, verify=options.verify_passes, progress=progress, feeds=feeds[0] if feeds else None,
-                      reference=reference[0] if reference else None).run(model, ctx)
-    records = ran.records
-    if quantization := ran.manifest.get("quantization"):
-        # What the artifact computes in, counted on the final graph: autotuning may have returned layers to fp32.
-        quantization["nodes"] = node_precisions(model)
-        quantization["weights_mib"] = weight_storage(model)
-    # The runtime settings autotuning chose reach the target like user options (which win).
-    request.options = {**ran.target_options, **request.options}
-
-    build = BuildFacts(
-        source={"path": source.name, "format": lowered.format, "sha256": file_digest(source), **lowered.details},
-        inputs=[s.to_json() for s in model.inputs], outputs=[s.to_json() for s in model.outputs],
-        passes=[r.name for r in records if r.status == "applied"], shape_ranges=options.shape_ranges,
-        tool_versions=tool_versions(), pass_sections=dict(ran.manifest), infer_compile=__version__)
-    try:
-        with third_party_output(log):
-            files = target.compile(model, output, request, build, check)
-    except FinalCheckFailed as failed:
-        assert reference is not None
-        culprit = first_breaking_pass(source, options, pipeline, context(), feeds[0], reference[0])
-        raise failed_check_error(failed, culprit) from failed
-    result = BuildResult(output, files, target.name, reason, lowered, records, nodes_before, model.node_count,
-                         time.perf_counter() - start, written_manifest(output))
+    result = build_artifact(plan, start, progress, status)
     if cache:
         try:
             result.cache = cache.store(key, result)
@@ -267,36 +213,22 @@ def compile_model(source: Path, options: BuildOptions, progress: ProgressHook | 
     return result
 
 
-def log_path(output: Path) -> Path:
-    """Where a build's third-party output goes: ARTIFACT.log beside the artifact (see --verbose)."""
-    return output.with_name(output.name + ".log")
-
-
-def failed_check_error(failed: FinalCheckFailed, culprit: PassBrokeOutputs | None) -> AccuracyError:
-    """The one-line error of a build whose final check failed: what failed, and the pass (or target) to blame."""
-    if culprit is None:
-        blame = ("every pass keeps the graph within tolerance in onnxruntime, so the target's conversion or "
-                 "runtime changes the results")
-        hint = "build for another target, or report the model (--no-final-check writes the artifact unchecked)"
-    else:
-        blame = f"the first pass that breaks it is '{culprit.pass_name}' ({culprit.message})"
-        hint = f"build without it using --skip-pass {culprit.pass_name}, and report the model"
-        if culprit.pass_name in ("quantize-int8", "fp16"):  # lost precision, not a broken rewrite
-            hint = ("keep the most sensitive layers in fp32 with --accuracy-budget 'cosine>=0.99' (or "
-                    "--exclude-nodes), or build at a higher precision")
-    return AccuracyError(f"final check failed: {failed.message}; {blame}; nothing was written", hint=hint)
-
-
-def first_breaking_pass(source: Path, options: BuildOptions, pipeline: list, ctx: PassContext, feeds: Feeds,
-                        reference: Feeds) -> PassBrokeOutputs | None:
-    """Which pass makes the model stop matching its source: the pipeline rerun (without autotuning) on a fresh
-    load of the source, every pass judged against the source's outputs by the build's precision tolerance."""
-    model = load_source(source, replace(options.source, shape_ranges=dict(options.shape_ranges))).model
-    try:
-        PassManager(pipeline, feeds=feeds, reference=reference, against_source=options.precision).run(model, ctx)
-    except PassBrokeOutputs as exc:
-        exc.message = exc.message.removeprefix("--verify-passes: ")
-        return exc
-    except InferCompileError:  # e.g. an accuracy budget: the final check's failure is the one to report
-        return None
-    return None
+def plan_build(source: Path, options: BuildOptions) -> BuildPlan:
+    """The target, request and output of a build, checked: an unknown target, a precision or setting it does not
+    take, missing calibration data or an output path that cannot be written fail here, before any work."""
+    base, reason = resolve_target(options.target)
+    target = base.deferred() if options.defer else base
+    request = TargetRequest(options.precision, options=dict(options.target_options))
+    target.check_request(request)
+    request.options = check_target_options(options.target_options, target)
+    options = replace(options, shape_ranges=check_shape_ranges(options.shape_ranges))  # given as tuples, say
+    request.shape_ranges = dict(options.shape_ranges)
+    if target.needs_calibration(request) and options.calibration is None:
+        raise UserInputError("--int8 needs calibration data", hint="give --calib FOLDER or --calib pkg.mod:fn "
+                             "(representative inputs); --calib synthetic only for smoke tests")
+    suffixes = tuple(dict.fromkeys((*base.output_suffixes, target.suffix)))  # --defer: the bundle's too
+    output = resolve_output(options.output, source, base, suffixes)
+    if options.defer:  # -o names the final artifact; the bundle is written beside it under the bundle's suffix
+        output = output.with_suffix(target.suffix)
+    check_output(output, source_files(source))
+    return BuildPlan(source, options, target, reason, request, output)

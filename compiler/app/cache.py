@@ -27,21 +27,28 @@ import functools
 import hashlib
 import importlib.util
 import json
+import mmap
 import os
 import re
 import secrets
 import shutil
+import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from infer_compile.core.artifacts import OWNER_PATTERN, is_bare_name, owned_tempname, staged_output, sweep_stale
+from infer_compile.core.artifacts import (
+    OWNER_PATTERN,
+    file_digest,
+    is_bare_name,
+    owned_tempname,
+    staged_output,
+    sweep_stale,
+)
 from infer_compile.core.errors import BuildWarning, UserInputError
-from infer_compile.core.ir import file_digest
 
 if TYPE_CHECKING:
     from infer_compile.app.build import BuildOptions, BuildResult
@@ -75,7 +82,8 @@ def canonical(value: Any) -> Any:
     """
     if isinstance(value, Path):
         return {"sha256": file_digest(value)} if value.exists() else {"missing": str(value)}
-    if isinstance(value, np.ndarray):
+    # An array means numpy is loaded already: the cache never imports it (a hit needs no numpy).
+    if (np := sys.modules.get("numpy")) is not None and isinstance(value, np.ndarray):
         return {"array": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest(),
                 "shape": list(value.shape), "dtype": value.dtype.str}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -96,16 +104,82 @@ def source_files(source: Path) -> list[Path]:
     """The model file plus the external weight files an ONNX model points at."""
     if not (source.is_file() and source.suffix == ".onnx"):
         return [source]
-    import onnx
-
     try:
-        proto = onnx.load_model(str(source), load_external_data=False)
-    except Exception:  # not readable as ONNX: the frontend reports it; hash the bytes alone
+        locations = sorted(external_locations(source))
+    except (OSError, ValueError):  # not readable as ONNX: the frontend reports it; hash the bytes alone
         return [source]
-    locations = sorted({entry.value for tensor in proto.graph.initializer
-                        if tensor.data_location == onnx.TensorProto.EXTERNAL
-                        for entry in tensor.external_data if entry.key == "location"})
     return [source, *(source.parent / loc for loc in locations if (source.parent / loc).is_file())]
+
+
+# Field numbers of onnx.proto: ModelProto.graph, GraphProto.initializer, TensorProto.external_data and
+# .data_location (EXTERNAL = 1), StringStringEntryProto.key and .value.
+_GRAPH, _INITIALIZER, _EXTERNAL_DATA, _DATA_LOCATION, _EXTERNAL, _KEY, _VALUE = 7, 5, 13, 14, 1, 1, 2
+
+
+def external_locations(path: Path) -> set[str]:
+    """The ``location`` of every external initializer of the ONNX model at ``path``, read from the protobuf wire
+    format: importing onnx to parse the model would cost a cache hit more than the rest of its work. Raises
+    ValueError for a file that is not a protobuf message."""
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ValueError("empty file")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            locations = set()
+            for graph in _fields(data, 0, len(data), _GRAPH):
+                for tensor in _fields(data, *graph, _INITIALIZER):
+                    external, location = False, None
+                    for number, value in _all_fields(data, *tensor):
+                        if number == _DATA_LOCATION:
+                            external = value == _EXTERNAL
+                        elif number == _EXTERNAL_DATA and isinstance(value, tuple):
+                            entry = {number: data[slice(*span)] for number, span in _all_fields(data, *value)
+                                     if isinstance(span, tuple)}
+                            if entry.get(_KEY) == b"location" and _VALUE in entry:
+                                location = entry[_VALUE].decode()
+                    if external and location is not None:
+                        locations.add(location)
+            return locations
+
+
+def _fields(data: mmap.mmap, start: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
+    """The (start, end) spans of the length-delimited fields numbered ``wanted`` of the message in data[start:end]."""
+    for number, value in _all_fields(data, start, end):
+        if number == wanted and isinstance(value, tuple):
+            yield value
+
+
+def _all_fields(data: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int | tuple[int, int] | None]]:
+    """(field number, value) of each field of the message in data[start:end]: an int for a varint, (start, end)
+    for a length-delimited field, None for a fixed-size one."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(data, pos)
+        wire = key & 7
+        value: int | tuple[int, int] | None = None
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            value, pos = (pos, pos + length), pos + length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unknown protobuf wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated protobuf message")
+        yield key >> 3, value
+
+
+def _varint(data: mmap.mmap, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("bad protobuf varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
 
 
 def _package_folders(name: str) -> list[str]:

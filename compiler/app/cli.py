@@ -39,9 +39,9 @@ from infer_compile.core.options import Option
 class CompileByDefault(TyperGroup):
     """Routes `infer-compile MODEL ...` to the `compile` command; subcommands work as usual.
 
-    The flags of compile and verify come from the components' declared options, which takes importing every pass
-    and target (and the frontends): each is made only when it runs or shows its help (``DECLARED_COMMANDS``), so
-    `infer-compile --help` and the other commands start without those imports.
+    The flags of compile and verify come from the components' declared options (collecting them and making ~60
+    typer options takes a while): each command is made only when it runs or shows its help
+    (``DECLARED_COMMANDS``), so `infer-compile --help` and the other commands start without that work.
     """
 
     listing = False  # formatting the root --help: compile and verify are listed by their help line alone
@@ -420,7 +420,7 @@ def _command_info(name: str, callback: Callable[..., None]) -> typer.models.Comm
 
 @functools.cache
 def declared_click_command(name: str) -> typer.core.TyperCommand:
-    """Command ``name`` with a flag per declared option of its owners (imports every pass and target)."""
+    """Command ``name`` with a flag per declared option of its owners."""
     command, owners = DECLARED_COMMANDS[name]
     made = typer.main.get_command_from_info(_command_info(name, with_declared_options(command, owners)),
                                             pretty_exceptions_short=False, rich_markup_mode="rich")

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.options import closest
-from infer_compile.passes import PassRecord, all_passes
-from infer_compile.passes.rewrite import RewritePass
+
+if TYPE_CHECKING:
+    from infer_compile.passes import PassRecord
 
 EVERY_PASS = "all"
 
 
 def explained_passes(names: Sequence[str]) -> list[str]:
     """The pass names --explain asked for (or ``all``), once each; a misspelt name is refused."""
+    if not names:  # the passes load only to check names: a build without --explain (a cache hit) needs none
+        return []
+    from infer_compile.passes import all_passes
+
     known = list(all_passes())
     for name in names:
         if name != EVERY_PASS and name not in known:
@@ -39,6 +45,9 @@ def print_explanations(records: Sequence[PassRecord], names: Sequence[str], cons
             continue
         matched = ", ".join(f"{rule}={n}" for rule, n in record.counts.items() if n) or "nothing"
         console.print(f"[bold]explain {name}[/]: matched {escape(matched)}", highlight=False)
+        from infer_compile.passes import all_passes
+        from infer_compile.passes.rewrite import RewritePass
+
         if not issubclass(all_passes()[name], RewritePass):
             console.print("  (no rewrite rules: counts only)", highlight=False)
         for rule, reasons in record.misses.items():

@@ -5,6 +5,9 @@ Owners: the build itself (target, output, checks, cache, autotuning), the fronte
 calibration, each pass, each target. Keys are unique across all of
 them (tests/test_options.py), so one flat namespace serves ``infer.toml``, ``infer_compile.compile(**options)``
 and the CLI.
+
+Collecting them imports no pass or target implementation (numpy, onnx, graphsurgeon): the command line is made from
+them on every start, and a cache hit needs nothing else (tests/test_cache.py).
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infer_compile.app.build_options import BUILD_OPTIONS
 from infer_compile.calibration.options import CALIB, CALIBRATION_OPTIONS
 from infer_compile.core.errors import UserInputError
 from infer_compile.core.options import Option, refuse_unknown
 from infer_compile.frontends.specs import SOURCE_OPTIONS
-from infer_compile.passes import Pass, all_passes
+from infer_compile.passes.options import PASS_OPTIONS
 from infer_compile.targets import TARGETS, Target
+
+if TYPE_CHECKING:
+    from infer_compile.passes import Pass
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,10 @@ class Group:
 
 @functools.cache
 def groups() -> tuple[Group, ...]:
-    passes = tuple(option for cls in all_passes().values() for option in cls.options)
     return (Group("Build", "build", BUILD_OPTIONS),
             Group("Source model", "source", SOURCE_OPTIONS),
             Group("Calibration (--int8)", "calibration", CALIBRATION_OPTIONS),
-            Group("Passes", "passes", passes),
+            Group("Passes", "passes", PASS_OPTIONS),
             *(Group(f"Target {target.name}", "target", target.options) for target in TARGETS if target.options))
 
 
@@ -87,6 +92,8 @@ def check_pass_options(options: Mapping[str, Any], pipeline: list[Pass], precisi
     """Refuse pass options no pass of this build reads: an option for another precision, for a pass the
     user skipped, or for passes the target replaces with its own converter; and one given without the option
     it needs (``calibrated``: the build has calibration data)."""
+    from infer_compile.passes import all_passes
+
     running = {option.key for p in pipeline for option in p.options}
     given = {*options, *([CALIB.key] if calibrated else [])}
     for key in options:

@@ -7,7 +7,6 @@ shape inference, targets) calls ``Model.to_proto()``.
 from __future__ import annotations
 
 import collections
-import hashlib
 import mmap
 import os
 from collections.abc import Iterator
@@ -414,24 +413,3 @@ def serialized(model: Model | onnx.ModelProto) -> bytes:
     """The model as bytes for in-memory consumers (onnxruntime sessions); < 2 GB only."""
     proto = model.to_proto() if isinstance(model, Model) else model
     return proto.SerializeToString()
-
-
-def file_digest(paths: list[Path] | Path) -> str:
-    """sha256 over one file or several (in order): identifies a model's source bytes."""
-    digest = hashlib.sha256()
-    for p in [paths] if isinstance(paths, Path) else paths:
-        if not p.exists():
-            raise UserInputError(f"{p}: no such file or folder", hint="check the path")
-        if p.is_dir():
-            for child in sorted(q for q in p.rglob("*") if q.is_file()):
-                digest.update(child.relative_to(p).as_posix().encode())
-                _update_from_file(digest, child)
-        else:
-            _update_from_file(digest, p)
-    return digest.hexdigest()
-
-
-def _update_from_file(digest: hashlib._Hash, path: Path) -> None:
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from infer_compile.core.errors import UnsupportedError
-from infer_compile.core.ir import Model, TensorSpec
 from infer_compile.core.shapes import ShapeRange
+
+if TYPE_CHECKING:  # the IR (onnx, graphsurgeon) is loaded by the frontends that build it: the source options need none
+    from infer_compile.core.ir import Model, TensorSpec
 
 
 @dataclass

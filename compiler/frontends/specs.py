@@ -1,6 +1,7 @@
 """Parsing the command line's input specifications and `module:callable` entry points.
 
-Kept free of torch/tensorflow imports: the CLI parses these before any framework loads.
+Kept free of numpy, onnx, torch and tensorflow imports: the CLI parses these before any of them loads (a cache hit
+needs none).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from infer_compile.core.errors import UserInputError
-from infer_compile.core.ir import TensorSpec
 from infer_compile.core.options import Option, read
 from infer_compile.core.shapes import ShapeRange, shape_ranges_from
 from infer_compile.frontends.base import SourceOptions, first_line
+
+if TYPE_CHECKING:
+    from infer_compile.core.ir import TensorSpec
 
 T = TypeVar("T")
 
@@ -67,6 +68,8 @@ def shapes_by_name(shapes: dict[str, tuple[int, ...]], names: list[str]) -> dict
 
 def parse_input_dtypes(values: list[str]) -> dict[str, str]:
     """`name:float16` (repeatable) -> {name: "float16"}; the dtype must be a numpy dtype name."""
+    import numpy as np  # only when dtypes are given: the source options are read on every start
+
     dtypes: dict[str, str] = {}
     for value in values:
         name, dtype = _split_pair(value, "--input-dtype", ":", "input_ids:int64")
