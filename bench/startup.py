@@ -1,5 +1,6 @@
-"""Start-up of the command line: `infer-compile --help` and a cache hit, against a bare Python start and the
-import of typer + rich (the CLI's floor), all measured in this run, interleaved.
+"""Start-up of the command line: `infer-compile --help` and a cache hit (ONNX Runtime; OpenVINO too when it is
+installed), against a bare Python start and the import of typer + rich (the CLI's floor), all measured in this run,
+interleaved.
 
     python bench/startup.py [--runs 10]
 
@@ -15,6 +16,7 @@ without it every run compiles infer-compile's ~80 modules from source again (~0.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import statistics
@@ -29,12 +31,16 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tiny_cnn.onnx"
 
 def commands(work: Path) -> dict[str, list[str]]:
     cli = [sys.executable, "-m", "infer_compile.app.cli"]
-    return {"python (baseline)": [sys.executable, "-c", "pass"],
+    runs = {"python (baseline)": [sys.executable, "-c", "pass"],
             "import typer, rich": [sys.executable, "-c", "import typer, rich.console, rich.table"],
             "infer-compile --help": [*cli, "--help"],
             "infer-compile build --help": [*cli, "build", "--help"],
             "cache hit (tiny_cnn)": [*cli, str(EXAMPLE), "-t", "onnxruntime", "-o", str(work / "m.onnx"),
                                      "--tune-time", "0"]}
+    if importlib.util.find_spec("openvino") is not None:
+        runs["cache hit (tiny_cnn, openvino)"] = [*cli, str(EXAMPLE), "-t", "openvino", "-o", str(work / "m.xml"),
+                                                  "--tune-time", "0"]
+    return runs
 
 
 def main() -> None:
@@ -46,7 +52,9 @@ def main() -> None:
         env = {**os.environ, "INFER_COMPILE_CACHE_DIR": str(work / "cache")}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         runs = commands(work)
-        subprocess.run(runs["cache hit (tiny_cnn)"], env=env, check=True, capture_output=True)  # fills the cache
+        for name, command in runs.items():
+            if name.startswith("cache"):
+                subprocess.run(command, env=env, check=True, capture_output=True)  # fills the cache
         times: dict[str, list[float]] = {name: [] for name in runs}
         cpu: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.runs):
@@ -59,10 +67,10 @@ def main() -> None:
                     raise SystemExit(f"{name} failed: {done.stderr or done.stdout}")
     base = statistics.median(times["python (baseline)"])
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.runs} runs each, interleaved")
-    print(f"{'command':<28} {'median s':>9} {'best s':>8} {'x python':>9} {'CPU s':>7}")
+    print(f"{'command':<32} {'median s':>9} {'best s':>8} {'x python':>9} {'CPU s':>7}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<28} {median:>9.3f} {min(values):>8.3f} {median / base:>9.1f} "
+        print(f"{name:<32} {median:>9.3f} {min(values):>8.3f} {median / base:>9.1f} "
               f"{statistics.median(cpu[name]):>7.3f}")
 
 

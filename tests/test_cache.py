@@ -17,7 +17,7 @@ import onnx
 import pytest
 
 from infer_compile.app.build import BuildOptions, compile_model, resolve_target, tool_versions
-from infer_compile.app.cache import BuildCache, code_files, default_cache_dir
+from infer_compile.app.cache import BuildCache, code_files, default_cache_dir, external_locations, source_files
 from infer_compile.calibration import CalibrationSettings
 from infer_compile.core.errors import BuildWarning
 from infer_compile.core.manifest import read_manifest
@@ -181,6 +181,21 @@ def test_a_cache_hit_imports_no_runtime_framework_or_build_machinery(tmp_path: P
     assert not top_level(imported) & heavy, sorted(top_level(imported) & heavy)
     machinery = {"infer_compile.app.build_steps", "infer_compile.passes.pipeline", "infer_compile.frontends.onnx"}
     assert not imported & machinery, sorted(imported & machinery)
+
+
+def test_external_weight_files_are_read_from_the_onnx_file_as_onnx_reads_them(tmp_path: Path) -> None:
+    """The key hashes the weight files an ONNX model points at, found in its protobuf without importing onnx."""
+    source = tmp_path / "m.onnx"
+    onnx.save_model(tiny_cnn(), str(source), save_as_external_data=True, all_tensors_to_one_file=False,
+                    size_threshold=0)
+    proto = onnx.load_model(str(source), load_external_data=False)
+    expected = {entry.value for tensor in proto.graph.initializer for entry in tensor.external_data
+                if entry.key == "location"}
+    assert len(expected) > 1 and external_locations(source) == expected
+    assert source_files(source) == [source, *(tmp_path / name for name in sorted(expected))]
+    for name, content in (("garbage.onnx", b"\xff" * 11), ("empty.onnx", b""), ("text.onnx", b"not a model")):
+        (tmp_path / name).write_bytes(content)
+        assert source_files(tmp_path / name) == [tmp_path / name]  # the frontend says what is wrong
 
 
 def _first_entry(tmp_path: Path) -> tuple[Path, Path, Path]:

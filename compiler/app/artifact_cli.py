@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import JustifyMethod
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from infer_compile.app.terminal import console, err_console, shown_path, user_errors
 from infer_compile.core.errors import AccuracyError, UserInputError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from infer_compile.app.build_config import Job, JobOutcome
     from infer_compile.app.verification import Verification
     from infer_compile.core.numerics import Feeds
@@ -56,6 +57,8 @@ def print_json(document: dict[str, Any]) -> None:
 
 
 def progress_bar() -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=err_console, transient=True, disable=not err_console.is_terminal)
 
