@@ -227,27 +227,39 @@ class AccuracyFallback(Pass):
 
     def _fall_back(self, model: Model, ctx: PassContext, state: PrecisionState, evaluator: HeldOutEvaluator,
                    budget: Budget | None, figures: dict, fallback: dict[str, Any]) -> tuple[list[str], dict]:
-        def figures_without(names: list[str]) -> tuple[Model, dict]:
-            candidate = state.build(state.user_excluded | frozenset(names))
-            return candidate, evaluator.figures(candidate, until_refused=True)
-
         ranked, added_error = rank_layers(state.reference, model, state.candidates, evaluator.samples)
         # The error each layer adds in INT8/FP16 (the report shows it per layer; larger = more sensitive).
         fallback["sensitivity"] = added_error
         limit = min(max(1, math.ceil(len(ranked) * ctx.option(FALLBACK_LIMIT))), len(ranked))
-        best, failing, passing = figures, 0, None  # the most layers known to fail, the fewest known to pass
-        for count in _group_sizes(limit):
-            candidate, got = figures_without(ranked[:count])
+        best = figures
+
+        def attempt(count: int) -> tuple[Model, dict] | None:
+            """The graph with the ``count`` most sensitive layers in fp32 and its figures if it passes, else None."""
+            nonlocal best
+            candidate = state.build(state.user_excluded | frozenset(ranked[:count]))
+            got = evaluator.figures(candidate, until_refused=True)
             best = got if got["complete"] and score(got, budget) > score(best, budget) else best
-            if _meets(got, budget):
-                passing = count, candidate, got
+            return (candidate, got) if _meets(got, budget) else None
+
+        failing = 0  # the most layers known to fail
+        passing: tuple[int, Model, dict] | None = None  # count, graph and figures of the fewest known to pass
+        for count in _group_sizes(limit):
+            if passing is not None and count >= passing[0]:
+                break
+            if found := attempt(count):
+                passing = count, *found
                 break
             failing = count
+            if count == 1 and limit > 2:
+                # One layer was not enough: try the most the fallback may return before the counts in between. When
+                # that fails too, fewer will not pass (the PP-OCRv4 detector was refused after 1, 2, 4, ... 32 of 64).
+                if not (found := attempt(limit)):
+                    break
+                passing = limit, *found
         while passing is not None and passing[0] - failing > 1:  # bisect down to the fewest that pass
             count = (failing + passing[0]) // 2
-            candidate, got = figures_without(ranked[:count])
-            if _meets(got, budget):
-                passing = count, candidate, got
+            if found := attempt(count):
+                passing = count, *found
             else:
                 failing = count
         if passing is not None:

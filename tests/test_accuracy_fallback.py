@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from onnx import helper
 
@@ -181,3 +182,54 @@ def test_top1_agreement_is_pooled_over_the_samples_of_class_scores_only() -> Non
                                            [tensor("maps", shape)]))
     images = [{"x": np.random.default_rng(i).random(shape, np.float32)} for i in range(3)]
     assert HeldOutEvaluator(identity, images).figures(identity)["top1_agreement"] is None
+
+
+def _deep_outlier_mlp(sensitive: tuple[int, ...], layers: int = 8, width: int = 32) -> onnx.ModelProto:
+    """``layers`` MatMul+ReLU layers; each layer in ``sensitive`` reads an input whose first channel is 1000x the
+    others (the layer before scales it up, its own weight row down: fp32 computes the same), so per-tensor int8
+    rounds its other channels to almost nothing, as in outlier_mlp."""
+    rng = np.random.default_rng(0)
+    weights = [(rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32) for _ in range(layers)]
+    for index in sensitive:
+        weights[index - 1][:, 0] *= 1000.0
+        weights[index][0, :] /= 1000.0
+    nodes, x = [], "x"
+    for i in range(layers):
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"fc{i}"),
+                  helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}")]
+        x = f"r{i}"
+    nodes[-1].output[0] = "y"
+    return make_model(nodes, [tensor("x", ["batch", width])], [tensor("y", ["batch", width])],
+                      {f"w{i}": w for i, w in enumerate(weights)})
+
+
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many fp32 layers each fallback attempt evaluated (the graphs the fallback judged, in order)."""
+    tried: list[int] = []
+    figures = HeldOutEvaluator.figures
+
+    def counted(self: HeldOutEvaluator, model: Model, *, until_refused: bool = False) -> dict:
+        if until_refused:
+            tried.append(sum(1 for n in model.graph.nodes if n.op == "MatMul" and isinstance(n.inputs[1], gs.Constant)))
+        return figures(self, model, until_refused=until_refused)
+
+    monkeypatch.setattr(HeldOutEvaluator, "figures", counted)
+    return tried
+
+
+def test_a_fallback_that_cannot_pass_is_refused_after_the_most_it_may_return(attempts: list[int]) -> None:
+    """One layer back in fp32 fails, then the most the fallback may return (half of 8) fails: refused without
+    trying 2 (and, on a larger model, 8, 16, ...)."""
+    with pytest.raises(AccuracyError, match=r"not met: .* with 4 of 8 int8 layers back in fp32"):
+        build(_deep_outlier_mlp(sensitive=(2, 5)), accuracy_budget="max-abs<=0")
+    assert attempts == [1, 4]
+
+
+def test_a_fallback_that_can_pass_still_finds_the_fewest_layers(attempts: list[int]) -> None:
+    """The most it may return passes: the counts below it are then searched as before (2, then bisected: 3)."""
+    proto = _deep_outlier_mlp(sensitive=(2, 5))
+    model, result = build(proto, accuracy_budget="cosine>=0.999")
+    kept = result.manifest["quantization"]["fallback"]["kept_fp32"]
+    assert attempts == [1, 4, 2, 3] and len(kept) == 4 and {"fc2", "fc5"} <= set(kept)
+    assert figures(proto, model)["cosine"] >= 0.999
