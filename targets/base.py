@@ -167,9 +167,39 @@ class Tuner(ABC):
         """Load ``model`` with ``settings``; the callable runs it once (what the pass times)."""
 
 
+# Instruction-set extensions that decide which kernels and precisions a CPU runtime uses (bf16/fp16/int8 paths).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+                "amx_fp16")
+
+
+@functools.cache
+def cpu_identity() -> dict[str, str]:
+    """This machine's CPU as a build-cache key sees it: model, usable CPUs, and its CPU_FEATURES (Linux; elsewhere
+    platform.processor()). Read from /proc/cpuinfo, not a runtime: a cache hit imports none."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return {"cpu": model, "cpus": str(usable_cpus()), "cpu_features": ",".join(f for f in CPU_FEATURES if f in flags)}
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def thread_counts() -> list[int]:
     """Thread counts worth trying here: powers of two up to the CPUs this process may use, and that count."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cpus()
     return sorted({*(1 << i for i in range(cpus.bit_length()) if 1 << i <= cpus), cpus})
 
 

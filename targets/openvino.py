@@ -30,6 +30,7 @@ from infer_compile.targets.base import (
     TargetRequest,
     Tuner,
     TuningCandidate,
+    cpu_identity,
     package_version,
     thread_counts,
 )
@@ -217,6 +218,10 @@ class OpenVinoTarget(Target):
     def tool_versions(self) -> dict[str, str]:
         # From the package metadata, as availability() shows it: the cache key of a hit imports no runtime.
         return {"openvino": package_version("openvino") or "unknown"}
+
+    def hardware_identity(self) -> dict[str, str]:
+        # The inference precision follows the CPU's bf16/fp16 support (or the variable forcing it).
+        return {**cpu_identity(), "forced_capabilities": os.environ.get(CAPABILITIES_ENV, "")}
 
     def _precisions(self, request: TargetRequest) -> list[str]:
         return inference_precisions(request.precision, cpu_capabilities())

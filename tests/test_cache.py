@@ -106,6 +106,30 @@ def test_key_covers_calibration_data_tool_versions_and_hardware(tmp_path: Path) 
     assert cache.key(source, options, OtherGpu(), Path("m.onnx"), tool_versions()) != after_data
 
 
+def test_key_covers_the_cpu_for_tuned_and_openvino_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache shared by runners of different CPUs: an autotuned artifact (timings) or an OpenVINO one (its precision
+    follows the CPU's bf16/fp16 support) is keyed by the CPU; an untuned ONNX Runtime one is the same anywhere."""
+    from infer_compile.app import cache as cache_module
+    from infer_compile.targets import base, openvino
+
+    source, cache = write_tiny_cnn(tmp_path / "m.onnx"), BuildCache(tmp_path / "cache")
+    assert base.cpu_identity()["cpus"] == str(base.usable_cpus()) and base.cpu_identity()["cpu"]
+
+    def keys(target_name: str, tune_time: float) -> set[str]:
+        target, options = resolve_target(target_name)[0], BuildOptions(target=target_name, tune_time=tune_time)
+        found = set()
+        for cpu in ({"cpu": "a", "cpus": "2", "cpu_features": "avx2"},
+                    {"cpu": "b", "cpus": "2", "cpu_features": "avx2,avx512_bf16,amx_bf16"}):
+            for module in (base, openvino, cache_module):  # where it is imported
+                monkeypatch.setattr(module, "cpu_identity", lambda cpu=cpu: cpu)
+            found.add(cache.key(source, options, target, Path("m.onnx"), tool_versions()))
+        return found
+
+    assert len(keys("onnxruntime", 0)) == 1
+    assert len(keys("onnxruntime", 5)) == 2
+    assert len(keys("openvino", 0)) == 2
+
+
 def test_damaged_entry_is_rebuilt_not_trusted(tmp_path: Path) -> None:
     source, cache = write_tiny_cnn(tmp_path / "m.onnx"), tmp_path / "cache"
     build(source, tmp_path / "a" / "m.onnx", cache)

@@ -49,6 +49,7 @@ from infer_compile.core.artifacts import (
     sweep_stale,
 )
 from infer_compile.core.errors import BuildWarning, UserInputError
+from infer_compile.targets.base import cpu_identity
 
 if TYPE_CHECKING:
     from infer_compile.app.build import BuildOptions, BuildResult
@@ -223,7 +224,8 @@ class BuildCache:
             "artifact_name": output.name,
             "target": target.name,
             "tools": tools,
-            "hardware": target.hardware_identity(),
+            # A tuned build's choices come from timings on this CPU: another CPU gets its own entry.
+            "hardware": {**target.hardware_identity(), **(cpu_identity() if options.tune_time > 0 else {})},
             "code": code_digest(),
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
