@@ -65,7 +65,7 @@ def compile_auto(source: Path, options: BuildOptions) -> BuildResult:
             figures = (result.manifest.final_check or {}).get("figures") or {}
             row.update({k: figures.get(k) for k in ("cosine", "max_abs", "top1_agreement")})
             row["meets_budget"] = not budget.check(figures) if budget and figures else True
-            built[precision] = result
+            built[precision] = result.artifact  # not the result: it holds the loaded source model
         timed = [r for r in rows if r["precision"] in built and r["meets_budget"]]
         _time(timed, built, options.tune_time or TIMING_SECONDS)
         chosen = _choose(timed)
@@ -88,11 +88,11 @@ def _candidate(options: BuildOptions, precision: str, output: Path | str | None)
                    output=f"{output}/" if scratch else output, cache_dir=None if scratch else options.cache_dir)
 
 
-def _time(rows: list[dict[str, Any]], built: dict[str, BuildResult], seconds: float) -> None:
+def _time(rows: list[dict[str, Any]], built: dict[str, Path], seconds: float) -> None:
     """Median ms per candidate, timed round-robin; the per-block wins decide (``consistent_winner``)."""
     if not rows:
         return
-    runners = [load_artifact(built[r["precision"]].artifact) for r in rows]
+    runners = [load_artifact(built[r["precision"]]) for r in rows]
     feeds = random_inputs(runners[0].inputs, seed=0)
     calls = [lambda runner=runner: runner.run(for_runner(runner, feeds)) for runner in runners]
     times = measure(calls, seconds)
