@@ -24,7 +24,7 @@ from infer_compile.core.ir import Model
 from infer_compile.core.numerics import Feeds
 from infer_compile.passes.autotune import dequantize_constant, quantized_layers
 from infer_compile.passes.base import Pass, PassContext, PassResult
-from infer_compile.passes.graph_utils import constant, constant_bias_add, new_constant, producer, rank
+from infer_compile.passes.graph_utils import constant, constant_bias_add, name_allocator, new_constant, producer, rank
 from infer_compile.passes.options import BIAS_CORRECTION
 from infer_compile.passes.precision_state import PrecisionState
 
@@ -78,15 +78,7 @@ def _with_int8_twins(model: Model, quantized: Model, ops: frozenset[str] | None)
     Returns {layer name: (fp32 mean, INT8 mean, count)}; the twins follow their layers in the node order, which the
     session runs (``calibration_session``): each fp32 input can be freed as soon as its layer and twin ran."""
     graph = model.graph
-    tensors, fp32_nodes = graph.tensors(), {node.name: node for node in graph.nodes}
-    taken = set(tensors) | set(fp32_nodes)
-
-    def fresh(hint: str) -> str:
-        name = hint
-        while name in taken:
-            name += "_"
-        taken.add(name)
-        return name
+    tensors, fp32_nodes, fresh = graph.tensors(), {node.name: node for node in graph.nodes}, name_allocator(graph)
 
     def variable(hint: str, dtype: type[np.generic] | None = None) -> gs.Variable:
         return gs.Variable(fresh(hint), dtype=dtype)

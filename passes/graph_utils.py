@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -160,12 +160,23 @@ def new_constant(graph: gs.Graph, hint: str, values: np.ndarray) -> gs.Constant:
 
 
 def unique_name(graph: gs.Graph, hint: str) -> str:
-    names = graph.tensors().keys() | {n.name for n in graph.nodes}
-    name, i = hint, 0
-    while name in names:
-        i += 1
-        name = f"{hint}_{i}"
-    return name
+    return name_allocator(graph)(hint)
+
+
+def name_allocator(graph: gs.Graph) -> Callable[[str], str]:
+    """hint -> a tensor/node name ``graph`` does not use and no earlier call returned: for adding many nodes at once
+    (``unique_name`` scans the graph on every call, and cannot see nodes not added yet)."""
+    taken = graph.tensors().keys() | {n.name for n in graph.nodes}
+
+    def allocate(hint: str) -> str:
+        name, i = hint, 0
+        while name in taken:
+            i += 1
+            name = f"{hint}_{i}"
+        taken.add(name)
+        return name
+
+    return allocate
 
 
 def detach(*nodes: gs.Node) -> None:
