@@ -4,18 +4,18 @@ The names below are imported on first use (PEP 562): the calibration options (``
 command line's flags, which must not load numpy-heavy readers, or a cache hit would pay for them.
 """
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from infer_compile.core.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from infer_compile.calibration.calibrators import METHODS, AbsHistogram
+    from infer_compile.calibration.data import CalibrationData, CalibrationSettings, load_calibration
+    from infer_compile.calibration.readers import CalibrationWarning, ImagePreprocess, open_reader, validated
 
 _HOMES = {"METHODS": "calibrators", "AbsHistogram": "calibrators", "CalibrationData": "data",
           "CalibrationSettings": "data", "load_calibration": "data", "CalibrationWarning": "readers",
           "ImagePreprocess": "readers", "open_reader": "readers", "validated": "readers"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-
-
-__all__ = sorted(_HOMES)
+__getattr__ = lazy_attributes(__name__, _HOMES)
+__all__ = ["METHODS", "AbsHistogram", "CalibrationData", "CalibrationSettings", "CalibrationWarning", "ImagePreprocess",
+           "load_calibration", "open_reader", "validated"]

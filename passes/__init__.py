@@ -5,8 +5,9 @@ The names below are imported on first use (PEP 562): the passes' options (``opti
 graphsurgeon).
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from infer_compile.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from infer_compile.passes.base import Pass, PassContext, PassRecord, PassResult
@@ -16,13 +17,6 @@ if TYPE_CHECKING:
 _HOMES = {"Pass": "base", "PassContext": "base", "PassRecord": "base", "PassResult": "base",
           "PassManager": "manager", "PipelineResult": "manager", "all_passes": "pipeline", "build_pipeline": "pipeline",
           "default_passes": "pipeline", "pass_options": "pipeline"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-
-
+__getattr__ = lazy_attributes(__name__, _HOMES)
 __all__ = ["Pass", "PassContext", "PassManager", "PassRecord", "PassResult", "PipelineResult", "all_passes",
            "build_pipeline", "default_passes", "pass_options"]
