@@ -160,14 +160,13 @@ class OnnxRuntimeTarget(Target):
 
         source = stage.sibling(".source.onnx")
         save_onnx(model, source)
-
-        options = session_options({**settings, "graph_optimization_level": ORT_FORMAT_LEVEL})
+        settings = {**settings, "graph_optimization_level": ORT_FORMAT_LEVEL}  # baked in: loaded with it too
+        options = session_options(settings)
         options.optimized_model_filepath = str(stage.artifact)
         options.add_session_config_entry("session.save_model_format", "ORT")
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         for leftover in stage.dir.glob(".source.onnx*"):
             leftover.unlink()
-        settings = {**settings, "graph_optimization_level": ORT_FORMAT_LEVEL}
         return {"format": "ort", "session_options": settings}
 
     def load(self, artifact: Path, manifest: Manifest | None) -> Runner:

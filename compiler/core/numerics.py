@@ -226,7 +226,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
         # argmax skips NaN silently: a NaN output has no top-1 agreement, whatever the ranks say.
         top1 = math.nan if np.isnan(r).any() or np.isnan(g).any() else float(np.mean(r.argmax(-1) == g.argmax(-1)))
     spread = float(values.std()) if values.size else 0.0
-    scale = float(np.abs(values).max()) if values.size else 0.0
+    scale = float(magnitude.max())  # the largest finite |value|; 0 when none is finite
     cosine = _cosine(*pair)
     return OutputComparison(name, max_abs, max_rel, cosine, top1, spread, scale, ref.dtype.name)
 
