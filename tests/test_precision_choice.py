@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -52,3 +53,29 @@ def test_a_budget_no_precision_meets_fails_and_writes_nothing(
     with pytest.raises(AccuracyError, match="no precision builds within the accuracy budget"):
         _auto(tiny_cnn_onnx, tiny_cnn_calib, tmp_path / "m.onnx", "max-abs<=0")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_artifact_kept_is_the_candidate_judged_and_each_candidate_is_the_explicit_build(
+        tiny_cnn_onnx: Path, tiny_cnn_calib: CalibrationSettings, tmp_path: Path) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "out" / "m.onnx"
+    options = BuildOptions(target="onnxruntime", precision="auto", output=out, calibration=tiny_cnn_calib,
+                           pass_options={"accuracy_budget": "cosine>=0.999"}, tune_time=1.0, cache_dir=cache)
+    first = compile_model(tiny_cnn_onnx, options)
+    assert first.manifest.autotune  # tuned as an explicit build is, before it was timed and kept
+    again = compile_model(tiny_cnn_onnx, options)  # the candidates come from the cache (timing may pick another)
+    assert again.cache == "hit"
+    chosen = next(r["precision"] for r in again.manifest.precision_choice if r["chosen"])
+    budget = options.pass_options if chosen in ("int8", "fp16") else {}  # what --precision CHOSEN takes
+    explicit = compile_model(tiny_cnn_onnx, replace(options, precision=chosen, output=tmp_path / "m.onnx",
+                                                    pass_options=budget))
+    assert explicit.cache == "hit" and explicit.artifact.read_bytes() == again.artifact.read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx", "m.onnx.manifest.json"]  # no scratch left
+
+
+def test_without_an_output_the_kept_candidate_goes_beside_the_source(tiny_cnn_onnx: Path, tmp_path: Path) -> None:
+    source = tmp_path / "m.onnx"
+    source.write_bytes(tiny_cnn_onnx.read_bytes())
+    result = compile_model(source, BuildOptions(target="onnxruntime", precision="auto", tune_time=0.0))
+    assert result.artifact == tmp_path / "m.onnxruntime.onnx" and read_manifest(result.artifact).precision_choice
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnxruntime.onnx",
+                                                        "m.onnxruntime.onnx.manifest.json"]

@@ -1,16 +1,18 @@
 """``--precision auto``: build every precision the target runs, keep the fastest that is accurate enough.
 
 Each candidate (fp32, bf16, fp16, int8 where the target takes it; int8 only with calibration data) is built
-into a private folder beside the output, with its final check; the ones that build are loaded and timed
-interleaved on this machine (round-robin blocks, as autotuning times), and judged by their final check's
-figures vs the source on held-out samples. The fastest whose figures meet ``--accuracy-budget`` (without
-one: that passes its precision's tolerance) is built again to the output, and its manifest records the
-whole table (``precision_choice``). A candidate never wins on noise: it must beat fp32 by the margin that
-changes precision in autotuning, in most interleaved blocks.
+as an explicit ``--precision`` build would be (tuned, cached, final-checked) into a private folder beside the
+output; the ones that build are loaded with their tuned settings and timed interleaved on this machine
+(round-robin blocks, as autotuning times), and judged by their final check's figures vs the source on held-out
+samples. The fastest whose figures meet ``--accuracy-budget`` (without one: that passes its precision's
+tolerance) is moved into place, its manifest recording the whole table (``precision_choice``): the artifact
+written is the one that was judged and timed, not a rebuild. A candidate never wins on noise: it must beat
+fp32 by the margin that changes precision in autotuning, in most interleaved blocks.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import warnings
@@ -18,12 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from infer_compile.app.build import BuildOptions, BuildResult, compile_model, resolve_target
+from infer_compile.app.build import BuildOptions, BuildResult, compile_model, plan_build, resolve_target
 from infer_compile.app.verification import for_runner
-from infer_compile.core.artifacts import atomic_write_text, owned_tempname
+from infer_compile.core.artifacts import owned_tempname, staged_output
 from infer_compile.core.budget import parse_budget
 from infer_compile.core.errors import AccuracyError, UnsupportedError, UserInputError
-from infer_compile.core.manifest import manifest_path, manifest_text, written_manifest
+from infer_compile.core.manifest import manifest_path, written_manifest
 from infer_compile.core.numerics import random_inputs
 from infer_compile.passes.autotune import PRECISION_MARGIN, consistent_winner, measure
 from infer_compile.targets import load_artifact
@@ -46,46 +48,50 @@ def compile_auto(source: Path, options: BuildOptions) -> BuildResult:
                              hint="drop --no-final-check, or choose a precision yourself")
     budget_text = options.pass_options.get("accuracy_budget")
     budget = parse_budget(budget_text) if budget_text else None
-    output = Path(options.output) if options.output else source.parent
-    scratch = owned_tempname(output.parent if output.suffix else output, ".precision-auto-")
-    scratch.mkdir(parents=True)
+    precisions = candidates(options)
+    final = plan_build(source, replace(options, precision=precisions[0])).output  # -o checked before any build
+    scratch = owned_tempname(final.parent, ".precision-auto-")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir()
     rows: list[dict[str, Any]] = []
     try:
-        built = {}
-        for precision in candidates(options):
+        built: dict[str, BuildResult] = {}
+        said: dict[str, list[warnings.WarningMessage]] = {}  # shown for the candidate kept only
+        for precision in precisions:
             row: dict[str, Any] = {"precision": precision}
             rows.append(row)
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # a candidate's warnings are for its own build, not this one
-                    result = compile_model(source, _candidate(options, precision, scratch / precision))
+                with warnings.catch_warnings(record=True) as said[precision]:
+                    warnings.simplefilter("always")
+                    result = compile_model(source, _candidate(options, precision, scratch / precision / final.name))
             except (AccuracyError, UnsupportedError) as exc:
                 row["refused"] = str(exc).splitlines()[0]
                 continue
             figures = (result.manifest.final_check or {}).get("figures") or {}
             row.update({k: figures.get(k) for k in ("cosine", "max_abs", "top1_agreement")})
             row["meets_budget"] = not budget.check(figures) if budget and figures else True
-            built[precision] = result.artifact  # not the result: it holds the loaded source model
+            built[precision] = replace(result, source=None)  # the loaded source model is not kept for the rest
         timed = [r for r in rows if r["precision"] in built and r["meets_budget"]]
-        _time(timed, built, options.tune_time or TIMING_SECONDS)
+        _time(timed, {p: r.artifact for p, r in built.items()}, options.tune_time or TIMING_SECONDS)
         chosen = _choose(timed)
+        for row in rows:
+            row["chosen"] = row["precision"] == chosen
+        if chosen is None:
+            raise AccuracyError("--precision auto: no precision builds within the accuracy budget",
+                                hint="relax --accuracy-budget, or give more representative --calib data")
+        for message in said[chosen]:
+            warnings.warn_explicit(message.message, message.category, message.filename, message.lineno)
+        return _moved_into_place(built[chosen], final, rows)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for row in rows:
-        row["chosen"] = row["precision"] == chosen
-    if chosen is None:
-        raise AccuracyError("--precision auto: no precision builds within the accuracy budget",
-                            hint="relax --accuracy-budget, or give more representative --calib data")
-    return _recorded(compile_model(source, _candidate(options, chosen, options.output)), rows)
 
 
-def _candidate(options: BuildOptions, precision: str, output: Path | str | None) -> BuildOptions:
-    """``options`` for one candidate: options only other precisions read are dropped; no cache for scratch builds."""
+def _candidate(options: BuildOptions, precision: str, output: Path) -> BuildOptions:
+    """``options`` for one candidate, as ``--precision PRECISION`` would give them (the same cache entry): options
+    only other precisions read are dropped."""
     keep = precision in ("int8", "fp16") and options.calibration is not None  # the fallback needs samples
     passes = {k: v for k, v in options.pass_options.items() if keep or k not in PRECISION_ONLY}
-    scratch = output is not None and output != options.output
-    return replace(options, precision=precision, pass_options=passes, tune_time=0.0 if scratch else options.tune_time,
-                   output=f"{output}/" if scratch else output, cache_dir=None if scratch else options.cache_dir)
+    return replace(options, precision=precision, pass_options=passes, output=output)
 
 
 def _time(rows: list[dict[str, Any]], built: dict[str, Path], seconds: float) -> None:
@@ -111,8 +117,14 @@ def _choose(rows: list[dict[str, Any]]) -> str | None:
     return str(rows[winner]["precision"])
 
 
-def _recorded(result: BuildResult, rows: list[dict[str, Any]]) -> BuildResult:
-    """``result`` with the decision table added to its manifest, also the one written beside the artifact."""
+def _moved_into_place(result: BuildResult, final: Path, rows: list[dict[str, Any]]) -> BuildResult:
+    """The chosen candidate's files moved from the scratch folder to ``final`` (all at once, as a build commits),
+    its manifest with the decision table."""
     manifest = replace(written_manifest(result.artifact), precision_choice=rows)
-    atomic_write_text(manifest_path(result.artifact), manifest_text(manifest))
-    return replace(result, manifest=manifest)
+    with staged_output(final) as stage:
+        for path in result.files:
+            if path.name != manifest_path(result.artifact).name:
+                os.replace(path, stage.sibling(path.name))
+        stage.write_manifest(manifest)
+        files = stage.commit()
+    return replace(result, artifact=files[0], files=files, manifest=manifest)
