@@ -266,7 +266,9 @@ def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
 
     exporters = _exporters(job, options, source)
     _check_input_options(job, options)
-    reference, output_names = _run_torch(job, source)
+    # A .pt2 program runs as its unlifted module: made once, run here, then handed to targets that take modules.
+    runnable = job.program.module() if job.kind == TORCH_EXPORT else job.program
+    reference, output_names = _run_torch(job, runnable, source)
     failures: list[tuple[str, InferCompileError]] = []
     log = io.StringIO()
     for exporter in exporters:
@@ -280,8 +282,8 @@ def lower(job: ExportJob, options: SourceOptions, source: str) -> LoweredModel:
         details = {"kind": job.kind, "exporter": exporter, "torch": torch.__version__, "opset": model.opset, **check}
         if failures:  # the default exporter failed first: say why, in the manifest
             details["exporter_failures"] = {name: exc.message for name, exc in failures}
-        module = None if job.kind == TORCHSCRIPT else job.program.module() if job.kind == TORCH_EXPORT else job.program
-        return LoweredModel(model, "pytorch", details, module=module and flat_outputs(module))
+        module = None if job.kind == TORCHSCRIPT else flat_outputs(runnable)
+        return LoweredModel(model, "pytorch", details, module=module)
     raise _export_failure(failures, job, options, source, log.getvalue())
 
 
@@ -362,11 +364,11 @@ def _check_input_options(job: ExportJob, options: SourceOptions) -> None:
                              hint=f"the model's inputs are: {', '.join(job.names)}")
 
 
-def _run_torch(job: ExportJob, source: str) -> tuple[list[np.ndarray], list[str]]:
-    """PyTorch's outputs on the example inputs, flattened as the exporters flatten them, and their names."""
+def _run_torch(job: ExportJob, runnable: Any, source: str) -> tuple[list[np.ndarray], list[str]]:
+    """PyTorch's outputs of ``runnable`` (the job's program, as a module) on the job's example inputs, flattened as
+    the exporters flatten them, and their names."""
     import torch
 
-    runnable = job.program.module() if job.kind == TORCH_EXPORT else job.program
     try:
         with torch.no_grad():
             out = runnable(*job.args)
