@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 import pytest
@@ -13,7 +15,7 @@ from infer_compile.core.ir import Model
 from infer_compile.core.numerics import ort_session, random_inputs, run_onnx
 from infer_compile.passes import PassContext, PassManager
 from infer_compile.passes.autotune import isolate, quantized_layers
-from infer_compile.passes.bias_correction import BiasCorrection, bias_corrections
+from infer_compile.passes.bias_correction import MIN_POSITIONS, MIN_SAMPLES, BiasCorrection, bias_corrections
 from infer_compile.passes.quantize_int8 import QuantizeInt8
 from tests.builders import inverted_residual, make_model, tensor, text_detector
 from tests.precision_models import calibration, cleaned, held_out
@@ -97,8 +99,39 @@ def test_the_shifts_measured_in_one_session_are_each_layer_run_alone(proto: onnx
     data = CalibrationData(samples, CalibrationSettings("synthetic"), "3 test samples")
     reference = QuantizeInt8().run(model, PassContext(target="trt", calibration=data)).handoff.reference
     expected = _shift_of_each_layer_alone(model, reference, samples)
-    got = bias_corrections(model, reference, samples)
+    got = bias_corrections(model, reference, samples, min_positions=None)
     assert set(got) == set(expected) and len(got) >= 5
     for name, shift in expected.items():
         assert np.abs(shift).max() > 1e-4, name  # the rounding does shift every layer
         np.testing.assert_allclose(got[name], shift, rtol=0, atol=1e-3 * np.abs(shift).max() + 1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize(("side", "read"), [(64, 4), (128, MIN_SAMPLES)])
+def test_samples_are_read_until_every_layer_mean_covers_enough_positions(side: int, read: int) -> None:
+    """Samples are read until every layer's mean covers MIN_POSITIONS positions (at least MIN_SAMPLES): the
+    detector's smallest layers (stride 4) see 16x16 positions of a 64x64 image (4 images for 1024), 32x32 of a
+    128x128 one. No further sample is read (one image per run: a fixed batch of 1), and the shifts are the
+    definition's on the samples read, not on one more."""
+    proto = text_detector(widths=(4, 8), neck=8)
+    for dim, size in zip(proto.graph.input[0].type.tensor_type.shape.dim, (1, 3, side, side), strict=True):
+        dim.dim_value = size
+    model = cleaned(proto)
+    samples = [random_inputs(model.inputs, seed=i) for i in range(6)]
+    data = CalibrationData(samples, CalibrationSettings("synthetic"), "6 test samples")
+    reference = QuantizeInt8().run(model, PassContext(target="trt", calibration=data)).handoff.reference
+    taken: list[int] = []
+
+    def reading() -> Iterator[dict[str, np.ndarray]]:
+        for index, sample in enumerate(samples):
+            taken.append(index)
+            yield sample
+
+    assert MIN_POSITIONS == 1024
+    got = bias_corrections(model, reference, reading())
+    expected = _shift_of_each_layer_alone(model, reference, samples[:read])
+    one_more = _shift_of_each_layer_alone(model, reference, samples[:read + 1])
+    assert taken == list(range(read)) and set(got) == set(expected)
+    for name, shift in expected.items():
+        tolerance = 1e-2 * np.abs(shift).max() + 1e-6
+        np.testing.assert_allclose(got[name], shift, rtol=0, atol=tolerance, err_msg=name)
+        assert name == "deconv2" or np.abs(one_more[name] - shift).max() > 3 * tolerance, name  # tells them apart
