@@ -95,20 +95,20 @@ class Summary:
     """What one pass over the samples learns: the samples (batch rows) in each feed and the data digest."""
 
     rows: tuple[int, ...]
-    digest: str
+    digest: str | None  # None: not computed (only a range cache is keyed by it)
 
 
-def summarize_samples(samples: Iterable[Feeds]) -> Summary:
-    """One pass: rows per feed and sha256 over the sample bytes (names, dtypes, shapes, values)."""
+def summarize_samples(samples: Iterable[Feeds], digest: bool = True) -> Summary:
+    """One pass: rows per feed and (``digest``) sha256 over the sample bytes (names, dtypes, shapes, values)."""
     h = hashlib.sha256()
     rows = []
     for sample in samples:
         rows.append(sample_count(sample))
-        for name in sorted(sample):
+        for name in sorted(sample) if digest else ():
             array = np.ascontiguousarray(sample[name])
             h.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
             h.update(array.data)
-    return Summary(tuple(rows), h.hexdigest())
+    return Summary(tuple(rows), h.hexdigest() if digest else None)
 
 
 def held_out_rule(feeds: int) -> Keep:
@@ -155,7 +155,11 @@ class CalibrationData:
 
     def digest(self) -> str:
         """sha256 over the sample bytes (names, dtypes, shapes, values): the data half of the cache key."""
-        return self.summary.digest
+        digest = self.summary.digest
+        if digest is None:  # summarized without it (no --calib-cache when the data was loaded): one more pass
+            self._summary = summarize_samples(self.samples)
+            digest = self._summary.digest or ""
+        return digest
 
     def counts(self) -> tuple[int, int]:
         """Samples (rows) that calibrate, and those held out (with one feed, the same feed is both)."""
@@ -184,7 +188,8 @@ def load_calibration(settings: CalibrationSettings, inputs: list[TensorSpec],
     reader = open_reader(str(settings.source), inputs, preprocess=settings.preprocess,
                          synthetic_count=settings.max_samples, synthetic=synthetic)
     samples = ReaderSamples(reader, inputs, settings.max_samples)
-    summary = summarize_samples(samples)
+    # Hashing every sample costs ~0.1 s per 150 MB of samples: only a --calib-cache build needs it.
+    summary = summarize_samples(samples, digest=settings.cache is not None)
     if not summary.rows:
         raise UserInputError(f"--calib {settings.source}: no samples ({reader.description})",
                              hint="give at least one sample; a few hundred cover a distribution well")

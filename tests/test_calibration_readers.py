@@ -40,6 +40,19 @@ def test_npy_folder_with_and_without_batch_axis(tmp_path: Path) -> None:
     assert data.count == 30
 
 
+def test_the_data_digest_is_the_same_whether_hashed_while_loading_or_later(tmp_path: Path) -> None:
+    """A build without --calib-cache loads the samples without hashing them; the digest, when asked for, is the
+    one a --calib-cache build computes while loading, and tells different samples apart."""
+    rng = np.random.default_rng(0)
+    folder = npy_folder(tmp_path, [rng.standard_normal((1, 3, 8, 8)) for _ in range(3)])
+    hashed = load_calibration(CalibrationSettings(folder, cache=tmp_path / "ranges.json"), [IMAGE])
+    later = load_calibration(CalibrationSettings(folder), [IMAGE])
+    assert hashed.summary.digest is not None and later.summary.digest is None
+    assert later.digest() == hashed.digest() and later.count == hashed.count == 3
+    np.save(folder / "001.npy", rng.standard_normal((1, 3, 8, 8)))
+    assert load_calibration(CalibrationSettings(folder), [IMAGE]).digest() != hashed.digest()
+
+
 def test_npz_folder_with_several_inputs(tmp_path: Path) -> None:
     for i in range(16):
         np.savez(tmp_path / f"{i}.npz", image=np.zeros((1, 3, 8, 8), np.float32), ids=np.ones((1, 5), np.int64))
