@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnx_graphsurgeon as gs
+from contextlib import AbstractContextManager
 
-from infer_compile.calibration.collect import collect_ranges, reduced, run_exposed, signed_range_names
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import helper
+
+from infer_compile.calibration import collect
+from infer_compile.calibration.collect import (
+    collect_ranges,
+    reduced,
+    run_exposed,
+    signed_range_names,
+    through_activation,
+)
 from infer_compile.core.ir import Model
-from infer_compile.core.numerics import random_inputs
-from tests.builders import tiny_cnn
+from infer_compile.core.numerics import random_inputs, run_onnx
+from tests.builders import make_model, tensor, text_detector, tiny_cnn
 from tests.precision_models import cleaned
 
 
@@ -18,12 +30,14 @@ def activations(model: Model) -> list[str]:
 
 
 def samples(model: Model, count: int = 5) -> list[dict[str, np.ndarray]]:
-    return [{k: v * (i + 1) for k, v in random_inputs(model.inputs, seed=i, dims={"batch": 2}).items()}
-            for i in range(count)]
+    dims = {"batch": 2, "height": 32, "width": 32}
+    return [{k: v * (i + 1) for k, v in random_inputs(model.inputs, seed=i, dims=dims).items()} for i in range(count)]
 
 
-def test_reduced_min_max_equal_the_exposed_values() -> None:
-    model = cleaned(tiny_cnn())
+@pytest.mark.parametrize("proto", [tiny_cnn(), text_detector(widths=(4, 8), neck=8)], ids=["relu", "hardswish"])
+def test_reduced_min_max_equal_the_exposed_values(proto: onnx.ModelProto) -> None:
+    """Every range, those of activation outputs derived from their inputs' (Relu, HardSwish) included."""
+    model = cleaned(proto)
     names, data = activations(model), samples(model)
     exact: dict[str, list[float]] = {}
 
@@ -75,3 +89,37 @@ def test_empty_samples_and_nan_leave_ranges_at_zero() -> None:
     nan = np.full((1, 3, 32, 32), np.nan, np.float32)
     assert collect_ranges(model, [name], [{name: nan}], "minmax") == {name: 0.0}
     assert collect_ranges(model, [], samples(model), "minmax") == {}  # a session asked for nothing returns all
+
+
+@pytest.mark.parametrize("op", ["Relu", "HardSwish"])
+@pytest.mark.parametrize("spread", [(-5.0, 4.0), (-1.4, 2.0), (0.5, 3.0), (-2.5, -0.2), (-0.9, 0.8)])
+def test_an_activation_output_range_follows_from_its_input_range(op: str, spread: tuple[float, float]) -> None:
+    """What onnxruntime computes on dense inputs spanning ``spread`` (the extremes widened to include 0): equal, but
+    for HardSwish's minimum over inputs below -1.5, which is its function minimum, 1e-7 below the data's."""
+    x = np.linspace(*spread, 100001, dtype=np.float32).reshape(1, -1)
+    model = Model.from_proto(make_model([helper.make_node(op, ["x"], ["y"])], [tensor("x", [1, x.shape[1]])],
+                                        [tensor("y", [1, x.shape[1]])], {}))
+    y = run_onnx(model, {"x": x})["y"]
+    low, high = through_activation(op, min(float(x.min()), 0.0), max(float(x.max()), 0.0))
+    assert high == max(float(y.max()), 0.0)
+    if op == "HardSwish" and spread[0] <= -1.5:
+        assert low == -0.375 and 0 <= float(y.min()) - low < 1e-7
+    else:
+        assert low == min(float(y.min()), 0.0)
+
+
+def test_activation_outputs_measured_with_their_inputs_are_not_reduced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detector's HardSwish and Relu outputs come from their inputs' ranges: the session reduces only the rest."""
+    model = cleaned(text_detector(widths=(4, 8), neck=8))
+    names = activations(model)
+    derived = [t.name for node in model.graph.nodes if node.op in ("Relu", "HardSwish") for t in node.outputs]
+    measured: list[list[str]] = []
+
+    def counting(model: Model, names: list[str]) -> AbstractContextManager[list[str]]:
+        measured.append(names)
+        return reduced(model, names)
+
+    monkeypatch.setattr(collect, "reduced", counting)
+    lows, highs = collect.tensor_extremes(model, names, samples(model))
+    assert len(derived) >= 3 and measured == [[n for n in names if n not in derived]]
+    assert set(lows) == set(highs) == set(names)
