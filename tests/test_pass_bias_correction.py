@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -135,3 +136,22 @@ def test_samples_are_read_until_every_layer_mean_covers_enough_positions(side: i
         tolerance = 1e-2 * np.abs(shift).max() + 1e-6
         np.testing.assert_allclose(got[name], shift, rtol=0, atol=tolerance, err_msg=name)
         assert name == "deconv2" or np.abs(one_more[name] - shift).max() > 3 * tolerance, name  # tells them apart
+
+
+def test_layers_the_fallback_returns_to_fp32_keep_their_own_bias() -> None:
+    """The accuracy fallback's variants are corrected only where they run INT8: a layer back in fp32 has no rounding
+    shift, and a correction added to it would be the error (the PP-OCRv4 detector with every layer back in fp32
+    gave cosine 0.03 vs fp32)."""
+    proto = _biased_rounding(conv=True)
+    model = cleaned(proto)
+    ctx = PassContext(target="trt", calibration=calibration(proto, count=20))
+    quantized = QuantizeInt8().run(model, ctx)
+    corrected = BiasCorrection().run(model, replace(ctx, earlier=(quantized,)))
+    assert corrected.counts == {"biases_corrected": 1}
+    feeds = held_out(proto, seed=11)
+    expected = run_onnx(Model.from_proto(proto), feeds)["y"]
+    all_fp32 = corrected.handoff.build(frozenset({"fc"}))
+    assert not any(n.op == "QuantizeLinear" for n in all_fp32.graph.nodes)
+    np.testing.assert_allclose(run_onnx(all_fp32, feeds)["y"], expected, rtol=1e-6, atol=1e-6)
+    int8 = run_onnx(corrected.handoff.build(frozenset()), feeds)["y"]
+    np.testing.assert_allclose(int8, run_onnx(model, feeds)["y"], rtol=0, atol=0)  # the INT8 variant stays corrected
