@@ -3,7 +3,7 @@
 The reduced-precision graph and the fp32 graph it came from run on the held-out calibration
 samples. When they miss ``--accuracy-budget``, or without one the precision's tolerance (what the build's final
 check will require: a plain ``--int8`` build should pass it, not fail after minutes of work), the candidate
-layers are ranked by the error each adds (``layer_sensitivity``: one run of each graph); the most
+layers are ranked by the error each adds (``layer_sensitivity``: one run of both graphs); the most
 sensitive layers then return to fp32 in doubling groups (1, 2, 4, ...), and the count is bisected
 down to the fewest that pass. If it still fails after
 ``--fallback-limit`` (default half) of the layers, the build stops with exit code 3 and the best figure;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -10,15 +11,18 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import helper
 
+from infer_compile.calibration.collect import run_exposed
 from infer_compile.core.budget import parse_budget
+from infer_compile.core.capabilities import Capability
 from infer_compile.core.errors import AccuracyError, ExitCode
 from infer_compile.core.ir import Model
-from infer_compile.core.numerics import compare_outputs, run_onnx, summarize
+from infer_compile.core.numerics import Feeds, compare_outputs, in_dtypes, random_inputs, run_onnx, summarize
 from infer_compile.passes import PassContext, PassManager, PipelineResult
 from infer_compile.passes.accuracy_fallback import AccuracyFallback, HeldOutEvaluator
 from infer_compile.passes.fp16 import Fp16Conversion
+from infer_compile.passes.layer_sensitivity import _reads, rank_layers
 from infer_compile.passes.quantize_int8 import QuantizeInt8
-from tests.builders import make_model, nested_if, tensor, tiny_cnn
+from tests.builders import make_model, nested_if, tensor, text_detector, tiny_cnn
 from tests.passes_helpers import assert_nested_if_preserved
 from tests.precision_models import calibration, cleaned, held_out, mixed_types, outlier_mlp
 
@@ -233,3 +237,51 @@ def test_a_fallback_that_can_pass_still_finds_the_fewest_layers(attempts: list[i
     kept = result.manifest["quantization"]["fallback"]["kept_fp32"]
     assert attempts == [1, 4, 2, 3] and len(kept) == 4 and {"fc2", "fc5"} <= set(kept)
     assert figures(proto, model)["cosine"] >= 0.999
+
+
+def _ranked_from_exposed_values(reference: Model, reduced: Model, candidates: list[str], samples: list[Feeds]
+                                ) -> dict[str, float]:
+    """The ranking's definition computed the slow way: every compared tensor of both graphs exposed, each graph in
+    its own unoptimized session, the per-channel errors (last axis, vs the fp32 variance) in numpy float64."""
+    ref_io, red_io = _reads(reference.graph, candidates), _reads(reduced.graph, candidates)
+    values: dict[str, list[dict[str, np.ndarray]]] = {"ref": [], "red": []}
+    for side, model, io in (("ref", reference, ref_io), ("red", reduced, red_io)):
+        names = list(dict.fromkeys(n for inputs, output in io.values() for n in [*inputs, output]))
+        run_exposed(model, names, [in_dtypes(s, model.inputs) for s in samples], values[side].append)
+
+    def error(r: str, q: str) -> float:
+        ref = np.concatenate([v[r].astype(np.float64).reshape(-1, v[r].shape[-1]) for v in values["ref"]])
+        got = np.concatenate([v[q].astype(np.float64).reshape(-1, v[q].shape[-1]) for v in values["red"]])
+        variance = ref.var(axis=0)
+        floor = max(float(variance.max()), 1e-30) * 1e-6
+        return float(np.mean(np.square(got - ref).mean(axis=0) / np.maximum(variance, floor)))
+
+    return {name: error(ref_io[name][1], red_io[name][1])
+            - max((error(r, q) for r, q in zip(ref_io[name][0], red_io[name][0], strict=True)), default=0.0)
+            for name in candidates}
+
+
+_ORT = frozenset({Capability.QDQ_PLACEMENT_QLINEAR, Capability.QDQ_ASYMMETRIC_ACTIVATIONS})
+
+
+@pytest.mark.parametrize(("proto", "first", "capabilities", "dims"), [
+    (outlier_mlp(), QuantizeInt8, frozenset(), {"batch": 8}),
+    (_deep_outlier_mlp(sensitive=(2, 5)), QuantizeInt8, _ORT, {"batch": 8}),
+    (text_detector(widths=(4, 8), neck=8), QuantizeInt8, _ORT, {"batch": 1, "height": 64, "width": 96}),
+    (tiny_cnn(), Fp16Conversion, frozenset(), {"batch": 2}),
+], ids=["int8-mlp", "int8-deep-mlp-ort", "int8-detector-ort", "fp16-cnn"])
+def test_layers_are_ranked_in_one_session_as_from_their_exposed_values(proto: onnx.ModelProto, first, capabilities,
+                                                                       dims: dict[str, int]) -> None:
+    """Both graphs side by side in one session, reduced to per-channel sums there, rank the layers as exposing
+    every layer's input and output of both graphs and comparing them in numpy does (the same order and errors)."""
+    model = cleaned(proto)
+    ctx = PassContext(target="onnxruntime", calibration=calibration(proto, count=8), capabilities=capabilities)
+    state = first().run(model, ctx).handoff
+    samples = [random_inputs(state.reference.inputs, seed=50 + i, dims=dims) for i in range(3)]
+    ranked, added = rank_layers(state.reference, model, state.candidates, samples)
+    expected = _ranked_from_exposed_values(state.reference, model, state.candidates, samples)
+    assert set(added) == set(expected) == set(state.candidates) and len(added) >= 3
+    # the same order, up to ties among errors the ranking rounds to 6 decimals (fp16: ~1e-8 each)
+    assert all(expected[a] >= expected[b] - 1e-6 for a, b in itertools.pairwise(ranked)), (ranked, expected)
+    for name, value in expected.items():
+        assert added[name] == pytest.approx(value, rel=1e-3, abs=1e-5), name
