@@ -231,14 +231,15 @@ class AccuracyFallback(Pass):
         # The error each layer adds in INT8/FP16 (the report shows it per layer; larger = more sensitive).
         fallback["sensitivity"] = added_error
         limit = min(max(1, math.ceil(len(ranked) * ctx.option(FALLBACK_LIMIT))), len(ranked))
-        best = figures
+        best, best_count = figures, 0  # the best complete figures and how many layers were in fp32 for them
 
         def attempt(count: int) -> tuple[Model, dict] | None:
             """The graph with the ``count`` most sensitive layers in fp32 and its figures if it passes, else None."""
-            nonlocal best
+            nonlocal best, best_count
             candidate = state.build(state.user_excluded | frozenset(ranked[:count]))
             got = evaluator.figures(candidate, until_refused=True)
-            best = got if got["complete"] and score(got, budget) > score(best, budget) else best
+            if got["complete"] and score(got, budget) > score(best, budget):
+                best, best_count = got, count
             return (candidate, got) if _meets(got, budget) else None
 
         failing = 0  # the most layers known to fail
@@ -268,8 +269,10 @@ class AccuracyFallback(Pass):
             return ranked[:count], got
         goal = f"accuracy budget {budget}" if budget else f"the {state.precision} tolerance"
         failed = (budget.check(best) if budget else []) or [f"outputs outside the {state.precision} tolerance"]
+        # Failing attempts stop at their first refused sample: the best complete figures are usually the fully
+        # reduced graph's, and the message says which graph they are from.
         raise AccuracyError(
-            f"{goal} not met: best {describe(best)} with {min(limit, len(ranked))} of {len(ranked)} "
-            f"{state.precision} layers back in fp32 ({'; '.join(failed)})",
+            f"{goal} not met with up to {min(limit, len(ranked))} of {len(ranked)} {state.precision} layers back in "
+            f"fp32: best {describe(best)} with {best_count} back ({'; '.join(failed)})",
             hint=("relax the budget, " if budget else "build at a higher precision, ")
             + "give more representative --calib data, try another --calib-method, or raise --fallback-limit")
