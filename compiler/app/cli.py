@@ -207,7 +207,8 @@ def print_tuning(record: dict | None) -> None:
     asked = record.get("tune_time_s", record["budget_s"])
     budget = f"{record['budget_s']:g} s" + (f" (all this model needs of --tune-time {asked:g} s)"
                                            if asked > record["budget_s"] else "")
-    startup = f" after {record['startup_s']:.1f} s starting the runtime" if record.get("startup_s") else ""
+    started = record.get("startup_s", 0.0)
+    startup = f" after {started:.1f} s starting the runtime" if started >= 0.05 else ""
     title = (f"autotune ({record['seconds']:.1f} s of {budget}{startup}; load {record.get('load_per_cpu')} "
              f"per CPU on {record.get('cpus')} CPUs; chosen by best latency)")
     table = Table(title=title, title_justify="left", show_edge=False)
