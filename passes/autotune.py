@@ -273,10 +273,10 @@ class Cost:
 
     @classmethod
     def probe(cls, tuner: Any, model: Model, feeds: Feeds) -> Cost:
-        # One-time work is not a configuration's cost: OpenVINO converts the model, and loads its CPU plugin on the
-        # first compile (1.5 s on a busy machine). Counting those, and the cold run as a run, made a 0.14 ms model
-        # look as if 30 runs of each configuration needed 15 s: the whole --tune-time went to timing it.
-        tuner.convert(model)
+        # One-time work is not a configuration's cost: the first load and run (untimed) absorb it. OpenVINO converts
+        # the model there (the tuner keeps it) and loads its CPU plugin (1.5 s on a busy machine). Counting those, and
+        # the cold run as a run, made a 0.14 ms model look as if 30 runs of each configuration needed 15 s: the whole
+        # --tune-time went to timing it.
         tuner.prepare(model, {})(feeds)
         start = time.perf_counter()
         run = tuner.prepare(model, {})

@@ -166,10 +166,6 @@ class Tuner(ABC):
     def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
         """Load ``model`` with ``settings``; the callable runs it once (what the pass times)."""
 
-    def convert(self, model: Model) -> None:  # noqa: B027 (optional hook: most runtimes load the model as it is)
-        """One-time work before ``model`` loads in any configuration (e.g. into the runtime's own IR): kept out of
-        what one configuration is measured to cost to load."""
-
 
 # Instruction-set extensions that decide which kernels and precisions a CPU runtime uses (bf16/fp16/int8 paths).
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",

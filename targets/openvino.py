@@ -169,13 +169,9 @@ class OvTuner(Tuner):
               for p in self.precisions[1:]),
         ]
 
-    def convert(self, model: Model) -> None:
+    def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
         if self._converted is None or self._converted[0] is not model:
             self._converted = (model, _to_ov(model))
-
-    def prepare(self, model: Model, settings: dict[str, Any]) -> Callable[[Feeds], object]:
-        self.convert(model)
-        assert self._converted is not None
         compiled = _core().compile_model(self._converted[1], DEVICE,
                                          {PRECISION_HINT: self.precisions[0], **settings})
         request = compiled.create_infer_request()
